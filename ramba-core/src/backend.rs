@@ -1,0 +1,160 @@
+//! Run-time backend selection, shared by every binary.
+//!
+//! Burn backends are types, so a binary picks one at start and runs its whole job generically:
+//! it implements [`BackendTask`] and calls [`dispatch`]. `auto` takes CUDA if a device opens,
+//! else wgpu if an adapter exists (lavapipe counts), else the CPU backend; the choice and the
+//! device name are reported through [`BackendInfo`].
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::ops::RambaBackend;
+
+/// CUDA through CubeCL (kernels compiled at run time with NVRTC).
+pub type CudaBackend = burn::backend::Cuda<f32, i32>;
+/// wgpu through CubeCL (Vulkan, Metal, DX12; lavapipe on a CPU-only Linux machine).
+pub type WgpuBackend = burn::backend::Wgpu<f32, i32, u32>;
+/// Burn's ndarray CPU backend.
+pub type CpuBackend = burn::backend::NdArray<f32>;
+
+/// What the user asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// CUDA, else wgpu, else CPU.
+    #[default]
+    Auto,
+    /// CUDA device 0.
+    Cuda,
+    /// The default wgpu adapter.
+    Wgpu,
+    /// The ndarray CPU backend.
+    Cpu,
+}
+
+impl FromStr for BackendKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => Self::Auto,
+            "cuda" => Self::Cuda,
+            "wgpu" => Self::Wgpu,
+            "cpu" | "ndarray" => Self::Cpu,
+            other => bail!("unknown backend `{other}`: expected auto, cuda, wgpu or cpu"),
+        })
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cuda => "cuda",
+            Self::Wgpu => "wgpu",
+            Self::Cpu => "cpu",
+        })
+    }
+}
+
+/// The backend that was opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// `cuda`, `wgpu` or `cpu` (never `auto`).
+    pub kind: BackendKind,
+    /// A human-readable device description.
+    pub device_name: String,
+}
+
+impl fmt::Display for BackendInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend {} ({})", self.kind, self.device_name)
+    }
+}
+
+/// A job that runs on whichever backend was chosen. `B` is the inference backend; training
+/// wraps it in `burn::backend::Autodiff<B>` itself.
+pub trait BackendTask {
+    /// What the job returns.
+    type Output;
+    /// Runs the job on backend `B`.
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Self::Output;
+}
+
+/// Opens the requested backend (resolving `auto`) and runs `task` on it.
+pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output> {
+    let info = open(kind)?;
+    Ok(match info.kind {
+        BackendKind::Cuda => task.run::<CudaBackend>(Default::default(), &info),
+        BackendKind::Wgpu => task.run::<WgpuBackend>(Default::default(), &info),
+        _ => task.run::<CpuBackend>(Default::default(), &info),
+    })
+}
+
+/// Resolves and opens a backend, without running anything on it.
+pub fn open(kind: BackendKind) -> Result<BackendInfo> {
+    match kind {
+        BackendKind::Cuda => probe_cuda().map_err(|e| anyhow::anyhow!("--backend cuda: no CUDA device could be opened ({e})")),
+        BackendKind::Wgpu => probe_wgpu().map_err(|e| anyhow::anyhow!("--backend wgpu: no wgpu adapter could be opened ({e}); on Linux without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers")),
+        BackendKind::Cpu => Ok(cpu_info()),
+        BackendKind::Auto => Ok(probe_cuda().or_else(|_| probe_wgpu()).unwrap_or_else(|_| cpu_info())),
+    }
+}
+
+fn cpu_info() -> BackendInfo {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    BackendInfo {
+        kind: BackendKind::Cpu,
+        device_name: format!("ndarray, {threads} CPU threads"),
+    }
+}
+
+fn probe_cuda() -> Result<BackendInfo> {
+    quietly(|| {
+        let device = burn::backend::cuda::CudaDevice::new(0);
+        let probe = Tensor::<CudaBackend, 1>::ones([4], &device)
+            .sum()
+            .into_scalar();
+        assert!(probe == 4.0, "CUDA probe computed {probe}");
+        BackendInfo {
+            kind: BackendKind::Cuda,
+            device_name: "CUDA device 0".into(),
+        }
+    })
+}
+
+fn probe_wgpu() -> Result<BackendInfo> {
+    use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, WgpuDevice};
+    quietly(|| {
+        let setup = init_setup::<AutoGraphicsApi>(&WgpuDevice::DefaultDevice, Default::default());
+        let adapter = setup.adapter.get_info();
+        BackendInfo {
+            kind: BackendKind::Wgpu,
+            device_name: format!("{} via {:?}", adapter.name, adapter.backend),
+        }
+    })
+}
+
+/// Runs a probe that signals failure by panicking (as the GPU runtimes do), without printing
+/// the panic, and turns the panic into an error.
+fn quietly<T>(probe: impl FnOnce() -> T) -> Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = catch_unwind(AssertUnwindSafe(probe));
+    std::panic::set_hook(hook);
+    result.map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown error".into());
+        anyhow::anyhow!("{}", msg.lines().next().unwrap_or_default())
+    })
+}

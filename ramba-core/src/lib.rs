@@ -1,0 +1,15 @@
+//! ramba-core: the library behind `ramba-train` and `ramba-eval`.
+//!
+//! - [`ops`]: the ops seam ([`ops::RambaBackend`]) and the reference implementation of every op.
+//! - [`nn`]: building blocks (Mamba-2, attention, chunk memory, retrieval, HSA layer).
+//! - [`model`]: the language models behind [`model::LanguageModel`].
+//! - [`config`]: serde model configs with the paper's RAMba-370M as defaults.
+//! - [`backend`]: run-time backend selection (`auto | cuda | wgpu | cpu`).
+
+pub mod backend;
+pub mod config;
+pub mod model;
+pub mod nn;
+pub mod ops;
+#[doc(hidden)]
+pub mod testing;

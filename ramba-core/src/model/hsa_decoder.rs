@@ -1,0 +1,114 @@
+//! The HSA decoder (spec §6): `ramba` (Mamba-2 blocks) and `swa_hsa` (sliding-window blocks).
+//!
+//! ```text
+//! Embedding
+//! lower decoder: block × n_lower
+//! ChunkMemory(h)                      → landmarks, K, V   (shared by every HSA layer)
+//! for each of n_groups:
+//!     Retrieval(h)                    → indices, weights  (shared by the group's HSA layers)
+//!     repeat hsa_per_group: HSA layer, then block × blocks_per_hsa
+//! RMSNorm → LM head
+//! ```
+
+use burn::prelude::*;
+
+use super::{run_blocks, LmHead, ModelState};
+use crate::config::ModelConfig;
+use crate::nn::attention::AttentionMask;
+use crate::nn::block::DecoderBlock;
+use crate::nn::chunk_memory::ChunkMemory;
+use crate::nn::hsa_layer::HsaLayer;
+use crate::nn::retrieval::Retrieval;
+use crate::ops::RambaBackend;
+
+/// One HSA layer and the blocks after it.
+#[derive(Module, Debug)]
+pub struct HsaStage<B: Backend> {
+    hsa: HsaLayer<B>,
+    blocks: Vec<DecoderBlock<B>>,
+}
+
+/// A retrieval and the stages that share its selection.
+#[derive(Module, Debug)]
+pub struct HsaGroup<B: Backend> {
+    retrieval: Retrieval<B>,
+    stages: Vec<HsaStage<B>>,
+}
+
+/// See the module docs.
+#[derive(Module, Debug)]
+pub struct HsaDecoder<B: Backend> {
+    lm: LmHead<B>,
+    lower: Vec<DecoderBlock<B>>,
+    memory: ChunkMemory<B>,
+    groups: Vec<HsaGroup<B>>,
+    window: Option<usize>,
+}
+
+impl<B: Backend> HsaDecoder<B> {
+    /// From a validated config with `arch = ramba | swa_hsa`.
+    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
+        let window = match cfg.attention_mask() {
+            AttentionMask::Window(w) => Some(w),
+            _ => None,
+        };
+        let stage = || HsaStage {
+            hsa: HsaLayer::new(cfg, device),
+            blocks: (0..cfg.blocks_per_hsa).map(|_| cfg.block(device)).collect(),
+        };
+        let group = || HsaGroup {
+            retrieval: Retrieval::new(cfg, device),
+            stages: (0..cfg.hsa_per_group).map(|_| stage()).collect(),
+        };
+        Self {
+            lm: LmHead::new(cfg, device),
+            lower: (0..cfg.n_lower).map(|_| cfg.block(device)).collect(),
+            memory: ChunkMemory::new(cfg, device),
+            groups: (0..cfg.n_groups).map(|_| group()).collect(),
+            window,
+        }
+    }
+
+    /// Decoder blocks (HSA layers not counted).
+    pub fn n_blocks(&self) -> usize {
+        self.lower.len()
+            + self
+                .groups
+                .iter()
+                .flat_map(|g| &g.stages)
+                .map(|s| s.blocks.len())
+                .sum::<usize>()
+    }
+}
+
+impl<B: RambaBackend> HsaDecoder<B> {
+    /// `[batch, seq]` → logits `[batch, seq, vocab]` and the blocks' final state.
+    pub fn forward(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: Option<ModelState<B>>,
+    ) -> (Tensor<B, 3>, ModelState<B>) {
+        let mask = self
+            .window
+            .map_or(AttentionMask::Causal, AttentionMask::Window);
+        let mut states = state.map(|s| s.blocks).unwrap_or_default().into_iter();
+        let mut out = Vec::with_capacity(self.n_blocks());
+
+        let mut x = run_blocks(
+            &self.lower,
+            self.lm.embed(tokens),
+            &mut states,
+            mask,
+            &mut out,
+        );
+        let memory = self.memory.forward(x.clone());
+        for group in &self.groups {
+            let selection = group.retrieval.forward(x.clone(), &memory);
+            for stage in &group.stages {
+                x = stage.hsa.forward(x, &memory, &selection);
+                x = run_blocks(&stage.blocks, x, &mut states, mask, &mut out);
+            }
+        }
+        (self.lm.logits(x), ModelState { blocks: out })
+    }
+}

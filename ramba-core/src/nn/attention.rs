@@ -1,0 +1,139 @@
+//! Multi-head self-attention with RoPE and grouped-query heads, in three masks: causal (the
+//! transformer baseline), sliding-window causal (SWA), and bidirectional (the chunk encoder).
+//!
+//! Dense `[L, L]` scores: the reference path, exact and portable; fused kernels plug in later.
+
+use burn::nn::{Linear, RmsNorm};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use super::rope::apply_rope;
+use super::{linear, rms_norm};
+
+/// Which key positions a query may attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionMask {
+    /// Keys `j ≤ i`.
+    Causal,
+    /// Keys `i − window < j ≤ i`.
+    Window(usize),
+    /// All keys (inside one chunk of the encoder).
+    Bidirectional,
+}
+
+/// Settings of one attention layer.
+#[derive(Clone, Debug)]
+pub struct AttentionSettings {
+    /// Model width.
+    pub d_model: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// KV heads.
+    pub n_kv_heads: usize,
+    /// Bias on the q/k/v projections (Qwen2-style encoder).
+    pub qkv_bias: bool,
+    /// Per-head RMSNorm on q and k.
+    pub qk_norm: bool,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Init std of the projections.
+    pub init_std: f64,
+    /// RMSNorm epsilon.
+    pub norm_eps: f64,
+}
+
+/// See the module docs.
+#[derive(Module, Debug)]
+pub struct SelfAttention<B: Backend> {
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    o: Linear<B>,
+    q_norm: Option<RmsNorm<B>>,
+    k_norm: Option<RmsNorm<B>>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    rope_theta: f64,
+}
+
+impl<B: Backend> SelfAttention<B> {
+    /// Builds the projections; head dim = `d_model / n_heads`.
+    pub fn new(s: &AttentionSettings, device: &B::Device) -> Self {
+        let head_dim = s.d_model / s.n_heads;
+        let kv = s.n_kv_heads * head_dim;
+        Self {
+            q: linear(s.d_model, s.d_model, s.qkv_bias, s.init_std, device),
+            k: linear(s.d_model, kv, s.qkv_bias, s.init_std, device),
+            v: linear(s.d_model, kv, s.qkv_bias, s.init_std, device),
+            o: linear(s.d_model, s.d_model, false, s.init_std, device),
+            q_norm: s.qk_norm.then(|| rms_norm(head_dim, s.norm_eps, device)),
+            k_norm: s.qk_norm.then(|| rms_norm(head_dim, s.norm_eps, device)),
+            n_heads: s.n_heads,
+            n_kv_heads: s.n_kv_heads,
+            head_dim,
+            rope_theta: s.rope_theta,
+        }
+    }
+
+    /// `x`: `[batch, seq, d_model]` at positions `start..start + seq` → `[batch, seq, d_model]`.
+    pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
+        let [batch, seq, d_model] = x.dims();
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]);
+        let mut q = heads(self.q.forward(x.clone()), self.n_heads);
+        let mut k = heads(self.k.forward(x.clone()), self.n_kv_heads);
+        let v = heads(self.v.forward(x), self.n_kv_heads);
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        let q = apply_rope(q.swap_dims(1, 2), start, self.rope_theta);
+        let k = apply_rope(k.swap_dims(1, 2), start, self.rope_theta);
+        let v = v.swap_dims(1, 2);
+        // Grouped-query heads: each KV head serves `group` consecutive query heads.
+        let group = self.n_heads / self.n_kv_heads;
+        let expand = |t: Tensor<B, 4>| {
+            t.unsqueeze_dim::<5>(2)
+                .expand([batch, self.n_kv_heads, group, seq, self.head_dim])
+                .reshape([batch, self.n_heads, seq, self.head_dim])
+        };
+        let (k, v) = if group > 1 {
+            (expand(k), expand(v))
+        } else {
+            (k, v)
+        };
+
+        let scale = (self.head_dim as f64).sqrt().recip();
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, H, L, L]
+        if let Some(blocked) = blocked_keys::<B>(seq, mask, &scores.device()) {
+            scores = scores.mask_fill(
+                blocked
+                    .reshape([1, 1, seq, seq])
+                    .expand([batch, self.n_heads, seq, seq]),
+                -1.0e9,
+            );
+        }
+        let out = softmax(scores, 3).matmul(v); // [B, H, L, dh]
+        self.o
+            .forward(out.swap_dims(1, 2).reshape([batch, seq, d_model]))
+    }
+}
+
+/// `[seq, seq]`, true where query `i` may not see key `j`; `None` when nothing is blocked.
+fn blocked_keys<B: Backend>(
+    seq: usize,
+    mask: AttentionMask,
+    device: &B::Device,
+) -> Option<Tensor<B, 2, Bool>> {
+    // `tril_mask(.., 0)` is true strictly above the diagonal, i.e. at future keys.
+    let future = || Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, device);
+    match mask {
+        AttentionMask::Bidirectional => None,
+        AttentionMask::Causal => Some(future()),
+        AttentionMask::Window(w) => {
+            // `triu_mask(.., -w)` is true at j < i − w + 1, i.e. keys that left the window.
+            let old = Tensor::<B, 2, Bool>::triu_mask([seq, seq], -(w as i64) + 1, device);
+            Some(future().bool_or(old))
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Decoder blocks: a pre-norm transformer block, and [`DecoderBlock`], the block kind a model
+//! stacks (Mamba-2 or attention), so one model struct serves several architectures.
+
+use burn::nn::RmsNorm;
+use burn::prelude::*;
+
+use super::attention::{AttentionMask, AttentionSettings, SelfAttention};
+use super::mamba2::{Mamba2Block, Mamba2State};
+use super::mlp::SwiGluMlp;
+use super::rms_norm;
+use crate::ops::RambaBackend;
+
+/// `x + Attn(norm(x))`, then `x + MLP(norm(x))`.
+#[derive(Module, Debug)]
+pub struct TransformerBlock<B: Backend> {
+    attn_norm: RmsNorm<B>,
+    attn: SelfAttention<B>,
+    mlp_norm: RmsNorm<B>,
+    mlp: SwiGluMlp<B>,
+}
+
+impl<B: Backend> TransformerBlock<B> {
+    /// One block of width `s.d_model` with a SwiGLU of `mlp_hidden`.
+    pub fn new(s: &AttentionSettings, mlp_hidden: usize, device: &B::Device) -> Self {
+        Self {
+            attn_norm: rms_norm(s.d_model, s.norm_eps, device),
+            attn: SelfAttention::new(s, device),
+            mlp_norm: rms_norm(s.d_model, s.norm_eps, device),
+            mlp: SwiGluMlp::new(s.d_model, mlp_hidden, s.init_std, device),
+        }
+    }
+
+    /// `[batch, seq, d]` at positions `start..` → `[batch, seq, d]`.
+    pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), start, mask);
+        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+    }
+}
+
+/// A block of a decoder stack.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum DecoderBlock<B: Backend> {
+    /// Mamba-2 (ramba, mamba2).
+    Mamba(Mamba2Block<B>),
+    /// Causal attention, full (transformer) or sliding-window (swa_hsa).
+    Attention(TransformerBlock<B>),
+}
+
+/// Per-block recurrent state; attention blocks carry none here.
+#[derive(Clone, Debug)]
+pub enum BlockState<B: Backend> {
+    /// State of a Mamba-2 block.
+    Mamba(Mamba2State<B>),
+    /// Attention blocks keep no state across calls of `forward`.
+    Stateless,
+}
+
+impl<B: Backend> BlockState<B> {
+    /// Cuts the state off the autodiff graph.
+    pub fn detach(self) -> Self {
+        match self {
+            BlockState::Mamba(s) => BlockState::Mamba(s.detach()),
+            BlockState::Stateless => BlockState::Stateless,
+        }
+    }
+}
+
+impl<B: RambaBackend> DecoderBlock<B> {
+    /// `[batch, seq, d]` → `[batch, seq, d]` and the state after it. `mask` applies to attention
+    /// blocks.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        state: Option<BlockState<B>>,
+        mask: AttentionMask,
+    ) -> (Tensor<B, 3>, BlockState<B>) {
+        match self {
+            DecoderBlock::Mamba(m) => {
+                let state = match state {
+                    Some(BlockState::Mamba(s)) => Some(s),
+                    _ => None,
+                };
+                let (y, s) = m.forward(x, state);
+                (y, BlockState::Mamba(s))
+            }
+            DecoderBlock::Attention(t) => (t.forward(x, 0, mask), BlockState::Stateless),
+        }
+    }
+}

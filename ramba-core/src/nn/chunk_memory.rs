@@ -1,0 +1,147 @@
+//! Chunk memory (spec §2): built once from the lower decoder's output and shared by every HSA
+//! layer. Each complete chunk of `S` tokens is encoded on its own by a small bidirectional
+//! transformer; its landmark (selection key) and its tokens' keys and values come from the
+//! encoder output. Bidirectional encoding is causal from the reader's side, since a chunk becomes
+//! readable only once complete.
+
+use burn::module::Param;
+use burn::nn::{Linear, RmsNorm};
+use burn::prelude::*;
+
+use super::attention::{AttentionMask, AttentionSettings};
+use super::block::TransformerBlock;
+use super::{linear, rms_norm};
+use crate::config::{mlp_hidden, Landmark, ModelConfig};
+
+/// The memory HSA layers read.
+#[derive(Clone, Debug)]
+pub struct ChunkMemoryOutput<B: Backend> {
+    /// `[batch, n_chunks, h_kv, d_r / h_kv]`.
+    pub landmarks: Tensor<B, 4>,
+    /// `[batch, seq, h_kv, d_h]`; positions past the last complete chunk are zero (never read).
+    pub keys: Tensor<B, 4>,
+    /// `[batch, seq, h_kv, d_h]`, like `keys`.
+    pub values: Tensor<B, 4>,
+}
+
+/// See the module docs.
+#[derive(Module, Debug)]
+pub struct ChunkMemory<B: Backend> {
+    cls: Option<Param<Tensor<B, 1>>>,
+    encoder: Vec<TransformerBlock<B>>,
+    norm: RmsNorm<B>,
+    landmark: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    chunk_size: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    retrieval_dim: usize,
+}
+
+impl<B: Backend> ChunkMemory<B> {
+    /// From the `[model]` and `[model.hsa]` settings.
+    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
+        let h = &cfg.hsa;
+        let d = cfg.d_model;
+        let settings = AttentionSettings {
+            d_model: d,
+            n_heads: h.encoder_heads,
+            n_kv_heads: h.encoder_kv_heads,
+            qkv_bias: true,
+            qk_norm: true,
+            rope_theta: 10_000.0,
+            init_std: cfg.init_std,
+            norm_eps: cfg.norm_eps,
+        };
+        let hidden = mlp_hidden(h.mlp_hidden, d);
+        let cls = (h.landmark == Landmark::Cls).then(|| {
+            Param::from_tensor(Tensor::random(
+                [d],
+                burn::tensor::Distribution::Normal(0.0, cfg.init_std),
+                device,
+            ))
+        });
+        Self {
+            cls,
+            encoder: (0..h.encoder_layers)
+                .map(|_| TransformerBlock::new(&settings, hidden, device))
+                .collect(),
+            norm: rms_norm(d, cfg.norm_eps, device),
+            landmark: linear(d, h.retrieval_dim, false, cfg.init_std, device),
+            key: linear(d, h.n_kv_heads * h.head_dim, false, cfg.init_std, device),
+            value: linear(d, h.n_kv_heads * h.head_dim, false, cfg.init_std, device),
+            chunk_size: h.chunk_size,
+            n_kv_heads: h.n_kv_heads,
+            head_dim: h.head_dim,
+            retrieval_dim: h.retrieval_dim,
+        }
+    }
+
+    /// `h`: `[batch, seq, d_model]`, the residual after the lower decoder.
+    pub fn forward(&self, h: Tensor<B, 3>) -> ChunkMemoryOutput<B> {
+        let [batch, seq, d] = h.dims();
+        let s = self.chunk_size;
+        let n_chunks = seq / s;
+        let device = h.device();
+        let kv_shape = [batch, seq, self.n_kv_heads, self.head_dim];
+        let lmk_heads = [
+            batch,
+            n_chunks,
+            self.n_kv_heads,
+            self.retrieval_dim / self.n_kv_heads,
+        ];
+        if n_chunks == 0 {
+            return ChunkMemoryOutput {
+                landmarks: Tensor::zeros(lmk_heads, &device),
+                keys: Tensor::zeros(kv_shape, &device),
+                values: Tensor::zeros(kv_shape, &device),
+            };
+        }
+
+        let rows = batch * n_chunks;
+        let mut x = h.slice([0..batch, 0..n_chunks * s]).reshape([rows, s, d]);
+        if let Some(cls) = &self.cls {
+            // The CLS vector goes last, at in-chunk position S.
+            let cls = cls.val().reshape([1, 1, d]).expand([rows, 1, d]);
+            x = Tensor::cat(vec![x, cls], 1);
+        }
+        for layer in &self.encoder {
+            x = layer.forward(x, 0, AttentionMask::Bidirectional);
+        }
+        let e = self.norm.forward(x);
+        let tokens = e.clone().slice([0..rows, 0..s]);
+        let pooled = match self.cls {
+            Some(_) => e.slice([0..rows, s..s + 1]).reshape([rows, d]),
+            None => tokens.clone().mean_dim(1).reshape([rows, d]),
+        };
+        let landmarks = self.landmark.forward(pooled).reshape(lmk_heads);
+
+        let tokens = tokens.reshape([batch, n_chunks * s, d]);
+        let project = |lin: &Linear<B>| {
+            let x = lin.forward(tokens.clone()).reshape([
+                batch,
+                n_chunks * s,
+                self.n_kv_heads,
+                self.head_dim,
+            ]);
+            let tail = seq - n_chunks * s;
+            if tail == 0 {
+                x
+            } else {
+                Tensor::cat(
+                    vec![
+                        x,
+                        Tensor::zeros([batch, tail, self.n_kv_heads, self.head_dim], &device),
+                    ],
+                    1,
+                )
+            }
+        };
+        ChunkMemoryOutput {
+            keys: project(&self.key),
+            values: project(&self.value),
+            landmarks,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Mamba-2 block (Dao & Gu 2024, "Transformers are SSMs"), pre-RMSNorm residual, as in RAMba.
+//!
+//! `in_proj → (z, x, B, C, dt)`; causal depthwise conv on `x‖B‖C` then SiLU; the selective scan
+//! with a scalar `A = −exp(A_log)` per head and `Δ = softplus(dt + dt_bias)`; gated RMSNorm with
+//! `SiLU(z)`; `out_proj`. The conv and SSM states go in and out, for streaming inference and
+//! the "memory reset" training option.
+
+use burn::module::Param;
+use burn::nn::{Initializer, Linear, RmsNorm};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use burn::tensor::Distribution;
+
+use super::norm::GatedRmsNorm;
+use super::{linear, rms_norm};
+use crate::config::MambaConfig;
+use crate::ops::reference::softplus;
+use crate::ops::{RambaBackend, ScanOptions};
+
+/// Recurrent state of one Mamba-2 block.
+#[derive(Clone, Debug)]
+pub struct Mamba2State<B: Backend> {
+    /// `[batch, conv_channels, conv_width − 1]`: the last inputs of the convolution.
+    pub conv: Tensor<B, 3>,
+    /// `[batch, heads, head_dim, d_state]`.
+    pub ssm: Tensor<B, 4>,
+}
+
+impl<B: Backend> Mamba2State<B> {
+    /// Cuts the state off the autodiff graph (truncated BPTT).
+    pub fn detach(self) -> Self {
+        Self {
+            conv: self.conv.detach(),
+            ssm: self.ssm.detach(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Module, Debug)]
+pub struct Mamba2Block<B: Backend> {
+    norm: RmsNorm<B>,
+    in_proj: Linear<B>,
+    conv_weight: Param<Tensor<B, 2>>,
+    conv_bias: Param<Tensor<B, 1>>,
+    dt_bias: Param<Tensor<B, 1>>,
+    a_log: Param<Tensor<B, 1>>,
+    d: Param<Tensor<B, 1>>,
+    gate_norm: GatedRmsNorm<B>,
+    out_proj: Linear<B>,
+    d_inner: usize,
+    n_heads: usize,
+    head_dim: usize,
+    n_groups: usize,
+    d_state: usize,
+    chunk_size: usize,
+}
+
+impl<B: Backend> Mamba2Block<B> {
+    /// Initialises as mamba_ssm does: Δ log-uniform in `[dt_min, dt_max]` (through the inverse
+    /// softplus of `dt_bias`), `A` uniform in `[1, 16]`, `D = 1`, conv uniform `±1/√width`.
+    pub fn new(
+        d_model: usize,
+        cfg: &MambaConfig,
+        init_std: f64,
+        norm_eps: f64,
+        device: &B::Device,
+    ) -> Self {
+        let d_inner = cfg.d_inner(d_model);
+        let n_heads = cfg.n_heads(d_model);
+        let conv_dim = d_inner + 2 * cfg.n_groups * cfg.d_state;
+        let proj = 2 * d_inner + 2 * cfg.n_groups * cfg.d_state + n_heads;
+
+        let (lo, hi) = (cfg.dt_min.ln(), cfg.dt_max.ln());
+        let dt = Tensor::<B, 1>::random([n_heads], Distribution::Uniform(lo, hi), device)
+            .exp()
+            .clamp_min(1e-4);
+        // softplus⁻¹(dt) = dt + log(1 − exp(−dt))
+        let dt_bias = dt.clone() + (Tensor::ones([n_heads], device) - dt.neg().exp()).log();
+        let a = Tensor::<B, 1>::random([n_heads], Distribution::Uniform(1.0, 16.0), device);
+        let bound = (cfg.conv_width as f64).sqrt().recip();
+        let conv = Initializer::Uniform {
+            min: -bound,
+            max: bound,
+        };
+        Self {
+            norm: rms_norm(d_model, norm_eps, device),
+            in_proj: linear(d_model, proj, false, init_std, device),
+            conv_weight: conv.init([conv_dim, cfg.conv_width], device),
+            conv_bias: conv.init([conv_dim], device),
+            dt_bias: Param::from_tensor(dt_bias),
+            a_log: Param::from_tensor(a.log()),
+            d: Param::from_tensor(Tensor::ones([n_heads], device)),
+            gate_norm: GatedRmsNorm::new(d_inner, norm_eps, device),
+            out_proj: linear(d_inner, d_model, false, init_std, device),
+            d_inner,
+            n_heads,
+            head_dim: cfg.head_dim,
+            n_groups: cfg.n_groups,
+            d_state: cfg.d_state,
+            chunk_size: cfg.chunk_size,
+        }
+    }
+
+    /// A zero state for `batch` sequences.
+    pub fn zero_state(&self, batch: usize, device: &B::Device) -> Mamba2State<B> {
+        let [conv_dim, width] = self.conv_weight.dims();
+        Mamba2State {
+            conv: Tensor::zeros([batch, conv_dim, width - 1], device),
+            ssm: Tensor::zeros([batch, self.n_heads, self.head_dim, self.d_state], device),
+        }
+    }
+}
+
+impl<B: RambaBackend> Mamba2Block<B> {
+    /// `x`: `[batch, seq, d_model]`, optional state from the previous segment →
+    /// (`[batch, seq, d_model]`, the state after `x`).
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        state: Option<Mamba2State<B>>,
+    ) -> (Tensor<B, 3>, Mamba2State<B>) {
+        let [batch, seq, _] = x.dims();
+        let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
+        let conv_dim = di + 2 * gn;
+        let (conv_state, ssm_state) = match state {
+            Some(s) => (Some(s.conv), Some(s.ssm)),
+            None => (None, None),
+        };
+
+        let proj = self.in_proj.forward(self.norm.forward(x.clone()));
+        let z = proj.clone().slice([0..batch, 0..seq, 0..di]);
+        let xbc = proj.clone().slice([0..batch, 0..seq, di..di + conv_dim]);
+        let dt = proj.slice([
+            0..batch,
+            0..seq,
+            di + conv_dim..di + conv_dim + self.n_heads,
+        ]);
+
+        let (xbc, conv_state) = B::causal_conv1d(
+            xbc,
+            self.conv_weight.val(),
+            Some(self.conv_bias.val()),
+            conv_state,
+        );
+        let xbc = silu(xbc);
+        let xs = xbc.clone().slice([0..batch, 0..seq, 0..di]).reshape([
+            batch,
+            seq,
+            self.n_heads,
+            self.head_dim,
+        ]);
+        let b = xbc.clone().slice([0..batch, 0..seq, di..di + gn]).reshape([
+            batch,
+            seq,
+            self.n_groups,
+            self.d_state,
+        ]);
+        let c = xbc.slice([0..batch, 0..seq, di + gn..conv_dim]).reshape([
+            batch,
+            seq,
+            self.n_groups,
+            self.d_state,
+        ]);
+
+        let delta = softplus(dt + self.dt_bias.val().reshape([1, 1, self.n_heads]));
+        let a = self.a_log.val().exp().neg();
+        let (y, ssm_state) = B::selective_scan(
+            xs,
+            delta,
+            a,
+            b,
+            c,
+            self.d.val(),
+            ssm_state,
+            ScanOptions {
+                chunk_size: self.chunk_size,
+            },
+        );
+        let y = self.gate_norm.forward(y.reshape([batch, seq, di]), z);
+        (
+            x + self.out_proj.forward(y),
+            Mamba2State {
+                conv: conv_state,
+                ssm: ssm_state,
+            },
+        )
+    }
+}

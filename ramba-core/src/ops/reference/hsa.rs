@@ -1,0 +1,107 @@
+//! Reference HSA (spec §4): attention inside each selected chunk, then a weighted sum.
+//!
+//! For token `t`, query head `j` in KV group `g = j / G` and valid slot `k` with chunk
+//! `c = indices[t, g, k]`:
+//!
+//! ```text
+//! p      = softmax_n(q[t, j] · K[c·S .. (c+1)·S, g]ᵀ / sqrt(d_h))    softmax_n(x) = eˣ / (n + Σ eˣ)
+//! o[k]   = p · V[c·S .. (c+1)·S, g]
+//! out[t, j] = Σ_k weights[t, g, k] · o[k]
+//! ```
+//!
+//! The selected chunks are gathered into a `[rows, top_k, S, d_h]` tile per (batch, KV head,
+//! token): memory `O(L·K·S·d_h)`, fine for a reference and for short training contexts. Invalid
+//! slots (index `-1`) are gathered from chunk 0 and multiplied by zero, so their index is never
+//! trusted and their weight cannot leak in.
+
+use burn::prelude::*;
+
+/// Options of the HSA op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HsaOptions {
+    /// Tokens per chunk (`S`).
+    pub chunk_size: usize,
+    /// `n = 1` in the softmax denominator (softmax-off-by-one) instead of `n = 0`.
+    pub softmax_off_by_one: bool,
+}
+
+/// See the module docs. Shapes: `q [B, L, h_q, d_h]`, `k, v [B, L, h_kv, d_h]`,
+/// `indices, weights [B, L, h_kv, K]`; returns `[B, L, h_q, d_h]`.
+pub fn hsa<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    indices: Tensor<B, 4, Int>,
+    weights: Tensor<B, 4>,
+    options: HsaOptions,
+) -> Tensor<B, 4> {
+    let [batch, seq, h_q, d_h] = q.dims();
+    let [_, seq_kv, h_kv, _] = k.dims();
+    let top_k = indices.dims()[3];
+    let s = options.chunk_size;
+    let n_chunks = seq_kv / s;
+    let group = h_q / h_kv;
+    let device = q.device();
+    if n_chunks == 0 || top_k == 0 {
+        // No complete chunk exists, so no token can read anything.
+        return q.zeros_like();
+    }
+
+    // Chunk tiles, one row per (batch, kv head, chunk): [B*h_kv*C, S*d_h].
+    let tiles = |x: Tensor<B, 4>| {
+        x.slice([0..batch, 0..n_chunks * s])
+            .reshape([batch, n_chunks, s, h_kv, d_h])
+            .permute([0, 3, 1, 2, 4])
+            .reshape([batch * h_kv * n_chunks, s * d_h])
+    };
+    let k_tiles = tiles(k);
+    let v_tiles = tiles(v);
+
+    // [B, L, h_kv, K] -> [B, h_kv, L, K], rows ordered like the tiles' (batch, kv head).
+    let indices = indices.permute([0, 2, 1, 3]);
+    let valid = indices.clone().greater_equal_elem(0);
+    let base = Tensor::<B, 1, Int>::arange(0..(batch * h_kv) as i64, &device)
+        .mul_scalar(n_chunks as i64)
+        .reshape([batch, h_kv, 1, 1]);
+    let flat = (indices.clamp(0, n_chunks as i64 - 1) + base).reshape([batch * h_kv * seq * top_k]);
+
+    let rows = batch * h_kv * seq;
+    let k_sel = k_tiles
+        .select(0, flat.clone())
+        .reshape([rows, top_k, s, d_h]);
+    let v_sel = v_tiles.select(0, flat).reshape([rows, top_k, s, d_h]);
+
+    // Queries of one KV group: [rows, 1, G, d_h], shared by the K slots.
+    let q = q
+        .reshape([batch, seq, h_kv, group, d_h])
+        .permute([0, 2, 1, 3, 4])
+        .reshape([rows, 1, group, d_h])
+        .expand([rows, top_k, group, d_h]);
+    let scale = (d_h as f64).sqrt().recip();
+    let logits = q.matmul(k_sel.swap_dims(2, 3)).mul_scalar(scale); // [rows, K, G, S]
+    let p = chunk_softmax(logits, options.softmax_off_by_one);
+    let o = p.matmul(v_sel); // [rows, K, G, d_h]
+
+    let w = (weights.permute([0, 2, 1, 3]) * valid.float()).reshape([rows, top_k, 1, 1]);
+    (o * w)
+        .sum_dim(1) // [rows, 1, G, d_h]
+        .reshape([batch, h_kv, seq, group, d_h])
+        .permute([0, 2, 1, 3, 4])
+        .reshape([batch, seq, h_q, d_h])
+}
+
+/// Softmax over the last axis; with `off_by_one` the denominator gets an extra `+1`
+/// (`exp(x_i) / (1 + Σ exp(x))`), so a query can attend to "nothing".
+pub fn chunk_softmax<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    off_by_one: bool,
+) -> Tensor<B, D> {
+    if !off_by_one {
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    // Shift by m = max(max x, 0): the implicit zero logit of the "+1" joins the max.
+    let m = x.clone().max_dim(D - 1).clamp_min(0.0).detach();
+    let e = (x - m.clone()).exp();
+    let denom = e.clone().sum_dim(D - 1) + m.neg().exp();
+    e / denom
+}

@@ -1,0 +1,92 @@
+//! Helpers shared by the tests of this workspace: seeded random tensors, relative errors, and a
+//! macro that runs a generic test on every backend available without a GPU.
+
+use burn::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The CPU backend of the test matrix.
+pub type TestCpu = burn::backend::NdArray<f32>;
+/// The wgpu backend of the test matrix (lavapipe on a CPU-only machine).
+pub type TestWgpu = burn::backend::Wgpu;
+/// Double precision CPU backend for finite-difference checks.
+pub type TestF64 = burn::backend::NdArray<f64>;
+
+/// `‖x − y‖ / ‖y‖` over all elements (the tolerance measure of the test plan).
+pub fn rel_err<B: Backend, const D: usize>(x: Tensor<B, D>, y: Tensor<B, D>) -> f64 {
+    rel_err_vec(&to_vec(x), &to_vec(y))
+}
+
+/// `‖x − y‖ / ‖y‖` on host vectors; `0` when both are zero.
+pub fn rel_err_vec(x: &[f64], y: &[f64]) -> f64 {
+    assert_eq!(x.len(), y.len(), "length mismatch");
+    let num: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt();
+    let den: f64 = y.iter().map(|b| b * b).sum::<f64>().sqrt();
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
+}
+
+/// A tensor's elements as `f64`.
+pub fn to_vec<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f64> {
+    x.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("float data")
+}
+
+/// Seeded normal-ish values (sum of uniforms), never all zeros.
+pub fn random_vec(rng: &mut StdRng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let u: f64 = (0..4).map(|_| rng.random::<f64>() - 0.5).sum();
+            u * scale * 1.7
+        })
+        .collect()
+}
+
+/// A seeded random tensor of the given shape.
+pub fn random<B: Backend, const D: usize>(
+    rng: &mut StdRng,
+    shape: [usize; D],
+    scale: f64,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let n = shape.iter().product();
+    from_vec(random_vec(rng, n, scale), shape, device)
+}
+
+/// A tensor from host values.
+pub fn from_vec<B: Backend, const D: usize>(
+    v: Vec<f64>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(v, shape).convert::<B::FloatElem>(), device)
+}
+
+/// A seeded RNG.
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Instantiates generic test functions `fn name<B: RambaBackend>(device: &B::Device)` once per
+/// backend: `mod cpu` (NdArray) and `mod wgpu` (lavapipe when no GPU).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod cpu {
+            $(#[test] fn $name() { super::$name::<$crate::testing::TestCpu>(&Default::default()) })*
+        }
+        mod wgpu {
+            $(#[test] fn $name() { super::$name::<$crate::testing::TestWgpu>(&Default::default()) })*
+        }
+    };
+}

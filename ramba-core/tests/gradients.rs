@@ -1,0 +1,220 @@
+//! Gradients of the reference ops against central finite differences, in f64.
+//!
+//! The device's default float dtype is switched to f64 once per process (burn 0.21 creates
+//! tensors in the device's default dtype), which is why these tests live in their own binary.
+
+use std::sync::Once;
+
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::DType;
+use ramba_core::ops::{ChunkWeighting, HsaOptions, RambaBackend, ScanOptions, SelectionOptions};
+use ramba_core::testing::*;
+
+type Ad = Autodiff<TestF64>;
+
+fn device() -> burn::tensor::Device<Ad> {
+    static F64: Once = Once::new();
+    let device = Default::default();
+    F64.call_once(|| {
+        burn::tensor::set_default_dtypes::<Ad>(&device, DType::F64, DType::I64)
+            .expect("f64 before any tensor");
+    });
+    device
+}
+
+/// Central differences of `f` at ~25 coordinates of `x`, compared with the autodiff gradient.
+fn check_grad(name: &str, x: &[f64], grad: &[f64], f: &dyn Fn(&[f64]) -> f64) {
+    let eps = 1e-6;
+    let (mut num, mut ana) = (vec![], vec![]);
+    for i in (0..x.len()).step_by((x.len() / 25).max(1)) {
+        let mut p = x.to_vec();
+        p[i] += eps;
+        let fp = f(&p);
+        p[i] -= 2.0 * eps;
+        let fm = f(&p);
+        num.push((fp - fm) / (2.0 * eps));
+        ana.push(grad[i]);
+    }
+    let err = rel_err_vec(&ana, &num);
+    // f64 central differences are exact to ~eps² ≈ 1e-12 plus rounding (1e-16/eps ≈ 1e-10) per
+    // coordinate; 1e-6 relative still catches any missing or wrong term.
+    assert!(
+        err < 1e-6,
+        "{name}: rel err {err}\nautodiff {ana:?}\nnumeric  {num:?}"
+    );
+    assert!(
+        num.iter().any(|g| g.abs() > 1e-6),
+        "{name}: gradient is trivially zero"
+    );
+}
+
+/// Checks the gradient of `loss` w.r.t. each input (by name) with finite differences.
+fn check_all<const N: usize>(
+    names: [&str; N],
+    values: [Vec<f64>; N],
+    shapes: [[usize; 4]; N],
+    loss: &dyn Fn(Vec<Tensor<Ad, 4>>) -> Tensor<Ad, 1>,
+) {
+    let device = device();
+    let make = |vals: &[Vec<f64>], grad: bool| -> Vec<Tensor<Ad, 4>> {
+        vals.iter()
+            .zip(shapes)
+            .map(|(v, s)| {
+                let t = from_vec::<Ad, 4>(v.clone(), s, &device);
+                if grad {
+                    t.require_grad()
+                } else {
+                    t
+                }
+            })
+            .collect()
+    };
+    let inputs = make(&values, true);
+    let grads = loss(inputs.clone()).backward();
+    for i in 0..N {
+        let g = to_vec(inputs[i].grad(&grads).expect("input has a gradient"));
+        let f = |x: &[f64]| {
+            let mut vals = values.to_vec();
+            vals[i] = x.to_vec();
+            loss(make(&vals, false)).into_scalar()
+        };
+        check_grad(names[i], &values[i], &g, &f);
+    }
+}
+
+/// q, k, v and the selection scores, through select_chunks + hsa, for both weightings and both
+/// softmax variants.
+#[test]
+fn hsa_and_selection_gradients() {
+    let device = device();
+    let (b, l, hq, hkv, dh, s, k, c) = (1, 20, 4, 2, 3, 4, 3, 5);
+    for (weighting, off) in [
+        (ChunkWeighting::StickBreaking, false),
+        (ChunkWeighting::Softmax, true),
+    ] {
+        let mut r = rng(6);
+        let values = [
+            random_vec(&mut r, b * l * hq * dh, 1.0),
+            random_vec(&mut r, b * l * hkv * dh, 1.0),
+            random_vec(&mut r, b * l * hkv * dh, 1.0),
+            random_vec(&mut r, b * l * hkv * c, 1.5),
+        ];
+        let proj = from_vec::<Ad, 4>(
+            random_vec(&mut r, b * l * hq * dh, 1.0),
+            [b, l, hq, dh],
+            &device,
+        );
+        let shapes = [
+            [b, l, hq, dh],
+            [b, l, hkv, dh],
+            [b, l, hkv, dh],
+            [b, l, hkv, c],
+        ];
+        let loss = |t: Vec<Tensor<Ad, 4>>| {
+            let [q, kk, v, sc]: [Tensor<Ad, 4>; 4] = t.try_into().unwrap();
+            let sel = Ad::select_chunks(
+                sc,
+                SelectionOptions {
+                    chunk_size: s,
+                    top_k: k,
+                    weighting,
+                },
+            );
+            let out = Ad::hsa(
+                q,
+                kk,
+                v,
+                sel.indices,
+                sel.weights,
+                HsaOptions {
+                    chunk_size: s,
+                    softmax_off_by_one: off,
+                },
+            );
+            (out * proj.clone()).sum()
+        };
+        check_all(["q", "k", "v", "scores"], values, shapes, &loss);
+    }
+}
+
+/// x, Δ, B, C and the initial state of the selective scan, through y and the final state.
+#[test]
+fn selective_scan_gradients() {
+    let device = device();
+    let (l, h, p, g, n) = (11, 2, 2, 1, 3);
+    let mut r = rng(9);
+    let a = from_vec::<Ad, 1>(vec![-0.7, -1.3], [h], &device);
+    let d = from_vec::<Ad, 1>(vec![0.3, -0.2], [h], &device);
+    let values = [
+        random_vec(&mut r, l * h * p, 1.0),
+        random_vec(&mut r, l * h, 1.0)
+            .iter()
+            .map(|x| 0.1 + x.abs() * 0.3)
+            .collect(),
+        random_vec(&mut r, l * g * n, 1.0),
+        random_vec(&mut r, l * g * n, 1.0),
+        random_vec(&mut r, h * p * n, 1.0),
+    ];
+    let proj_y = from_vec::<Ad, 4>(random_vec(&mut r, l * h * p, 1.0), [1, l, h, p], &device);
+    let proj_s = from_vec::<Ad, 4>(random_vec(&mut r, h * p * n, 1.0), [1, h, p, n], &device);
+    // Δ travels as a 4-D tensor [1, L, H, 1] so every input fits one helper.
+    let shapes = [
+        [1, l, h, p],
+        [1, l, h, 1],
+        [1, l, g, n],
+        [1, l, g, n],
+        [1, h, p, n],
+    ];
+    let loss = |t: Vec<Tensor<Ad, 4>>| {
+        let [x, dt, bm, cm, init]: [Tensor<Ad, 4>; 5] = t.try_into().unwrap();
+        let (y, s) = Ad::selective_scan(
+            x,
+            dt.reshape([1, l, h]),
+            a.clone(),
+            bm,
+            cm,
+            d.clone(),
+            Some(init),
+            ScanOptions { chunk_size: 4 },
+        );
+        (y * proj_y.clone()).sum() + (s * proj_s.clone()).sum()
+    };
+    check_all(
+        ["x", "delta", "B", "C", "init_state"],
+        values,
+        shapes,
+        &loss,
+    );
+}
+
+/// x, the weights and the initial state of the causal conv.
+#[test]
+fn causal_conv1d_gradients() {
+    let device = device();
+    let (l, ch, w) = (7, 3, 4);
+    let mut r = rng(13);
+    let values = [
+        random_vec(&mut r, l * ch, 1.0),
+        random_vec(&mut r, ch * w, 1.0),
+        random_vec(&mut r, ch * (w - 1), 1.0),
+    ];
+    let proj_y = from_vec::<Ad, 3>(random_vec(&mut r, l * ch, 1.0), [1, l, ch], &device);
+    let proj_s = from_vec::<Ad, 3>(
+        random_vec(&mut r, ch * (w - 1), 1.0),
+        [1, ch, w - 1],
+        &device,
+    );
+    let shapes = [[1, 1, l, ch], [1, 1, ch, w], [1, 1, ch, w - 1]];
+    let loss = |t: Vec<Tensor<Ad, 4>>| {
+        let [x, wt, init]: [Tensor<Ad, 4>; 3] = t.try_into().unwrap();
+        let (y, s) = Ad::causal_conv1d(
+            x.reshape([1, l, ch]),
+            wt.reshape([ch, w]),
+            None,
+            Some(init.reshape([1, ch, w - 1])),
+        );
+        (y * proj_y.clone()).sum() + (s * proj_s.clone()).sum()
+    };
+    check_all(["x", "weight", "init_state"], values, shapes, &loss);
+}

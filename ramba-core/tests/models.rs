@@ -1,0 +1,290 @@
+//! Models: forward/backward on every backend, causality, state carrying, parameter counts and
+//! config validation.
+
+use burn::backend::Autodiff;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use ramba_core::backend_tests;
+use ramba_core::config::{Arch, Landmark, ModelConfig};
+use ramba_core::nn::attention::{AttentionMask, AttentionSettings, SelfAttention};
+use ramba_core::ops::{ChunkWeighting, RambaBackend};
+use ramba_core::testing::*;
+
+/// A model small enough for lavapipe: 5 chunks of 8 tokens at L = 40, G = 4.
+fn tiny(arch: Arch) -> ModelConfig {
+    let mut c = ModelConfig {
+        arch,
+        vocab_size: 37,
+        d_model: 32,
+        n_lower: 1,
+        n_groups: 1,
+        hsa_per_group: 2,
+        blocks_per_hsa: 1,
+        ..Default::default()
+    };
+    c.mamba.head_dim = 16;
+    c.mamba.d_state = 8;
+    c.mamba.chunk_size = 16;
+    c.hsa.chunk_size = 8;
+    c.hsa.top_k = 2;
+    c.hsa.n_heads = 4;
+    c.hsa.n_kv_heads = 1;
+    c.hsa.head_dim = 8;
+    c.hsa.retrieval_dim = 16;
+    c.hsa.encoder_heads = 2;
+    c.hsa.encoder_kv_heads = 2;
+    c.hsa.mlp_hidden = 48;
+    c.attention.n_heads = 4;
+    c.attention.n_kv_heads = 2;
+    c.attention.window = 6;
+    c.attention.mlp_hidden = 48;
+    c.validate().expect("tiny config is valid");
+    c
+}
+
+/// The variants exercised: every arch, plus the HSA options.
+fn variants() -> Vec<(&'static str, ModelConfig)> {
+    let mut mean = tiny(Arch::Ramba);
+    mean.hsa.landmark = Landmark::Mean;
+    mean.hsa.encoder_layers = 0;
+    mean.hsa.weighting = ChunkWeighting::Softmax;
+    mean.hsa.softmax_off_by_one = true;
+    let mut mlp = tiny(Arch::SwaHsa);
+    mlp.hsa.hsa_mlp = true;
+    mlp.n_groups = 2;
+    mlp.hsa_per_group = 1;
+    vec![
+        ("ramba", tiny(Arch::Ramba)),
+        ("ramba_mean_softmax", mean),
+        ("mamba2", tiny(Arch::Mamba2)),
+        ("transformer", tiny(Arch::Transformer)),
+        ("swa_hsa", tiny(Arch::SwaHsa)),
+        ("swa_hsa_mlp_2groups", mlp),
+    ]
+}
+
+fn tokens<B: Backend>(
+    seed: u64,
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+    device: &B::Device,
+) -> Vec<i64> {
+    let _ = device;
+    let mut r = rng(seed);
+    random_vec(&mut r, batch * seq, 1.0)
+        .iter()
+        .map(|x| ((x.abs() * 1000.0) as i64) % vocab as i64)
+        .collect()
+}
+
+fn int2<B: Backend>(v: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(v, shape).convert::<B::IntElem>(), device)
+}
+
+struct FloatParams(usize);
+impl<B: Backend> ModuleVisitor<B> for FloatParams {
+    fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<B, D>>) {
+        self.0 += 1;
+    }
+}
+
+/// Forward and backward of every variant: finite loss near ln(vocab) at init, and a finite,
+/// non-zero gradient for every parameter tensor (HSA's selection included: it learns only
+/// through the chunk weights).
+fn every_model_trains_one_step<B: RambaBackend>(device: &B::Device) {
+    let (batch, seq) = (2, 40);
+    for (name, cfg) in variants() {
+        let model = cfg.init::<Autodiff<B>>(device);
+        let t = tokens::<B>(1, batch, seq + 1, cfg.vocab_size, device);
+        let all = int2::<Autodiff<B>>(t, [batch, seq + 1], device);
+        let inputs = all.clone().slice([0..batch, 0..seq]);
+        let targets = all.slice([0..batch, 1..seq + 1]);
+        let mask = Tensor::ones([batch, seq], device);
+        let logits = model.forward(inputs.clone());
+        assert_eq!(logits.dims(), [batch, seq, cfg.vocab_size], "{name}");
+        let loss = model.loss(inputs, targets, mask);
+        let value: f64 = loss.clone().into_scalar().elem();
+        assert!(value.is_finite(), "{name}: loss {value}");
+        let uniform = (cfg.vocab_size as f64).ln();
+        assert!(
+            (value - uniform).abs() < 1.0,
+            "{name}: initial loss {value} far from ln(vocab) = {uniform}"
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut count = FloatParams(0);
+        model.visit(&mut count);
+        assert_eq!(
+            grads.len(),
+            count.0,
+            "{name}: every parameter tensor gets a gradient"
+        );
+    }
+}
+
+/// Changing tokens at positions ≥ t leaves the logits before t unchanged, whole model.
+fn models_are_causal<B: RambaBackend>(device: &B::Device) {
+    let (seq, t) = (40, 21);
+    for (name, cfg) in variants() {
+        let model = cfg.init::<B>(device);
+        let a = tokens::<B>(2, 1, seq, cfg.vocab_size, device);
+        let mut b = tokens::<B>(3, 1, seq, cfg.vocab_size, device);
+        b[..t].copy_from_slice(&a[..t]);
+        let la = to_vec(model.forward(int2::<B>(a, [1, seq], device)));
+        let lb = to_vec(model.forward(int2::<B>(b, [1, seq], device)));
+        let n = t * cfg.vocab_size;
+        let before = la[..n]
+            .iter()
+            .zip(&lb[..n])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        let after = la[n..]
+            .iter()
+            .zip(&lb[n..])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(before < 1e-5, "{name}: logits before t changed by {before}");
+        assert!(
+            after > 1e-3,
+            "{name}: the changed tokens must matter after t"
+        );
+    }
+}
+
+/// Running two segments with the blocks' state carried equals running them at once (mamba2).
+fn mamba_state_carries_across_segments<B: RambaBackend>(device: &B::Device) {
+    let cfg = tiny(Arch::Mamba2);
+    let model = cfg.init::<B>(device);
+    let seq = 24;
+    let toks = tokens::<B>(4, 2, seq, cfg.vocab_size, device);
+    let whole = to_vec(model.forward(int2::<B>(toks.clone(), [2, seq], device)));
+    let cut = |lo: usize, hi: usize| -> Vec<i64> {
+        (0..2)
+            .flat_map(|b| toks[b * seq + lo..b * seq + hi].to_vec())
+            .collect()
+    };
+    let (l1, state) = model.forward_with_state(int2::<B>(cut(0, 10), [2, 10], device), None);
+    let (l2, _) =
+        model.forward_with_state(int2::<B>(cut(10, seq), [2, seq - 10], device), Some(state));
+    let (l1, l2) = (to_vec(l1), to_vec(l2));
+    let v = cfg.vocab_size;
+    let joined: Vec<f64> = (0..2)
+        .flat_map(|b| {
+            l1[b * 10 * v..(b + 1) * 10 * v]
+                .iter()
+                .chain(&l2[b * (seq - 10) * v..(b + 1) * (seq - 10) * v])
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(rel_err_vec(&joined, &whole) < 1e-4);
+}
+
+/// A sliding window of w: keys older than w positions do not reach the output.
+fn sliding_window_forgets<B: RambaBackend>(device: &B::Device) {
+    let s = AttentionSettings {
+        d_model: 16,
+        n_heads: 2,
+        n_kv_heads: 1,
+        qkv_bias: false,
+        qk_norm: false,
+        rope_theta: 10_000.0,
+        init_std: 0.3,
+        norm_eps: 1e-5,
+    };
+    let attn = SelfAttention::<B>::new(&s, device);
+    let mut r = rng(5);
+    let x = random_vec(&mut r, 12 * 16, 1.0);
+    let mut y = x.clone();
+    for v in &mut y[..3 * 16] {
+        *v += 1.0; // positions 0..3 change
+    }
+    let run = |v: Vec<f64>, m| to_vec(attn.forward(from_vec::<B, 3>(v, [1, 12, 16], device), 0, m));
+    let (a, b) = (
+        run(x.clone(), AttentionMask::Window(4)),
+        run(y.clone(), AttentionMask::Window(4)),
+    );
+    // Position i sees keys i-3..=i: positions ≥ 3 + 3 = 6 no longer see 0..3.
+    let diff = |lo: usize, hi: usize| {
+        a[lo * 16..hi * 16]
+            .iter()
+            .zip(&b[lo * 16..hi * 16])
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(diff(6, 12) < 1e-6, "window leaked: {}", diff(6, 12));
+    assert!(diff(3, 6) > 1e-4, "keys inside the window must matter");
+    let (c, d) = (run(x, AttentionMask::Causal), run(y, AttentionMask::Causal));
+    assert!(
+        c[6 * 16..]
+            .iter()
+            .zip(&d[6 * 16..])
+            .any(|(p, q)| (p - q).abs() > 1e-4),
+        "full causal attention sees everything"
+    );
+}
+
+backend_tests!(
+    every_model_trains_one_step,
+    models_are_causal,
+    mamba_state_carries_across_segments,
+    sliding_window_forgets
+);
+
+/// The paper's RAMba-370M (the defaults): ≈389M parameters, +5.4% over its Mamba-2 part.
+#[test]
+fn ramba_370m_has_389m_parameters() {
+    let device = Default::default();
+    let cfg = ModelConfig::default();
+    cfg.validate().unwrap();
+    let ramba = cfg.init::<TestCpu>(&device).num_params();
+    let mamba = ModelConfig {
+        arch: Arch::Mamba2,
+        ..cfg
+    }
+    .init::<TestCpu>(&device)
+    .num_params();
+    println!("RAMba-370M: {ramba} parameters; Mamba-2 part {mamba}");
+    assert!((388_000_000..=390_500_000).contains(&ramba), "{ramba}");
+    let overhead = ramba as f64 / mamba as f64 - 1.0;
+    assert!(
+        (0.050..0.058).contains(&overhead),
+        "HSA overhead {overhead}"
+    );
+}
+
+#[test]
+fn bad_configs_name_the_key() {
+    let err = |text: &str| format!("{:#}", ModelConfig::from_toml_str(text).unwrap_err());
+    let e = err("d_modle = 256");
+    assert!(e.contains("d_modle"), "{e}");
+    let e = err("[hsa]\nchunk_sise = 32");
+    assert!(e.contains("chunk_sise"), "{e}");
+    let e = err("arch = \"rambaa\"");
+    assert!(e.contains("rambaa"), "{e}");
+    let e = err("[hsa]\nn_heads = 6\nn_kv_heads = 4");
+    assert!(
+        e.contains("model.hsa.n_kv_heads") && e.contains("model.hsa.n_heads"),
+        "{e}"
+    );
+    let e = err("arch = \"transformer\"\nd_model = 100\n[attention]\nn_heads = 16");
+    assert!(e.contains("model.attention.n_heads"), "{e}");
+    let e = err("[mamba]\nhead_dim = 48");
+    assert!(e.contains("model.mamba.head_dim"), "{e}");
+    let e = err("[hsa]\nchunk_size = 0");
+    assert!(e.contains("model.hsa.chunk_size"), "{e}");
+    let e = format!(
+        "{:#}",
+        ModelConfig::default()
+            .validate_seq_len("data.seq_len", 100)
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("model.hsa.chunk_size") && e.contains("data.seq_len"),
+        "{e}"
+    );
+    assert!(ModelConfig::default()
+        .validate_seq_len("data.seq_len", 4096)
+        .is_ok());
+}

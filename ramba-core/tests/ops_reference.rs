@@ -1,0 +1,606 @@
+//! Reference ops against independent oracles: hand-computed values, naive host loops, the
+//! closed forms of the spec, and finite differences (f64).
+
+use burn::prelude::*;
+use ramba_core::backend_tests;
+use ramba_core::ops::reference::{conv, hsa, scan, selection};
+use ramba_core::ops::{ChunkWeighting, HsaOptions, RambaBackend, ScanOptions, SelectionOptions};
+use ramba_core::testing::*;
+
+/// f32 reference vs an f64 host loop: ‖x−y‖/‖y‖ below this (the plan's f32 bound).
+const TOL_F32: f64 = 1e-4;
+
+// ---------------------------------------------------------------------------------------------
+// Naive host oracles (f64, direct transcriptions of the spec).
+
+struct HsaCase {
+    b: usize,
+    l: usize,
+    hq: usize,
+    hkv: usize,
+    dh: usize,
+    s: usize,
+    k: usize,
+    c: usize,
+}
+
+/// Spec §3 by loops: returns (indices, weights) `[b][t][g][k]` flattened.
+fn naive_select(scores: &[f64], cs: &HsaCase, weighting: ChunkWeighting) -> (Vec<i64>, Vec<f64>) {
+    let (b, l, h, c, k, s) = (cs.b, cs.l, cs.hkv, cs.c, cs.k, cs.s);
+    let mut idx = vec![-1i64; b * l * h * k];
+    let mut w = vec![0.0; b * l * h * k];
+    for bi in 0..b {
+        for t in 0..l {
+            for g in 0..h {
+                let row = |cc: usize| scores[((bi * l + t) * h + g) * c + cc];
+                let mut vis: Vec<usize> = (0..c).filter(|&cc| t >= (cc + 1) * s).collect();
+                vis.sort_by(|&x, &y| row(y).partial_cmp(&row(x)).unwrap());
+                vis.truncate(k);
+                vis.sort_by(|x, y| y.cmp(x));
+                let sel: Vec<f64> = vis.iter().map(|&cc| row(cc)).collect();
+                let ws: Vec<f64> = match weighting {
+                    ChunkWeighting::StickBreaking => {
+                        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+                        let mut rest = 1.0;
+                        sel.iter()
+                            .map(|&x| {
+                                let wk = sig(x) * rest;
+                                rest *= 1.0 - sig(x);
+                                wk
+                            })
+                            .collect()
+                    }
+                    ChunkWeighting::Softmax => {
+                        let m = sel.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let z: f64 = sel.iter().map(|x| (x - m).exp()).sum();
+                        sel.iter().map(|x| (x - m).exp() / z).collect()
+                    }
+                };
+                for (slot, (&cc, &wk)) in vis.iter().zip(&ws).enumerate() {
+                    let o = ((bi * l + t) * h + g) * k + slot;
+                    idx[o] = cc as i64;
+                    w[o] = wk;
+                }
+            }
+        }
+    }
+    (idx, w)
+}
+
+/// Spec §4 by loops.
+fn naive_hsa(
+    q: &[f64],
+    kk: &[f64],
+    v: &[f64],
+    idx: &[i64],
+    w: &[f64],
+    cs: &HsaCase,
+    n: f64,
+) -> Vec<f64> {
+    let (b, l, hq, hkv, dh, s, k) = (cs.b, cs.l, cs.hq, cs.hkv, cs.dh, cs.s, cs.k);
+    let grp = hq / hkv;
+    let mut out = vec![0.0; b * l * hq * dh];
+    for bi in 0..b {
+        for t in 0..l {
+            for j in 0..hq {
+                let g = j / grp;
+                for slot in 0..k {
+                    let o = ((bi * l + t) * hkv + g) * k + slot;
+                    if idx[o] < 0 {
+                        continue;
+                    }
+                    let c = idx[o] as usize;
+                    let logits: Vec<f64> = (0..s)
+                        .map(|r| {
+                            let pos = c * s + r;
+                            (0..dh)
+                                .map(|e| {
+                                    q[((bi * l + t) * hq + j) * dh + e]
+                                        * kk[((bi * l + pos) * hkv + g) * dh + e]
+                                })
+                                .sum::<f64>()
+                                / (dh as f64).sqrt()
+                        })
+                        .collect();
+                    let m = logits.iter().cloned().fold(0.0f64, f64::max);
+                    let z: f64 = logits.iter().map(|x| (x - m).exp()).sum::<f64>() + n * (-m).exp();
+                    for e in 0..dh {
+                        let ov: f64 = (0..s)
+                            .map(|r| {
+                                (logits[r] - m).exp() / z
+                                    * v[((bi * l + c * s + r) * hkv + g) * dh + e]
+                            })
+                            .sum();
+                        out[((bi * l + t) * hq + j) * dh + e] += w[o] * ov;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn int_tensor<B: Backend>(v: &[i64], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4, Int> {
+    Tensor::from_data(
+        TensorData::new(v.to_vec(), shape).convert::<B::IntElem>(),
+        device,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// HSA
+
+/// One token, one chunk, d_h = 1: softmax([0, ln 3]) = [1/4, 3/4] over v = [2, 6] gives 5,
+/// times weight 0.5 is 2.5; off-by-one divides by 1 + 1 + 3 instead: (2 + 18)/5 · 0.5 = 2.0.
+fn hsa_hand_computed<B: RambaBackend>(device: &B::Device) {
+    let ln3 = 3f64.ln();
+    let q = from_vec::<B, 4>(vec![0.0, 0.0, 1.0], [1, 3, 1, 1], device);
+    let k = from_vec::<B, 4>(vec![0.0, ln3, 0.0], [1, 3, 1, 1], device);
+    let v = from_vec::<B, 4>(vec![2.0, 6.0, 0.0], [1, 3, 1, 1], device);
+    let idx = int_tensor::<B>(&[-1, -1, 0], [1, 3, 1, 1], device);
+    let w = from_vec::<B, 4>(vec![0.9, 0.9, 0.5], [1, 3, 1, 1], device);
+    for (off, want) in [(false, 2.5), (true, 2.0)] {
+        let opts = HsaOptions {
+            chunk_size: 2,
+            softmax_off_by_one: off,
+        };
+        let out = to_vec(B::hsa(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            idx.clone(),
+            w.clone(),
+            opts,
+        ));
+        // Tokens 0 and 1 have no valid slot: exactly zero even with a non-zero weight.
+        assert_eq!(&out[..2], &[0.0, 0.0]);
+        assert!(
+            (out[2] - want).abs() < 1e-6,
+            "off_by_one={off}: {} != {want}",
+            out[2]
+        );
+    }
+}
+
+fn hsa_case<B: RambaBackend>(
+    device: &B::Device,
+    cs: HsaCase,
+    weighting: ChunkWeighting,
+    off: bool,
+    seed: u64,
+) {
+    let mut r = rng(seed);
+    let qv = random_vec(&mut r, cs.b * cs.l * cs.hq * cs.dh, 1.0);
+    let kv = random_vec(&mut r, cs.b * cs.l * cs.hkv * cs.dh, 1.0);
+    let vv = random_vec(&mut r, cs.b * cs.l * cs.hkv * cs.dh, 1.0);
+    let sv = random_vec(&mut r, cs.b * cs.l * cs.hkv * cs.c, 2.0);
+    let (nidx, nw) = naive_select(&sv, &cs, weighting);
+    let want = naive_hsa(&qv, &kv, &vv, &nidx, &nw, &cs, if off { 1.0 } else { 0.0 });
+
+    let sel = B::select_chunks(
+        from_vec(sv, [cs.b, cs.l, cs.hkv, cs.c], device),
+        SelectionOptions {
+            chunk_size: cs.s,
+            top_k: cs.k,
+            weighting,
+        },
+    );
+    let got_idx: Vec<i64> = sel
+        .indices
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .to_vec()
+        .unwrap();
+    assert_eq!(got_idx, nidx, "selected indices");
+    assert!(
+        rel_err_vec(&to_vec(sel.weights.clone()), &nw) < TOL_F32,
+        "weights"
+    );
+
+    let out = B::hsa(
+        from_vec(qv, [cs.b, cs.l, cs.hq, cs.dh], device),
+        from_vec(kv, [cs.b, cs.l, cs.hkv, cs.dh], device),
+        from_vec(vv, [cs.b, cs.l, cs.hkv, cs.dh], device),
+        sel.indices,
+        sel.weights,
+        HsaOptions {
+            chunk_size: cs.s,
+            softmax_off_by_one: off,
+        },
+    );
+    let out = to_vec(out);
+    assert!(out.iter().all(|x| x.is_finite()));
+    let err = rel_err_vec(&out, &want);
+    assert!(err < TOL_F32, "hsa rel err {err}");
+    // Tokens of the first chunk see nothing: exactly zero.
+    let row = cs.hq * cs.dh;
+    for bi in 0..cs.b {
+        let start = bi * cs.l * row;
+        assert!(out[start..start + cs.s.min(cs.l) * row]
+            .iter()
+            .all(|&x| x == 0.0));
+    }
+}
+
+/// G = 16 (the 370M layout), ragged length (L = 45 with S = 8), stick-breaking.
+fn hsa_matches_naive_g16<B: RambaBackend>(device: &B::Device) {
+    let cs = HsaCase {
+        b: 2,
+        l: 45,
+        hq: 16,
+        hkv: 1,
+        dh: 8,
+        s: 8,
+        k: 3,
+        c: 5,
+    };
+    hsa_case::<B>(device, cs, ChunkWeighting::StickBreaking, false, 1);
+}
+
+/// G = 1, two KV heads each selecting its own chunks, softmax weights, off-by-one.
+fn hsa_matches_naive_g1<B: RambaBackend>(device: &B::Device) {
+    let cs = HsaCase {
+        b: 1,
+        l: 40,
+        hq: 2,
+        hkv: 2,
+        dh: 4,
+        s: 4,
+        k: 4,
+        c: 10,
+    };
+    hsa_case::<B>(device, cs, ChunkWeighting::Softmax, true, 2);
+}
+
+/// K larger than the number of chunks: every token has fewer visible chunks than K.
+fn hsa_fewer_chunks_than_k<B: RambaBackend>(device: &B::Device) {
+    let cs = HsaCase {
+        b: 1,
+        l: 19,
+        hq: 4,
+        hkv: 2,
+        dh: 4,
+        s: 6,
+        k: 8,
+        c: 3,
+    };
+    hsa_case::<B>(device, cs, ChunkWeighting::StickBreaking, false, 3);
+}
+
+/// L shorter than one chunk: no chunk exists, the output is zero.
+fn hsa_no_complete_chunk<B: RambaBackend>(device: &B::Device) {
+    let mut r = rng(4);
+    let q = random::<B, 4>(&mut r, [1, 5, 2, 4], 1.0, device);
+    let k = random::<B, 4>(&mut r, [1, 5, 1, 4], 1.0, device);
+    let sel = B::select_chunks(
+        Tensor::zeros([1, 5, 1, 0], device),
+        SelectionOptions {
+            chunk_size: 8,
+            top_k: 2,
+            weighting: ChunkWeighting::StickBreaking,
+        },
+    );
+    assert_eq!(sel.indices.dims(), [1, 5, 1, 2]);
+    let out = B::hsa(
+        q,
+        k.clone(),
+        k,
+        sel.indices,
+        sel.weights,
+        HsaOptions {
+            chunk_size: 8,
+            softmax_off_by_one: false,
+        },
+    );
+    assert!(to_vec(out).iter().all(|&x| x == 0.0));
+}
+
+/// `exp(s_k − Σ_{i≤k} softplus(s_i))` equals `σ(s_k) Π_{i<k}(1 − σ(s_i))`, also for large |s|.
+fn stick_breaking_closed_form<B: RambaBackend>(device: &B::Device) {
+    let s = vec![3.0, -2.0, 0.5, 40.0, -30.0, 1.0];
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let mut rest = 1.0;
+    let mut want = vec![];
+    for (i, &x) in s.iter().enumerate() {
+        want.push(if i < 5 { sig(x) * rest } else { 0.0 });
+        rest *= 1.0 - sig(x);
+    }
+    let valid = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(vec![1i64, 1, 1, 1, 1, 0], [6]).convert::<B::IntElem>(),
+        device,
+    )
+    .equal_elem(1);
+    let got = selection::chunk_weights(
+        from_vec::<B, 1>(s, [6], device),
+        valid,
+        ChunkWeighting::StickBreaking,
+    );
+    let got = to_vec(got);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+    assert!(got.iter().sum::<f64>() <= 1.0 + 1e-6);
+}
+
+/// Perturbing q, k, v and the scores at positions ≥ t leaves outputs < t unchanged.
+fn hsa_is_causal<B: RambaBackend>(device: &B::Device) {
+    let (b, l, hq, hkv, dh, s, c) = (1, 32, 4, 2, 4, 4, 8);
+    let t = 19;
+    let mut r = rng(5);
+    let inputs = |r: &mut rand::rngs::StdRng| {
+        (
+            random_vec(r, b * l * hq * dh, 1.0),
+            random_vec(r, b * l * hkv * dh, 1.0),
+            random_vec(r, b * l * hkv * dh, 1.0),
+            random_vec(r, b * l * hkv * c, 1.0),
+        )
+    };
+    let run = |(q, k, v, sc): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)| {
+        let sel = B::select_chunks(
+            from_vec(sc, [b, l, hkv, c], device),
+            SelectionOptions {
+                chunk_size: s,
+                top_k: 3,
+                weighting: ChunkWeighting::StickBreaking,
+            },
+        );
+        to_vec(B::hsa(
+            from_vec(q, [b, l, hq, dh], device),
+            from_vec(k, [b, l, hkv, dh], device),
+            from_vec(v, [b, l, hkv, dh], device),
+            sel.indices,
+            sel.weights,
+            HsaOptions {
+                chunk_size: s,
+                softmax_off_by_one: false,
+            },
+        ))
+    };
+    let base = inputs(&mut r);
+    let mut other = inputs(&mut r);
+    // Keep everything before t, change everything from t on.
+    let keep =
+        |x: &[f64], y: &mut Vec<f64>, per: usize| y[..t * per].copy_from_slice(&x[..t * per]);
+    keep(&base.0, &mut other.0, hq * dh);
+    keep(&base.1, &mut other.1, hkv * dh);
+    keep(&base.2, &mut other.2, hkv * dh);
+    keep(&base.3, &mut other.3, hkv * c);
+    let (x, y) = (run(base), run(other));
+    let n = t * hq * dh;
+    assert_eq!(&x[..n], &y[..n], "outputs before t changed");
+    assert_ne!(&x[n..], &y[n..], "the perturbation must matter after t");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selective scan
+
+struct ScanCase {
+    b: usize,
+    l: usize,
+    h: usize,
+    p: usize,
+    g: usize,
+    n: usize,
+}
+
+struct ScanInputs {
+    x: Vec<f64>,
+    delta: Vec<f64>,
+    a: Vec<f64>,
+    bm: Vec<f64>,
+    cm: Vec<f64>,
+    d: Vec<f64>,
+    init: Vec<f64>,
+}
+
+fn scan_inputs(cs: &ScanCase, seed: u64) -> ScanInputs {
+    let mut r = rng(seed);
+    ScanInputs {
+        x: random_vec(&mut r, cs.b * cs.l * cs.h * cs.p, 1.0),
+        delta: random_vec(&mut r, cs.b * cs.l * cs.h, 1.0)
+            .iter()
+            .map(|x| 0.05 + x.abs() * 0.2)
+            .collect(),
+        a: random_vec(&mut r, cs.h, 1.0)
+            .iter()
+            .map(|x| -0.5 - x.abs())
+            .collect(),
+        bm: random_vec(&mut r, cs.b * cs.l * cs.g * cs.n, 1.0),
+        cm: random_vec(&mut r, cs.b * cs.l * cs.g * cs.n, 1.0),
+        d: random_vec(&mut r, cs.h, 1.0),
+        init: random_vec(&mut r, cs.b * cs.h * cs.p * cs.n, 1.0),
+    }
+}
+
+/// The recurrence, one step at a time. Returns (y, final state).
+fn naive_scan(cs: &ScanCase, i: &ScanInputs, with_init: bool) -> (Vec<f64>, Vec<f64>) {
+    let (b, l, h, p, g, n) = (cs.b, cs.l, cs.h, cs.p, cs.g, cs.n);
+    let mut state = if with_init {
+        i.init.clone()
+    } else {
+        vec![0.0; b * h * p * n]
+    };
+    let mut y = vec![0.0; b * l * h * p];
+    for bi in 0..b {
+        for t in 0..l {
+            for hh in 0..h {
+                let gg = hh / (h / g);
+                let dt = i.delta[(bi * l + t) * h + hh];
+                let decay = (dt * i.a[hh]).exp();
+                for pp in 0..p {
+                    let xv = i.x[((bi * l + t) * h + hh) * p + pp];
+                    let mut acc = 0.0;
+                    for nn in 0..n {
+                        let si = ((bi * h + hh) * p + pp) * n + nn;
+                        let bv = i.bm[((bi * l + t) * g + gg) * n + nn];
+                        let cv = i.cm[((bi * l + t) * g + gg) * n + nn];
+                        state[si] = decay * state[si] + dt * bv * xv;
+                        acc += cv * state[si];
+                    }
+                    y[((bi * l + t) * h + hh) * p + pp] = acc + i.d[hh] * xv;
+                }
+            }
+        }
+    }
+    (y, state)
+}
+
+fn run_scan<B: RambaBackend>(
+    cs: &ScanCase,
+    i: &ScanInputs,
+    range: std::ops::Range<usize>,
+    init: Option<Vec<f64>>,
+    chunk: usize,
+    device: &B::Device,
+) -> (Vec<f64>, Vec<f64>) {
+    let (b, l, h, p, g, n) = (cs.b, cs.l, cs.h, cs.p, cs.g, cs.n);
+    let len = range.len();
+    let cut = |v: &[f64], per: usize| -> Vec<f64> {
+        (0..b)
+            .flat_map(|bi| v[(bi * l + range.start) * per..(bi * l + range.end) * per].to_vec())
+            .collect()
+    };
+    let (y, st) = B::selective_scan(
+        from_vec(cut(&i.x, h * p), [b, len, h, p], device),
+        from_vec(cut(&i.delta, h), [b, len, h], device),
+        from_vec(i.a.clone(), [h], device),
+        from_vec(cut(&i.bm, g * n), [b, len, g, n], device),
+        from_vec(cut(&i.cm, g * n), [b, len, g, n], device),
+        from_vec(i.d.clone(), [h], device),
+        init.map(|s| from_vec(s, [b, h, p, n], device)),
+        ScanOptions { chunk_size: chunk },
+    );
+    (to_vec(y), to_vec(st))
+}
+
+/// Chunked scan = step-by-step recurrence, with and without an initial state, for a chunk that
+/// divides L, one that does not, and one longer than L.
+fn scan_matches_recurrence<B: RambaBackend>(device: &B::Device) {
+    let cs = ScanCase {
+        b: 2,
+        l: 37,
+        h: 4,
+        p: 3,
+        g: 2,
+        n: 5,
+    };
+    let inp = scan_inputs(&cs, 7);
+    for with_init in [false, true] {
+        let (want_y, want_s) = naive_scan(&cs, &inp, with_init);
+        for chunk in [8, 37, 64] {
+            let init = with_init.then(|| inp.init.clone());
+            let (y, s) = run_scan::<B>(&cs, &inp, 0..cs.l, init, chunk, device);
+            let (ey, es) = (rel_err_vec(&y, &want_y), rel_err_vec(&s, &want_s));
+            assert!(
+                ey < TOL_F32 && es < TOL_F32,
+                "init={with_init} chunk={chunk}: y {ey}, state {es}"
+            );
+        }
+    }
+}
+
+/// Two halves with the state carried = the whole sequence.
+fn scan_state_carries<B: RambaBackend>(device: &B::Device) {
+    let cs = ScanCase {
+        b: 1,
+        l: 30,
+        h: 2,
+        p: 4,
+        g: 1,
+        n: 3,
+    };
+    let inp = scan_inputs(&cs, 8);
+    let (whole_y, whole_s) = run_scan::<B>(&cs, &inp, 0..30, Some(inp.init.clone()), 8, device);
+    let (y1, s1) = run_scan::<B>(&cs, &inp, 0..13, Some(inp.init.clone()), 8, device);
+    let (y2, s2) = run_scan::<B>(&cs, &inp, 13..30, Some(s1), 8, device);
+    let joined: Vec<f64> = y1.into_iter().chain(y2).collect();
+    assert!(rel_err_vec(&joined, &whole_y) < TOL_F32);
+    assert!(rel_err_vec(&s2, &whole_s) < TOL_F32);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal conv1d
+
+fn conv_matches_naive_and_carries_state<B: RambaBackend>(device: &B::Device) {
+    let (b, l, d, w) = (2, 9, 3, 4);
+    let mut r = rng(11);
+    let x = random_vec(&mut r, b * l * d, 1.0);
+    let wt = random_vec(&mut r, d * w, 1.0);
+    let bias = random_vec(&mut r, d, 1.0);
+    let init = random_vec(&mut r, b * d * (w - 1), 1.0);
+    // Naive: y[t] = bias + Σ_i w[i] · x̃[t + i], x̃ = init ++ x.
+    let mut want = vec![0.0; b * l * d];
+    for bi in 0..b {
+        for ch in 0..d {
+            let hist: Vec<f64> = (0..w - 1)
+                .map(|j| init[(bi * d + ch) * (w - 1) + j])
+                .chain((0..l).map(|t| x[(bi * l + t) * d + ch]))
+                .collect();
+            for t in 0..l {
+                want[(bi * l + t) * d + ch] =
+                    bias[ch] + (0..w).map(|i| wt[ch * w + i] * hist[t + i]).sum::<f64>();
+            }
+        }
+    }
+    let run = |xs: Vec<f64>, len: usize, st: Vec<f64>| {
+        let (y, s) = B::causal_conv1d(
+            from_vec(xs, [b, len, d], device),
+            from_vec(wt.clone(), [d, w], device),
+            Some(from_vec(bias.clone(), [d], device)),
+            Some(from_vec(st, [b, d, w - 1], device)),
+        );
+        (to_vec(y), to_vec(s))
+    };
+    let (y, _) = run(x.clone(), l, init.clone());
+    assert!(rel_err_vec(&y, &want) < TOL_F32);
+    let split = |lo: usize, hi: usize| -> Vec<f64> {
+        (0..b)
+            .flat_map(|bi| x[(bi * l + lo) * d..(bi * l + hi) * d].to_vec())
+            .collect()
+    };
+    let (y1, s1) = run(split(0, 2), 2, init.clone());
+    let (y2, _) = run(split(2, l), l - 2, s1);
+    let joined: Vec<f64> = (0..b)
+        .flat_map(|bi| {
+            y1[bi * 2 * d..(bi + 1) * 2 * d]
+                .iter()
+                .chain(&y2[bi * (l - 2) * d..(bi + 1) * (l - 2) * d])
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        rel_err_vec(&joined, &want) < TOL_F32,
+        "two segments with carried state"
+    );
+}
+
+// Direct use of the module functions too (not only through the trait).
+#[test]
+fn module_functions_are_the_trait_defaults() {
+    let device = Default::default();
+    let mut r = rng(12);
+    let x = random::<TestCpu, 3>(&mut r, [1, 5, 2], 1.0, &device);
+    let w = random::<TestCpu, 2>(&mut r, [2, 4], 1.0, &device);
+    let (a, _) = conv::causal_conv1d(x.clone(), w.clone(), None, None);
+    let (b, _) = TestCpu::causal_conv1d(x, w, None, None);
+    assert_eq!(to_vec(a), to_vec(b));
+    let _ = (
+        hsa::chunk_softmax::<TestCpu, 1>,
+        scan::selective_scan::<TestCpu>,
+    );
+}
+
+backend_tests!(
+    hsa_hand_computed,
+    hsa_matches_naive_g16,
+    hsa_matches_naive_g1,
+    hsa_fewer_chunks_than_k,
+    hsa_no_complete_chunk,
+    stick_breaking_closed_form,
+    hsa_is_causal,
+    scan_matches_recurrence,
+    scan_state_carries,
+    conv_matches_naive_and_carries_state,
+);

@@ -1,0 +1,629 @@
+//! Batches for training and validation: each row picks a source by weight and takes a
+//! `seq_len + 1` window from it. A batch is a pure function of (seed, split, step).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use rand::Rng;
+
+use crate::config::DataConfig;
+use crate::rng::row_rng;
+use crate::source::Source;
+use crate::tasks::{Task, TaskGenerator};
+use crate::tokenizer::{load_tokenizer_in, Tokenizer};
+
+/// Which part of the data a batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// The first `1 - val_fraction` of each token source; training seed stream.
+    Train,
+    /// The held-out tail of each token source; validation seed stream.
+    Val,
+}
+
+impl Split {
+    /// `"train"` or `"val"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A batch of `batch_size` rows of `seq_len` tokens (row-major `[B * L]` vectors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Rows (B).
+    pub batch_size: usize,
+    /// Tokens per row (L).
+    pub seq_len: usize,
+    /// Input ids, `[B * L]`.
+    pub inputs: Vec<u32>,
+    /// Next-token targets, `[B * L]`: row `r` is its window shifted left by one.
+    pub targets: Vec<u32>,
+    /// Loss weight per target, `[B * L]`; 1.0 = counts. Currently all 1.0.
+    pub loss_mask: Vec<f32>,
+    /// Per row, the target positions `[start, end)` holding a synthetic task's answer
+    /// (for answer accuracy or extra weighting); `None` for text/shards/filler rows.
+    pub answer_spans: Vec<Option<(usize, usize)>>,
+}
+
+impl Batch {
+    /// Inputs of row `r`.
+    pub fn inputs_row(&self, r: usize) -> &[u32] {
+        &self.inputs[r * self.seq_len..(r + 1) * self.seq_len]
+    }
+
+    /// Targets of row `r`.
+    pub fn targets_row(&self, r: usize) -> &[u32] {
+        &self.targets[r * self.seq_len..(r + 1) * self.seq_len]
+    }
+
+    /// Loss mask of row `r`.
+    pub fn loss_mask_row(&self, r: usize) -> &[f32] {
+        &self.loss_mask[r * self.seq_len..(r + 1) * self.seq_len]
+    }
+}
+
+/// All sources of an experiment, ready to produce batches. `Send + Sync`, so batches can
+/// be prepared on another thread.
+pub struct DataPipeline {
+    seq_len: usize,
+    batch_size: usize,
+    seed: u64,
+    tokenizer: Arc<dyn Tokenizer>,
+    sources: Vec<Source>,
+    /// Running sums of the source weights, for weighted picking.
+    cumulative: Vec<f64>,
+    /// Used when a synthetic sample cannot be built.
+    fallback: TaskGenerator,
+    /// Whether a substitution warning was printed already (printed once, not per row).
+    warned: AtomicBool,
+}
+
+impl std::fmt::Debug for DataPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPipeline")
+            .field("seq_len", &self.seq_len)
+            .field("batch_size", &self.batch_size)
+            .field("seed", &self.seed)
+            .field("tokenizer", &self.tokenizer.name())
+            .field("sources", &self.describe())
+            .finish()
+    }
+}
+
+impl DataPipeline {
+    /// Validates `cfg`, loads/maps every source (relative paths against `base_dir`, the
+    /// config file's folder) and checks each can fill a `seq_len + 1` window in both
+    /// splits. All data errors surface here, so `batch` itself cannot fail.
+    pub fn new(cfg: &DataConfig, tokenizer: Arc<dyn Tokenizer>, base_dir: &Path) -> Result<Self> {
+        cfg.validate()?;
+        let mut sources = Vec::with_capacity(cfg.sources.len());
+        for (i, s) in cfg.sources.iter().enumerate() {
+            sources.push(Source::build(i, s, cfg, &tokenizer, base_dir)?);
+        }
+        let mut cumulative = Vec::with_capacity(sources.len());
+        let mut sum = 0.0;
+        for s in &sources {
+            sum += s.weight;
+            cumulative.push(sum);
+        }
+        let fallback = TaskGenerator::new(tokenizer.clone(), Task::Filler)?;
+        Ok(Self {
+            seq_len: cfg.seq_len,
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            tokenizer,
+            sources,
+            cumulative,
+            fallback,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// [`DataPipeline::new`] with the tokenizer named by `cfg.tokenizer` (relative paths
+    /// against `base_dir`).
+    pub fn from_config(cfg: &DataConfig, base_dir: &Path) -> Result<Self> {
+        cfg.validate()?;
+        let tok = load_tokenizer_in(&cfg.tokenizer, base_dir)?;
+        Self::new(cfg, tok, base_dir)
+    }
+
+    /// The batch of `split` at `step`. Deterministic: row `r` uses an RNG seeded from
+    /// (seed, split, step, r) only, so resuming at step N replays the same data.
+    /// If a shard window holds an id outside the vocab (ids are only sampled at load),
+    /// the id is replaced by EOS and a warning is printed once; use
+    /// [`DataPipeline::try_batch`] to get an error instead.
+    pub fn batch(&self, split: Split, step: u64) -> Batch {
+        let (batch, problem) = self.build(split, step);
+        if let Some(p) = problem {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                eprintln!("warning: {p} [further data warnings suppressed]");
+            }
+        }
+        batch
+    }
+
+    /// Like [`DataPipeline::batch`], but any substitution (out-of-vocab shard id,
+    /// synthetic sample that could not be built) is an error naming its source.
+    pub fn try_batch(&self, split: Split, step: u64) -> Result<Batch> {
+        match self.build(split, step) {
+            (batch, None) => Ok(batch),
+            (_, Some(p)) => bail!("{split} batch at step {step}: {p}"),
+        }
+    }
+
+    fn build(&self, split: Split, step: u64) -> (Batch, Option<String>) {
+        let (b, l) = (self.batch_size, self.seq_len);
+        let mut inputs = Vec::with_capacity(b * l);
+        let mut targets = Vec::with_capacity(b * l);
+        let mut answer_spans = Vec::with_capacity(b);
+        let mut problem = None;
+        for row in 0..b {
+            let mut rng = row_rng(self.seed, split, step, row as u64);
+            let source = &self.sources[self.pick(&mut rng)];
+            let r = source.row(
+                split,
+                l + 1,
+                &mut rng,
+                self.tokenizer.as_ref(),
+                &self.fallback,
+            );
+            inputs.extend_from_slice(&r.tokens[..l]);
+            targets.extend_from_slice(&r.tokens[1..]);
+            // Token i of the window is predicted at target position i - 1.
+            answer_spans.push(
+                r.answer
+                    .map(|(s, e)| (s.saturating_sub(1), e.saturating_sub(1))),
+            );
+            if problem.is_none() {
+                problem = r.problem;
+            }
+        }
+        let batch = Batch {
+            batch_size: b,
+            seq_len: l,
+            inputs,
+            targets,
+            loss_mask: vec![1.0; b * l],
+            answer_spans,
+        };
+        (batch, problem)
+    }
+
+    /// Index of a source drawn with probability ∝ weight.
+    fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(0.0);
+        let u = rng.random::<f64>() * total;
+        self.cumulative
+            .partition_point(|&c| c <= u)
+            .min(self.sources.len() - 1)
+    }
+
+    /// Model vocabulary size (the tokenizer's).
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.vocab_size()
+    }
+
+    /// The tokenizer in use.
+    pub fn tokenizer(&self) -> &Arc<dyn Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// Tokens per row.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// Rows per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// One line per source (kind, path, token counts, share of rows), for run logs.
+    pub fn describe(&self) -> Vec<String> {
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        self.sources.iter().map(|s| s.describe(total)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ShardDtype, SourceConfig};
+    use crate::shards::tests::{llmc, raw_u16, raw_u32};
+    use crate::shards::{LLMC_MAGIC_U16, LLMC_MAGIC_U32};
+    use crate::tasks::{key_sentence, score_answer};
+    use crate::test_util::{TempDir, WideTokenizer};
+    use crate::tokenizer::ByteTokenizer;
+
+    fn byte() -> Arc<dyn Tokenizer> {
+        Arc::new(ByteTokenizer)
+    }
+
+    fn cfg(seq_len: usize, batch_size: usize, sources: Vec<SourceConfig>) -> DataConfig {
+        DataConfig {
+            seq_len,
+            batch_size,
+            sources,
+            ..DataConfig::default()
+        }
+    }
+
+    fn text(path: &str, weight: f64) -> SourceConfig {
+        SourceConfig::Text {
+            weight,
+            path: path.into(),
+        }
+    }
+
+    /// Some prose long enough for windows in both splits.
+    fn corpus(dir: &TempDir) {
+        let para = "It was the best of times, it was the worst of times. ";
+        dir.write("corpus/a.txt", para.repeat(200).as_bytes());
+        dir.write(
+            "corpus/b.md",
+            "# Notes\nLong contexts need long data. "
+                .repeat(100)
+                .as_bytes(),
+        );
+    }
+
+    fn mixed(dir: &TempDir) -> DataPipeline {
+        corpus(dir);
+        let c = cfg(
+            300,
+            6,
+            vec![
+                text("corpus", 2.0),
+                SourceConfig::Passkey {
+                    weight: 1.0,
+                    min_key: 10_000,
+                    max_key: 99_999,
+                },
+                SourceConfig::Filler { weight: 1.0 },
+                SourceConfig::Copy {
+                    weight: 1.0,
+                    span: 20,
+                },
+            ],
+        );
+        DataPipeline::new(&c, byte(), dir.path()).unwrap()
+    }
+
+    #[test]
+    fn batches_are_a_pure_function_of_split_and_step() {
+        let d = TempDir::new("det");
+        let p = mixed(&d);
+        let a = p.batch(Split::Train, 5);
+        assert_eq!(a, p.batch(Split::Train, 5), "same step, same batch");
+        // A fresh pipeline (a resumed run) reproduces it exactly.
+        let p2 = mixed(&TempDir::new("det2"));
+        assert_eq!(a, p2.batch(Split::Train, 5));
+        // Out-of-order access changes nothing (no hidden state).
+        let _ = p.batch(Split::Train, 6);
+        let _ = p.batch(Split::Val, 0);
+        assert_eq!(a, p.batch(Split::Train, 5));
+        assert_ne!(a.inputs, p.batch(Split::Train, 6).inputs);
+        assert_ne!(a.inputs, p.batch(Split::Val, 5).inputs);
+        // A different seed gives different data.
+        let mut c = cfg(300, 6, vec![text("corpus", 1.0)]);
+        let s0 = DataPipeline::new(&c, byte(), d.path())
+            .unwrap()
+            .batch(Split::Train, 0);
+        c.seed = 1;
+        let s1 = DataPipeline::new(&c, byte(), d.path())
+            .unwrap()
+            .batch(Split::Train, 0);
+        assert_ne!(s0.inputs, s1.inputs);
+    }
+
+    #[test]
+    fn batch_shapes_and_shift() {
+        let d = TempDir::new("shape");
+        let p = mixed(&d);
+        for step in 0..20 {
+            let b = p.batch(Split::Train, step);
+            assert_eq!((b.batch_size, b.seq_len), (6, 300));
+            assert_eq!(b.inputs.len(), 6 * 300);
+            assert_eq!(b.targets.len(), 6 * 300);
+            assert_eq!(b.loss_mask, vec![1.0; 6 * 300]);
+            assert_eq!(b.answer_spans.len(), 6);
+            for r in 0..6 {
+                assert_eq!(b.inputs_row(r)[1..], b.targets_row(r)[..299]);
+                assert!(b
+                    .inputs_row(r)
+                    .iter()
+                    .all(|&t| (t as usize) < p.vocab_size()));
+            }
+        }
+    }
+
+    #[test]
+    fn targets_are_the_window_shifted_by_one() {
+        // Shard tokens 0, 1, 2, … make the underlying window visible in the batch.
+        let d = TempDir::new("shift");
+        let toks: Vec<u32> = (0..5000).collect();
+        d.write("seq.bin", &raw_u16(&toks));
+        let c = cfg(
+            64,
+            8,
+            vec![SourceConfig::Shards {
+                weight: 1.0,
+                path: "seq.bin".into(),
+                dtype: ShardDtype::U16,
+            }],
+        );
+        let p = DataPipeline::new(&c, Arc::new(WideTokenizer(10_000)), d.path()).unwrap();
+        for split in [Split::Train, Split::Val] {
+            let b = p.try_batch(split, 3).unwrap();
+            for r in 0..8 {
+                let start = b.inputs_row(r)[0];
+                let window: Vec<u32> = (start..start + 65).collect();
+                assert_eq!(b.inputs_row(r), &window[..64]);
+                assert_eq!(b.targets_row(r), &window[1..]);
+                // Held-out tail: train windows end before token 4750, val ones start at it.
+                match split {
+                    Split::Train => assert!(start + 65 <= 4750, "{start}"),
+                    Split::Val => assert!(start >= 4750, "{start}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn source_weights_are_respected() {
+        let d = TempDir::new("weights");
+        let c = cfg(
+            100,
+            50,
+            vec![
+                SourceConfig::Filler { weight: 3.0 },
+                SourceConfig::Copy {
+                    weight: 1.0,
+                    span: 8,
+                },
+            ],
+        );
+        let p = DataPipeline::new(&c, byte(), d.path()).unwrap();
+        let (mut filler, mut copy) = (0, 0);
+        for step in 0..80 {
+            for span in p.batch(Split::Train, step).answer_spans {
+                match span {
+                    Some(_) => copy += 1,
+                    None => filler += 1,
+                }
+            }
+        }
+        // 4000 rows, expected 3000 : 1000; 5 sigma ≈ ±137.
+        assert_eq!(filler + copy, 4000);
+        assert!(
+            (2850..=3150).contains(&filler),
+            "filler {filler}, copy {copy}"
+        );
+    }
+
+    #[test]
+    fn val_split_reads_only_the_held_out_tail() {
+        let d = TempDir::new("val");
+        // 1900 'a' then 99 'b' + EOS = 2000 tokens; val_fraction 0.05 → train [0,1900).
+        let mut body = "a".repeat(1900);
+        body.push_str(&"b".repeat(99));
+        d.write("ab.txt", body.as_bytes());
+        let c = cfg(32, 16, vec![text("ab.txt", 1.0)]);
+        let p = DataPipeline::new(&c, byte(), d.path()).unwrap();
+        let (a, b, eos) = (u32::from(b'a'), u32::from(b'b'), ByteTokenizer::EOS);
+        for step in 0..10 {
+            let t = p.batch(Split::Train, step);
+            assert!(t.inputs.iter().chain(&t.targets).all(|&x| x == a));
+            let v = p.batch(Split::Val, step);
+            assert!(v
+                .inputs
+                .iter()
+                .chain(&v.targets)
+                .all(|&x| x == b || x == eos));
+        }
+    }
+
+    #[test]
+    fn passkey_rows_expose_their_answer() {
+        let d = TempDir::new("pk");
+        let c = DataConfig::default(); // one passkey source, seq_len 256
+        let p = DataPipeline::new(&c, byte(), d.path()).unwrap();
+        let tok = ByteTokenizer;
+        for step in 0..5 {
+            let b = p.try_batch(Split::Val, step).unwrap();
+            for r in 0..b.batch_size {
+                let (s, e) = b.answer_spans[r].unwrap();
+                assert_eq!(e, b.seq_len, "the answer ends the row");
+                let answer = tok.decode(&b.targets_row(r)[s..e]);
+                let key: u64 = answer.trim().parse().unwrap();
+                assert!((10_000..=99_999).contains(&key));
+                assert!(tok.decode(b.inputs_row(r)).contains(&key_sentence(key)));
+                assert!(score_answer(&answer, &format!(" {key}")));
+            }
+        }
+    }
+
+    #[test]
+    fn shards_u16_u32_and_llmc_windows_read_back() {
+        let d = TempDir::new("pshards");
+        let seq16: Vec<u32> = (0..3000).map(|i| 40_000 + i).collect();
+        d.write("s16/a.bin", &raw_u16(&seq16[..1000]));
+        d.write("s16/b.bin", &llmc(LLMC_MAGIC_U16, &seq16[1000..]));
+        let seq32: Vec<u32> = (0..3000).map(|i| 200_000 + i).collect();
+        d.write("s32/a.bin", &raw_u32(&seq32[..1500]));
+        d.write("s32/b.bin", &llmc(LLMC_MAGIC_U32, &seq32[1500..]));
+        for (dir, dtype, base) in [
+            ("s16", ShardDtype::U16, 40_000),
+            ("s32", ShardDtype::U32, 200_000),
+        ] {
+            let c = cfg(
+                100,
+                16,
+                vec![SourceConfig::Shards {
+                    weight: 1.0,
+                    path: dir.into(),
+                    dtype,
+                }],
+            );
+            let p = DataPipeline::new(&c, Arc::new(WideTokenizer(300_000)), d.path()).unwrap();
+            let b = p.try_batch(Split::Train, 0).unwrap();
+            for r in 0..16 {
+                let first = b.inputs_row(r)[0];
+                assert!(first >= base);
+                let want: Vec<u32> = (first..first + 101).collect();
+                assert_eq!(b.inputs_row(r), &want[..100], "{dir}");
+                assert_eq!(b.targets_row(r), &want[1..], "{dir}");
+            }
+        }
+    }
+
+    #[test]
+    fn shard_ids_outside_the_vocab_are_errors_naming_the_file() {
+        let d = TempDir::new("pshards-vocab");
+        d.write("big.bin", &raw_u16(&[1000; 4000]));
+        let c = cfg(
+            64,
+            2,
+            vec![SourceConfig::Shards {
+                weight: 1.0,
+                path: "big.bin".into(),
+                dtype: ShardDtype::U16,
+            }],
+        );
+        let msg = format!("{:#}", DataPipeline::new(&c, byte(), d.path()).unwrap_err());
+        assert!(
+            msg.contains("data.sources[0]") && msg.contains("big.bin") && msg.contains("1000"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unsampled_bad_ids_are_caught_per_window() {
+        // The load-time scan samples the head, tail and 16 chunks at multiples of
+        // len/17 (= 17647 here); 75_000..88_000 lies between two chunks, so only the
+        // per-window check can see it.
+        let d = TempDir::new("lazy-vocab");
+        let mut toks = vec![5u32; 300_000];
+        toks[75_000..88_000].fill(2000);
+        d.write("lazy.bin", &raw_u16(&toks));
+        let c = cfg(
+            64,
+            64,
+            vec![SourceConfig::Shards {
+                weight: 1.0,
+                path: "lazy.bin".into(),
+                dtype: ShardDtype::U16,
+            }],
+        );
+        let tok = Arc::new(WideTokenizer(1000));
+        let p = DataPipeline::new(&c, tok.clone(), d.path()).unwrap();
+        let step = (0..50)
+            .find(|&s| p.try_batch(Split::Train, s).is_err())
+            .expect("some window overlaps the bad region");
+        let msg = format!("{:#}", p.try_batch(Split::Train, step).unwrap_err());
+        assert!(msg.contains("lazy.bin") && msg.contains("2000"), "{msg}");
+        // The lenient batch keeps going with EOS in place of the bad ids.
+        let b = p.batch(Split::Train, step);
+        assert!(b.inputs.contains(&tok.eos_id()));
+        assert!(b.inputs.iter().all(|&t| t == 5 || t == tok.eos_id()));
+    }
+
+    #[test]
+    fn bad_sources_fail_at_construction_with_names() {
+        let d = TempDir::new("bad");
+        let c = cfg(64, 2, vec![text("missing/corpus", 1.0)]);
+        let msg = format!("{:#}", DataPipeline::new(&c, byte(), d.path()).unwrap_err());
+        assert!(
+            msg.contains("missing/corpus") && msg.contains("does not exist"),
+            "{msg}"
+        );
+
+        d.write("tiny.txt", b"too short for a window");
+        let c = cfg(64, 2, vec![text("tiny.txt", 1.0)]);
+        let msg = format!("{:#}", DataPipeline::new(&c, byte(), d.path()).unwrap_err());
+        assert!(
+            msg.contains("tiny.txt") && msg.contains("train split has") && msg.contains("65"),
+            "{msg}"
+        );
+
+        // Train is long enough but the 5% tail is not.
+        d.write("mid.txt", "x".repeat(1000).as_bytes());
+        let c = cfg(64, 2, vec![text("mid.txt", 1.0)]);
+        let msg = format!("{:#}", DataPipeline::new(&c, byte(), d.path()).unwrap_err());
+        assert!(
+            msg.contains("mid.txt") && msg.contains("val split has 50 tokens"),
+            "{msg}"
+        );
+
+        // Passkey cannot fit 64 tokens.
+        let c = cfg(64, 2, DataConfig::default().sources);
+        let msg = format!("{:#}", DataPipeline::new(&c, byte(), d.path()).unwrap_err());
+        assert!(
+            msg.contains("data.sources[0] (passkey)") && msg.contains("65"),
+            "{msg}"
+        );
+
+        // Invalid config values are reported before any loading.
+        let mut c = cfg(64, 2, vec![text("mid.txt", -1.0)]);
+        let msg = format!("{:#}", DataPipeline::new(&c, byte(), d.path()).unwrap_err());
+        assert_eq!(msg, "data.sources[0].weight must be > 0 (got -1)");
+        c.sources = vec![];
+        assert!(DataPipeline::new(&c, byte(), d.path()).is_err());
+    }
+
+    #[test]
+    fn from_config_loads_the_tokenizer_and_describes_sources() {
+        let d = TempDir::new("fromcfg");
+        corpus(&d);
+        let doc = r#"
+            [data]
+            seq_len = 128
+            batch_size = 2
+            val_fraction = 0.1
+            [[data.sources]]
+            kind = "text"
+            path = "corpus"
+            weight = 3
+            [[data.sources]]
+            kind = "assoc_recall"
+            n_pairs = 4
+        "#;
+        let c = DataConfig::from_toml_str(doc).unwrap();
+        let p = DataPipeline::from_config(&c, d.path()).unwrap();
+        assert_eq!(p.vocab_size(), 257);
+        assert_eq!((p.seq_len(), p.batch_size()), (128, 2));
+        let lines = p.describe();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].contains("corpus") && lines[0].contains("2 documents"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("75.0%"), "{}", lines[0]);
+        assert!(
+            lines[1].contains("assoc_recall") && lines[1].contains("25.0%"),
+            "{}",
+            lines[1]
+        );
+        p.try_batch(Split::Train, 0).unwrap();
+    }
+
+    #[test]
+    fn pipeline_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<DataPipeline>();
+        check::<Batch>();
+    }
+}
