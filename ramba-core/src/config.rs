@@ -248,7 +248,7 @@ fn positive(key: &str, value: usize) -> Result<()> {
 
 fn divides(key: &str, value: usize, of_key: &str, of: usize) -> Result<()> {
     positive(key, value)?;
-    if of % value != 0 {
+    if !of.is_multiple_of(value) {
         bail!("{key} = {value} must divide {of_key} = {of}");
     }
     Ok(())
@@ -277,7 +277,7 @@ impl ModelConfig {
                 self.init_std
             );
         }
-        if !(self.norm_eps > 0.0) {
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             bail!("model.norm_eps must be > 0 (got {})", self.norm_eps);
         }
         if self.n_blocks() == 0 && !self.arch.has_hsa() {
@@ -322,7 +322,7 @@ impl ModelConfig {
                 "model.attention.n_heads",
                 a.n_heads,
             )?;
-            if (self.d_model / a.n_heads) % 2 != 0 {
+            if !(self.d_model / a.n_heads).is_multiple_of(2) {
                 bail!(
                     "model.d_model / model.attention.n_heads = {} must be even for RoPE",
                     self.d_model / a.n_heads
@@ -364,7 +364,7 @@ impl ModelConfig {
                     "model.hsa.encoder_heads",
                     h.encoder_heads,
                 )?;
-                if (self.d_model / h.encoder_heads) % 2 != 0 {
+                if !(self.d_model / h.encoder_heads).is_multiple_of(2) {
                     bail!(
                         "model.d_model / model.hsa.encoder_heads = {} must be even for RoPE",
                         self.d_model / h.encoder_heads
@@ -380,7 +380,7 @@ impl ModelConfig {
 
     /// Checks that training sequences of `seq_len` tokens fit the model's chunking.
     pub fn validate_seq_len(&self, key: &str, seq_len: usize) -> Result<()> {
-        if self.arch.has_hsa() && seq_len % self.hsa.chunk_size != 0 {
+        if self.arch.has_hsa() && !seq_len.is_multiple_of(self.hsa.chunk_size) {
             bail!(
                 "model.hsa.chunk_size = {} must divide {key} = {seq_len} (training sequences are whole chunks)",
                 self.hsa.chunk_size

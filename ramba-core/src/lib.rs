@@ -7,7 +7,9 @@
 //! - [`backend`]: run-time backend selection (`auto | cuda | wgpu | cpu`).
 
 pub mod backend;
+pub mod checkpoint;
 pub mod config;
+pub mod experiment;
 pub mod model;
 pub mod nn;
 pub mod ops;

@@ -1,1 +1,10 @@
+//! ramba-train: from an experiment file to a trained checkpoint.
+//!
+//! One readable loop ([`trainer::train`]): batches from `ramba-data`, forward and loss through
+//! the model, backward, global-norm clipping, AdamW with a warm-up + cosine schedule, metrics,
+//! validation, checkpoints, and the passkey report at the end.
 
+pub mod optim;
+pub mod schedule;
+pub mod state;
+pub mod trainer;

@@ -1,0 +1,286 @@
+//! Experiment files: `[model] [data] [train] [eval] [run]` in one TOML document, with
+//! `--set section.key=value` overrides. Unknown keys and bad values are errors that name the key
+//! and the file; the resolved config is what a run folder stores.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ramba_data::DataConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendKind;
+use crate::config::ModelConfig;
+
+/// A whole experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentConfig {
+    /// The model (defaults: RAMba-370M).
+    pub model: ModelConfig,
+    /// Data sources, tokenizer, sequence length and batch size.
+    pub data: DataConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// Evaluation run after training and by `ramba-eval`.
+    pub eval: EvalConfig,
+    /// Run folder, backend, seed.
+    pub run: RunConfig,
+}
+
+/// Optimisation settings (defaults: the paper's recipe, spec §7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Final learning rate as a fraction of `lr` (cosine floor).
+    pub min_lr_ratio: f64,
+    /// Linear warm-up, as a fraction of `steps`.
+    pub warmup_ratio: f64,
+    /// AdamW β₁.
+    pub beta1: f64,
+    /// AdamW β₂.
+    pub beta2: f64,
+    /// AdamW ε.
+    pub eps: f64,
+    /// Decoupled weight decay, applied to matrices only (not norms, biases, embeddings, SSM
+    /// scalars).
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Loss weight of the answer tokens of synthetic tasks (passkey digits, recalled values),
+    /// relative to 1 for every other token. Retrieval answers are a handful of tokens in a long
+    /// sequence; weighting them focuses small-budget training on the skill being measured.
+    pub answer_weight: f64,
+    /// "Memory reset" (spec §6): each row starts its Mamba state either from zero or from the
+    /// detached final state of a random row of the previous micro-batch (unrelated text).
+    pub memory_reset: bool,
+    /// With `memory_reset`, the probability of a stale state rather than zeros.
+    pub stale_state_prob: f64,
+    /// Steps between progress lines / metrics records.
+    pub log_every: u64,
+    /// Steps between validation passes (0 = only at the end).
+    pub eval_every: u64,
+    /// Batches per validation pass.
+    pub val_batches: u64,
+    /// Steps between checkpoints (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (oldest deleted first).
+    pub keep_checkpoints: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            lr: 2e-3,
+            min_lr_ratio: 0.2,
+            warmup_ratio: 0.02,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.001,
+            grad_clip: 1.0,
+            grad_accum: 1,
+            answer_weight: 1.0,
+            memory_reset: false,
+            stale_state_prob: 0.5,
+            log_every: 10,
+            eval_every: 100,
+            val_batches: 4,
+            checkpoint_every: 200,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Run the passkey evaluation when training ends.
+    pub passkey_after_training: bool,
+    /// Passkey context lengths, as multiples of `data.seq_len`.
+    pub passkey_multiples: Vec<usize>,
+    /// Key depths, fractions of the filler in `[0, 1]`.
+    pub passkey_depths: Vec<f64>,
+    /// Trials per (length, depth) cell, each with its own key.
+    pub passkey_trials: usize,
+    /// Longest context evaluated in one forward pass; longer ones are run in segments where
+    /// the model allows it, else refused.
+    pub max_context: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            passkey_after_training: true,
+            passkey_multiples: vec![1, 4, 16],
+            passkey_depths: vec![0.0, 0.25, 0.5, 0.75, 1.0],
+            passkey_trials: 4,
+            max_context: 65_536,
+        }
+    }
+}
+
+/// Where and how a run executes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Run name: the folder `dir/name`.
+    pub name: String,
+    /// Parent folder of runs.
+    pub dir: PathBuf,
+    /// `auto`, `cuda`, `wgpu` or `cpu`.
+    pub backend: BackendKind,
+    /// Seed of the model initialisation and of the memory-reset draws.
+    pub seed: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "run".into(),
+            dir: "runs".into(),
+            backend: BackendKind::Auto,
+            seed: 0,
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads `path`, applies `overrides` (`section.key=value`, TOML values; bare words are
+    /// strings), and validates. Errors name the file and the key.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut doc: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for o in overrides {
+            apply_override(&mut doc, o).with_context(|| format!("--set {o}"))?;
+        }
+        let cfg: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
+            .with_context(|| format!("in {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("in {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML document (no overrides) and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let cfg: Self =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message().trim()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The resolved config as TOML, as stored in a run folder.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// The run folder `run.dir/run.name`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.run.dir.join(&self.run.name)
+    }
+
+    /// Checks every section; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.data.validate()?;
+        self.model
+            .validate_seq_len("data.seq_len", self.data.seq_len)?;
+        let t = &self.train;
+        if t.steps == 0 {
+            bail!("train.steps must be > 0");
+        }
+        for (key, v) in [("train.lr", t.lr), ("train.eps", t.eps)] {
+            if !(v > 0.0 && v.is_finite()) {
+                bail!("{key} must be a positive number (got {v})");
+            }
+        }
+        for (key, v) in [
+            ("train.min_lr_ratio", t.min_lr_ratio),
+            ("train.warmup_ratio", t.warmup_ratio),
+            ("train.stale_state_prob", t.stale_state_prob),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{key} must be in [0, 1] (got {v})");
+            }
+        }
+        for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("{key} must be in [0, 1) (got {v})");
+            }
+        }
+        if t.weight_decay < 0.0 || t.grad_clip < 0.0 {
+            bail!("train.weight_decay and train.grad_clip must be ≥ 0");
+        }
+        if !(t.answer_weight >= 0.0 && t.answer_weight.is_finite()) {
+            bail!("train.answer_weight must be ≥ 0 (got {})", t.answer_weight);
+        }
+        if t.grad_accum == 0 {
+            bail!("train.grad_accum must be ≥ 1");
+        }
+        if t.log_every == 0 {
+            bail!("train.log_every must be ≥ 1");
+        }
+        if t.keep_checkpoints == 0 {
+            bail!("train.keep_checkpoints must be ≥ 1");
+        }
+        let e = &self.eval;
+        if e.passkey_multiples.contains(&0) {
+            bail!(
+                "eval.passkey_multiples must be ≥ 1 (got {:?})",
+                e.passkey_multiples
+            );
+        }
+        if let Some(d) = e.passkey_depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
+            bail!("eval.passkey_depths must be in [0, 1] (got {d})");
+        }
+        if e.passkey_trials == 0 {
+            bail!("eval.passkey_trials must be ≥ 1");
+        }
+        if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
+            bail!(
+                "run.name must be a non-empty folder name (got {:?})",
+                self.run.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Sets `section.key=value` in a TOML table. The value is parsed as TOML (numbers, booleans,
+/// arrays, quoted strings); anything else is taken as a bare string.
+pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .context("expected section.key=value")?;
+    let path: Vec<&str> = key.trim().split('.').collect();
+    if path.iter().any(|p| p.is_empty()) {
+        bail!("`{key}` is not a dotted key like train.lr");
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut table = doc;
+    for p in parents {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        table = entry
+            .as_table_mut()
+            .with_context(|| format!("`{p}` in `{key}` is not a section"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}

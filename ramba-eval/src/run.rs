@@ -1,0 +1,56 @@
+//! Opening a run folder: its resolved config, tokenizer and newest checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ramba_core::checkpoint::{latest_checkpoint, load_weights};
+use ramba_core::experiment::ExperimentConfig;
+use ramba_core::model::LanguageModel;
+use ramba_data::{load_tokenizer_in, Tokenizer};
+
+/// A trained model with what is needed to evaluate it.
+pub struct LoadedRun<B: burn::prelude::Backend> {
+    /// The run's resolved config (`config.toml`).
+    pub config: ExperimentConfig,
+    /// The model with the newest checkpoint's weights.
+    pub model: LanguageModel<B>,
+    /// The run's tokenizer.
+    pub tokenizer: Arc<dyn Tokenizer>,
+    /// The run folder.
+    pub dir: PathBuf,
+    /// The checkpoint folder the weights came from.
+    pub checkpoint: PathBuf,
+}
+
+/// Loads `dir/config.toml` and the checkpoint named by `dir/checkpoints/LATEST`.
+pub fn load_run<B: burn::prelude::Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<B>> {
+    let config_path = dir.join("config.toml");
+    if !config_path.exists() {
+        anyhow::bail!(
+            "{} is not a run folder: it has no config.toml",
+            dir.display()
+        );
+    }
+    let config = ExperimentConfig::load(&config_path, &[])?;
+    let checkpoint = latest_checkpoint(dir)?.with_context(|| {
+        format!(
+            "{} has no checkpoint yet (checkpoints/LATEST is missing)",
+            dir.display()
+        )
+    })?;
+    let model = load_weights(
+        config.model.init::<B>(device),
+        &checkpoint.join("model.safetensors"),
+    )?;
+    // Relative tokenizer paths were resolved against the original config's folder and stored
+    // resolved; `dir` is the fallback base for hand-written run folders.
+    let tokenizer = load_tokenizer_in(&config.data.tokenizer, dir)?;
+    Ok(LoadedRun {
+        config,
+        model,
+        tokenizer,
+        dir: dir.to_path_buf(),
+        checkpoint,
+    })
+}

@@ -1,0 +1,145 @@
+//! `ramba-train --config configs/X.toml [--set key=value ...] [--backend ...] [--resume runs/NAME]`
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
+use ramba_core::experiment::ExperimentConfig;
+use ramba_core::ops::RambaBackend;
+use ramba_train::trainer::{absolutize_paths, train, RunRequest, TrainOutcome};
+
+/// Train a ramba model from a TOML experiment file.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Experiment file (sections [model] [data] [train] [eval] [run]).
+    #[arg(
+        long,
+        help = "experiment TOML file; optional with --resume (the run's own config is used)"
+    )]
+    config: Option<PathBuf>,
+    /// Overrides, e.g. --set train.lr=1e-3 --set model.d_model=256.
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        help = "override a config key (repeatable), e.g. train.lr=1e-3"
+    )]
+    overrides: Vec<String>,
+    /// auto | cuda | wgpu | cpu (overrides run.backend).
+    #[arg(
+        long,
+        help = "backend: auto (CUDA, else wgpu, else CPU), cuda, wgpu or cpu"
+    )]
+    backend: Option<BackendKind>,
+    /// Continue the run in this folder from its newest checkpoint.
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        help = "continue runs/NAME from its newest checkpoint"
+    )]
+    resume: Option<PathBuf>,
+    /// Checkpoint and exit after this many steps (the LR schedule still spans train.steps).
+    #[arg(
+        long,
+        value_name = "STEP",
+        help = "checkpoint and exit once STEP steps are done; continue later with --resume"
+    )]
+    stop_at: Option<u64>,
+}
+
+struct TrainTask(RunRequest);
+
+impl BackendTask for TrainTask {
+    type Output = Result<TrainOutcome>;
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Self::Output {
+        train::<B>(self.0, device, info)
+    }
+}
+
+fn load(cli: &Cli) -> Result<(ExperimentConfig, bool)> {
+    match (&cli.config, &cli.resume) {
+        (_, Some(run)) => {
+            let path = run.join("config.toml");
+            if !path.exists() {
+                bail!(
+                    "--resume {}: no config.toml there (is it a run folder?)",
+                    run.display()
+                );
+            }
+            let mut cfg = ExperimentConfig::load(&path, &cli.overrides)?;
+            // The run folder is where it is now, whatever run.dir said when it started.
+            cfg.run.dir = run.parent().map(Path::to_path_buf).unwrap_or_default();
+            cfg.run.name = run
+                .file_name()
+                .context("--resume needs a run folder path")?
+                .to_string_lossy()
+                .into_owned();
+            Ok((cfg, true))
+        }
+        (Some(path), None) => {
+            let mut cfg = ExperimentConfig::load(path, &cli.overrides)?;
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let base = if base.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                base
+            };
+            absolutize_paths(&mut cfg, &std::fs::canonicalize(&base).unwrap_or(base));
+            Ok((cfg, false))
+        }
+        (None, None) => bail!("give --config configs/X.toml (or --resume runs/NAME)"),
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let (mut cfg, resume) = load(&cli)?;
+    if let Some(b) = cli.backend {
+        cfg.run.backend = b;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second Ctrl-C: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let backend = cfg.run.backend;
+    let outcome = dispatch(
+        backend,
+        TrainTask(RunRequest {
+            config: cfg,
+            resume,
+            stop,
+            stop_at: cli.stop_at,
+        }),
+    )??;
+    eprintln!(
+        "done: {} steps in {:.1}s, final loss {:.4}{}; run folder {}",
+        outcome.step,
+        outcome.train_seconds,
+        outcome.final_loss,
+        outcome
+            .final_val_loss
+            .map(|v| format!(", val loss {v:.4}"))
+            .unwrap_or_default(),
+        outcome.run_dir.display()
+    );
+    if outcome.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
