@@ -2,7 +2,8 @@
 //!
 //! Burn backends are types, so a binary picks one at start and runs its whole job generically:
 //! it implements [`BackendTask`] and calls [`dispatch`]. `auto` takes CUDA if a device opens,
-//! else wgpu if an adapter exists (lavapipe counts), else the CPU backend; the choice and the
+//! else wgpu on a hardware adapter, else the CPU backend (a software Vulkan such as lavapipe is
+//! used only when asked for: ndarray is faster on the same cores); the choice and the
 //! device name are reported through [`BackendInfo`].
 
 use std::fmt;
@@ -102,8 +103,18 @@ pub fn open(kind: BackendKind) -> Result<BackendInfo> {
         BackendKind::Cuda => probe_cuda().map_err(|e| anyhow::anyhow!("--backend cuda: no CUDA device could be opened ({e})")),
         BackendKind::Wgpu => probe_wgpu().map_err(|e| anyhow::anyhow!("--backend wgpu: no wgpu adapter could be opened ({e}); on Linux without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers")),
         BackendKind::Cpu => Ok(cpu_info()),
-        BackendKind::Auto => Ok(probe_cuda().or_else(|_| probe_wgpu()).unwrap_or_else(|_| cpu_info())),
+        BackendKind::Auto => Ok(probe_cuda().or_else(|_| probe_wgpu().and_then(hardware_only)).unwrap_or_else(|_| cpu_info())),
     }
+}
+
+/// `auto` skips software adapters (Mesa's llvmpipe/lavapipe): on a machine without a GPU the
+/// ndarray backend trains several times faster than a software Vulkan driver. `--backend wgpu`
+/// still selects them.
+fn hardware_only(info: BackendInfo) -> Result<BackendInfo> {
+    if info.device_name.contains("(software)") {
+        bail!("{} is a software renderer", info.device_name);
+    }
+    Ok(info)
 }
 
 fn cpu_info() -> BackendInfo {
@@ -135,9 +146,13 @@ fn probe_wgpu() -> Result<BackendInfo> {
     quietly(|| {
         let setup = init_setup::<AutoGraphicsApi>(&WgpuDevice::DefaultDevice, Default::default());
         let adapter = setup.adapter.get_info();
+        // lavapipe reports itself as a CPU device; its name ("llvmpipe") is the fallback check.
+        let kind = format!("{:?}", adapter.device_type);
+        let software = kind == "Cpu" || adapter.name.contains("llvmpipe");
+        let tag = if software { " (software)" } else { "" };
         BackendInfo {
             kind: BackendKind::Wgpu,
-            device_name: format!("{} via {:?}", adapter.name, adapter.backend),
+            device_name: format!("{} via {:?}, {kind}{tag}", adapter.name, adapter.backend),
         }
     })
 }
