@@ -2,9 +2,8 @@
 
 use burn::prelude::*;
 
-use super::{run_blocks, LmHead, ModelState};
+use super::{attention_mask, run_blocks, LmHead, ModelState};
 use crate::config::ModelConfig;
-use crate::nn::attention::AttentionMask;
 use crate::nn::block::DecoderBlock;
 use crate::ops::RambaBackend;
 
@@ -19,10 +18,7 @@ pub struct Decoder<B: Backend> {
 impl<B: Backend> Decoder<B> {
     /// `n_blocks()` blocks of the config's kind.
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        let window = match cfg.attention_mask() {
-            AttentionMask::Window(w) => Some(w),
-            _ => None,
-        };
+        let window = cfg.attention_window();
         Self {
             lm: LmHead::new(cfg, device),
             blocks: (0..cfg.n_blocks()).map(|_| cfg.block(device)).collect(),
@@ -43,9 +39,7 @@ impl<B: RambaBackend> Decoder<B> {
         tokens: Tensor<B, 2, Int>,
         state: Option<ModelState<B>>,
     ) -> (Tensor<B, 3>, ModelState<B>) {
-        let mask = self
-            .window
-            .map_or(AttentionMask::Causal, AttentionMask::Window);
+        let mask = attention_mask(self.window);
         let mut states = state.map(|s| s.blocks).unwrap_or_default().into_iter();
         let mut out = Vec::with_capacity(self.blocks.len());
         let x = run_blocks(

@@ -12,9 +12,8 @@
 
 use burn::prelude::*;
 
-use super::{run_blocks, LmHead, ModelState};
+use super::{attention_mask, run_blocks, LmHead, ModelState};
 use crate::config::ModelConfig;
-use crate::nn::attention::AttentionMask;
 use crate::nn::block::DecoderBlock;
 use crate::nn::chunk_memory::ChunkMemory;
 use crate::nn::hsa_layer::HsaLayer;
@@ -48,10 +47,7 @@ pub struct HsaDecoder<B: Backend> {
 impl<B: Backend> HsaDecoder<B> {
     /// From a validated config with `arch = ramba | swa_hsa`.
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        let window = match cfg.attention_mask() {
-            AttentionMask::Window(w) => Some(w),
-            _ => None,
-        };
+        let window = cfg.attention_window();
         let stage = || HsaStage {
             hsa: HsaLayer::new(cfg, device),
             blocks: (0..cfg.blocks_per_hsa).map(|_| cfg.block(device)).collect(),
@@ -88,9 +84,7 @@ impl<B: RambaBackend> HsaDecoder<B> {
         tokens: Tensor<B, 2, Int>,
         state: Option<ModelState<B>>,
     ) -> (Tensor<B, 3>, ModelState<B>) {
-        let mask = self
-            .window
-            .map_or(AttentionMask::Causal, AttentionMask::Window);
+        let mask = attention_mask(self.window);
         let mut states = state.map(|s| s.blocks).unwrap_or_default().into_iter();
         let mut out = Vec::with_capacity(self.n_blocks());
 

@@ -90,11 +90,9 @@ impl ModelConfig {
     }
 
     /// The mask attention blocks of this architecture use.
-    pub(crate) fn attention_mask(&self) -> AttentionMask {
-        match self.arch {
-            Arch::SwaHsa => AttentionMask::Window(self.attention.window),
-            _ => AttentionMask::Causal,
-        }
+    /// The sliding window of this architecture's attention blocks (`None`: full causal).
+    pub(crate) fn attention_window(&self) -> Option<usize> {
+        (self.arch == Arch::SwaHsa).then_some(self.attention.window)
     }
 }
 
@@ -149,6 +147,11 @@ pub fn lm_loss<B: Backend>(
     let picked = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim::<2>(2);
     let total = mask.clone().sum().clamp_min(1e-9);
     (picked * mask).sum().neg() / total
+}
+
+/// The mask of attention blocks with an optional sliding window.
+pub(crate) fn attention_mask(window: Option<usize>) -> AttentionMask {
+    window.map_or(AttentionMask::Causal, AttentionMask::Window)
 }
 
 /// Runs `blocks` in order with their states, returning the output and the new states.

@@ -10,11 +10,14 @@ pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, start: usize, theta: f64) -> Tens
     let [batch, heads, seq, dim] = x.dims();
     let half = dim / 2;
     let device = x.device();
+    // Frequencies once per call, not once per (position, pair).
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-(2.0 * i as f64) / dim as f64))
+        .collect();
     let mut cos = Vec::with_capacity(seq * half);
     let mut sin = Vec::with_capacity(seq * half);
     for t in 0..seq {
-        for i in 0..half {
-            let freq = theta.powf(-(2.0 * i as f64) / dim as f64);
+        for freq in &freqs {
             let angle = (start + t) as f64 * freq;
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);
