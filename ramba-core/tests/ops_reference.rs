@@ -321,6 +321,28 @@ fn stick_breaking_closed_form<B: RambaBackend>(device: &B::Device) {
         assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
     }
     assert!(got.iter().sum::<f64>() <= 1.0 + 1e-6);
+
+    // An invalid slot's score is whatever the gather read (chunk 0's score, for a token that sees
+    // no chunk); however large, it must give weight 0, not exp(overflow) · 0 = NaN.
+    for weighting in [ChunkWeighting::StickBreaking, ChunkWeighting::Softmax] {
+        let valid = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(vec![1i64, 0, 0], [3]).convert::<B::IntElem>(),
+            device,
+        )
+        .equal_elem(1);
+        let got = to_vec(selection::chunk_weights(
+            from_vec::<B, 1>(vec![2.0, 500.0, 95.0], [3], device),
+            valid,
+            weighting,
+        ));
+        let first = if weighting == ChunkWeighting::StickBreaking {
+            sig(2.0)
+        } else {
+            1.0
+        };
+        assert!((got[0] - first).abs() < 1e-6, "{weighting:?}: {got:?}");
+        assert_eq!(&got[1..], &[0.0, 0.0], "{weighting:?}: {got:?}");
+    }
 }
 
 /// Perturbing q, k, v and the scores at positions ≥ t leaves outputs < t unchanged.

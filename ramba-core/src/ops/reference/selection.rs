@@ -108,9 +108,13 @@ pub fn chunk_weights<B: Backend, const D: usize>(
     match weighting {
         ChunkWeighting::StickBreaking => {
             // σ(s_k)·Π_{i<k}(1−σ(s_i)) = exp(s_k − Σ_{i≤k} softplus(s_i)): no products of
-            // small numbers, no log of zero.
-            let cum = (softplus(scores.clone()) * keep.clone()).cumsum(D - 1);
-            (scores - cum).exp() * keep
+            // small numbers, no log of zero. The exponent is ≤ 0 on valid slots; invalid slots
+            // hold arbitrary scores (a gather of chunk 0), so they are masked before the exp:
+            // exp(large)·0 would be NaN, in the forward pass and in the gradient.
+            let cum = (softplus(scores.clone()) * keep).cumsum(D - 1);
+            (scores - cum)
+                .mask_fill(valid.bool_not(), f32::NEG_INFINITY)
+                .exp()
         }
         ChunkWeighting::Softmax => {
             let masked = scores.mask_fill(valid.bool_not(), -1.0e30);
