@@ -40,6 +40,8 @@ impl Default for DataConfig {
                 weight: default_weight(),
                 min_key: default_min_key(),
                 max_key: default_max_key(),
+                questions: default_questions(),
+                instruction: true,
             }],
         }
     }
@@ -119,6 +121,15 @@ pub enum SourceConfig {
         /// Largest pass key (inclusive).
         #[serde(default = "default_max_key")]
         max_key: u64,
+        /// Times the question is asked and answered after the key sentence (the last time at
+        /// the end of the row, as in evaluation). Every answer is a retrieval target, so more
+        /// questions pack more of them into a row; evaluation always asks once.
+        #[serde(default = "default_questions")]
+        questions: usize,
+        /// Start rows with the task instruction (the evaluation prompt has it). Without it a
+        /// row has room for more filler and questions.
+        #[serde(default = "default_true")]
+        instruction: bool,
     },
     /// Several named pass keys in the filler; the question asks for one of them.
     MultiKey {
@@ -158,6 +169,12 @@ fn default_min_key() -> u64 {
 fn default_max_key() -> u64 {
     99_999
 }
+fn default_questions() -> usize {
+    1
+}
+fn default_true() -> bool {
+    true
+}
 fn default_n_keys() -> usize {
     4
 }
@@ -171,6 +188,9 @@ fn default_span() -> usize {
 /// Upper bound on `assoc_recall.n_pairs`: keys are distinct 4-letter words, and far more
 /// pairs than this could never fit a realistic window anyway.
 pub const MAX_ASSOC_PAIRS: usize = 10_000;
+
+/// Upper bound on `passkey.questions` (each question and answer takes ~45 byte tokens).
+pub const MAX_QUESTIONS: usize = 1_000;
 
 impl SourceConfig {
     /// Relative sampling weight.
@@ -221,10 +241,16 @@ impl SourceConfig {
             }
             SourceConfig::Filler { .. } => {}
             SourceConfig::Passkey {
-                min_key, max_key, ..
+                min_key,
+                max_key,
+                questions,
+                ..
             } => {
                 if min_key > max_key {
                     bail!("{key}.min_key ({min_key}) must be <= {key}.max_key ({max_key})");
+                }
+                if *questions == 0 || *questions > MAX_QUESTIONS {
+                    bail!("{key}.questions must be in 1..={MAX_QUESTIONS} (got {questions})");
                 }
             }
             SourceConfig::MultiKey { n_keys, .. } => {
@@ -317,7 +343,9 @@ mod tests {
             vec![SourceConfig::Passkey {
                 weight: 1.0,
                 min_key: 10_000,
-                max_key: 99_999
+                max_key: 99_999,
+                questions: 1,
+                instruction: true,
             }]
         );
         // An empty [data] table and a missing one both give the defaults.
@@ -390,7 +418,9 @@ mod tests {
             SourceConfig::Passkey {
                 weight: 1.0,
                 min_key: 100,
-                max_key: 999
+                max_key: 999,
+                questions: 1,
+                instruction: true,
             }
         );
         assert_eq!(
@@ -473,6 +503,8 @@ mod tests {
         let msg =
             err_of("[data]\n[[data.sources]]\nkind = \"passkey\"\nmin_key = 10\nmax_key = 5\n");
         assert!(msg.contains("data.sources[0].min_key"), "{msg}");
+        let msg = err_of("[data]\n[[data.sources]]\nkind = \"passkey\"\nquestions = 0\n");
+        assert!(msg.contains("data.sources[0].questions"), "{msg}");
         let msg = err_of("[data]\n[[data.sources]]\nkind = \"multi_key\"\nn_keys = 0\n");
         assert!(msg.contains("data.sources[0].n_keys"), "{msg}");
         let msg = err_of("[data]\n[[data.sources]]\nkind = \"copy\"\nspan = 0\n");

@@ -26,7 +26,7 @@ pub mod tokenizer;
 mod test_util;
 
 pub use config::{DataConfig, ShardDtype, SourceConfig};
-pub use pipeline::{Batch, DataPipeline, Split};
+pub use pipeline::{AnswerScore, Batch, DataPipeline, Split};
 pub use tasks::{
     needle_prompt, passkey_prompt, score_answer, PasskeyPrompt, Sample, Task, TaskGenerator,
     FILLER, INSTRUCTION, QUESTION,

@@ -52,9 +52,9 @@ pub struct Batch {
     pub targets: Vec<u32>,
     /// Loss weight per target, `[B * L]`; 1.0 = counts. Currently all 1.0.
     pub loss_mask: Vec<f32>,
-    /// Per row, the target positions `[start, end)` holding a synthetic task's answer
-    /// (for answer accuracy or extra weighting); `None` for text/shards/filler rows.
-    pub answer_spans: Vec<Option<(usize, usize)>>,
+    /// Per row, the target positions `[start, end)` holding a synthetic task's answers
+    /// (for answer accuracy or extra weighting), in order; empty for text/shards/filler rows.
+    pub answer_spans: Vec<Vec<(usize, usize)>>,
 }
 
 impl Batch {
@@ -71,6 +71,86 @@ impl Batch {
     /// Loss mask of row `r`.
     pub fn loss_mask_row(&self, r: usize) -> &[f32] {
         &self.loss_mask[r * self.seq_len..(r + 1) * self.seq_len]
+    }
+
+    /// The rows `rows` as a batch of their own (for splitting a batch between workers).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
+        assert!(
+            rows.end <= self.batch_size,
+            "rows {rows:?} of {}",
+            self.batch_size
+        );
+        let cut = |v: &[u32]| v[rows.start * self.seq_len..rows.end * self.seq_len].to_vec();
+        Batch {
+            batch_size: rows.len(),
+            seq_len: self.seq_len,
+            inputs: cut(&self.inputs),
+            targets: cut(&self.targets),
+            loss_mask: self.loss_mask[rows.start * self.seq_len..rows.end * self.seq_len].to_vec(),
+            answer_spans: self.answer_spans[rows].to_vec(),
+        }
+    }
+
+    /// How many answers the teacher-forced predictions `predicted` (`[B * L]`, the argmax at
+    /// each target position) get right. The synthetic tasks' loss hides their answers among
+    /// hundreds of easy filler tokens; this is the number that shows whether retrieval is
+    /// being learned.
+    pub fn score_answers(&self, predicted: &[u32]) -> AnswerScore {
+        assert_eq!(
+            predicted.len(),
+            self.targets.len(),
+            "one prediction per target"
+        );
+        let mut score = AnswerScore::default();
+        for (row, &(lo, hi)) in self
+            .answer_spans
+            .iter()
+            .enumerate()
+            .flat_map(|(row, spans)| spans.iter().map(move |s| (row, s)))
+        {
+            let at = row * self.seq_len;
+            let right = (lo..hi)
+                .filter(|&i| predicted[at + i] == self.targets[at + i])
+                .count();
+            score.answers += 1;
+            score.exact += usize::from(right == hi - lo);
+            score.tokens += hi - lo;
+            score.right_tokens += right;
+        }
+        score
+    }
+}
+
+/// Teacher-forced answer accuracy over some batches; see [`Batch::score_answers`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnswerScore {
+    /// Answers (a row may hold several).
+    pub answers: usize,
+    /// Answers whose every token was predicted.
+    pub exact: usize,
+    /// Answer tokens.
+    pub tokens: usize,
+    /// Answer tokens predicted.
+    pub right_tokens: usize,
+}
+
+impl AnswerScore {
+    /// Adds another batch's tally.
+    pub fn add(&mut self, other: AnswerScore) {
+        self.answers += other.answers;
+        self.exact += other.exact;
+        self.tokens += other.tokens;
+        self.right_tokens += other.right_tokens;
+    }
+
+    /// Fraction of answers entirely right (`None` without answers).
+    pub fn exact_rate(&self) -> Option<f64> {
+        (self.answers > 0).then(|| self.exact as f64 / self.answers as f64)
+    }
+
+    /// Fraction of answer tokens right (`None` without answers).
+    pub fn token_rate(&self) -> Option<f64> {
+        (self.tokens > 0).then(|| self.right_tokens as f64 / self.tokens as f64)
     }
 }
 
@@ -183,8 +263,10 @@ impl DataPipeline {
             targets.extend_from_slice(&r.tokens[1..]);
             // Token i of the window is predicted at target position i - 1.
             answer_spans.push(
-                r.answer
-                    .map(|(s, e)| (s.saturating_sub(1), e.saturating_sub(1))),
+                r.answers
+                    .iter()
+                    .map(|&(s, e)| (s.saturating_sub(1), e.saturating_sub(1)))
+                    .collect(),
             );
             if problem.is_none() {
                 problem = r.problem;
@@ -290,6 +372,8 @@ mod tests {
                     weight: 1.0,
                     min_key: 10_000,
                     max_key: 99_999,
+                    questions: 1,
+                    instruction: true,
                 },
                 SourceConfig::Filler { weight: 1.0 },
                 SourceConfig::Copy {
@@ -398,10 +482,10 @@ mod tests {
         let p = DataPipeline::new(&c, byte(), d.path()).unwrap();
         let (mut filler, mut copy) = (0, 0);
         for step in 0..80 {
-            for span in p.batch(Split::Train, step).answer_spans {
-                match span {
-                    Some(_) => copy += 1,
-                    None => filler += 1,
+            for spans in p.batch(Split::Train, step).answer_spans {
+                match spans.len() {
+                    1 => copy += 1,
+                    _ => filler += 1,
                 }
             }
         }
@@ -444,7 +528,9 @@ mod tests {
         for step in 0..5 {
             let b = p.try_batch(Split::Val, step).unwrap();
             for r in 0..b.batch_size {
-                let (s, e) = b.answer_spans[r].unwrap();
+                let [(s, e)] = b.answer_spans[r][..] else {
+                    panic!("one answer per row: {:?}", b.answer_spans[r]);
+                };
                 assert_eq!(e, b.seq_len, "the answer ends the row");
                 let answer = tok.decode(&b.targets_row(r)[s..e]);
                 let key: u64 = answer.trim().parse().unwrap();
@@ -618,6 +704,57 @@ mod tests {
             lines[1]
         );
         p.try_batch(Split::Train, 0).unwrap();
+    }
+
+    #[test]
+    fn rows_split_a_batch_exactly() {
+        let d = TempDir::new("rows");
+        let p = mixed(&d);
+        let b = p.batch(Split::Train, 3);
+        let (top, bottom) = (b.rows(0..2), b.rows(2..6));
+        assert_eq!((top.batch_size, bottom.batch_size), (2, 4));
+        assert_eq!(bottom.inputs_row(0), b.inputs_row(2));
+        assert_eq!(
+            [top.inputs.clone(), bottom.inputs.clone()].concat(),
+            b.inputs
+        );
+        assert_eq!([top.targets, bottom.targets].concat(), b.targets);
+        assert_eq!([top.loss_mask, bottom.loss_mask].concat(), b.loss_mask);
+        assert_eq!(
+            [top.answer_spans, bottom.answer_spans].concat(),
+            b.answer_spans
+        );
+    }
+
+    #[test]
+    fn answers_are_scored_exactly() {
+        // Two rows of 4 targets; row 0 answers at targets 2..4, row 1 has no answer.
+        let b = Batch {
+            batch_size: 2,
+            seq_len: 4,
+            inputs: vec![0; 8],
+            targets: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            loss_mask: vec![1.0; 8],
+            answer_spans: vec![vec![(2, 4)], vec![]],
+        };
+        // Filler predictions do not count; row 1 has no answer at all.
+        let right = b.score_answers(&[0, 0, 3, 4, 0, 0, 0, 0]);
+        assert_eq!(
+            right,
+            AnswerScore {
+                answers: 1,
+                exact: 1,
+                tokens: 2,
+                right_tokens: 2
+            }
+        );
+        let half = b.score_answers(&[1, 2, 3, 9, 5, 6, 7, 8]);
+        assert_eq!((half.exact, half.right_tokens), (0, 1));
+        let mut total = right;
+        total.add(half);
+        assert_eq!(total.exact_rate(), Some(0.5));
+        assert_eq!(total.token_rate(), Some(0.75));
+        assert_eq!(AnswerScore::default().exact_rate(), None);
     }
 
     #[test]

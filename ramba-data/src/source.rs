@@ -55,8 +55,8 @@ pub(crate) struct Source {
 /// One generated row of `seq_len + 1` tokens.
 pub(crate) struct Row {
     pub(crate) tokens: Vec<u32>,
-    /// Token range of the answer within `tokens`.
-    pub(crate) answer: Option<(usize, usize)>,
+    /// Token ranges of the answers within `tokens`, in order.
+    pub(crate) answers: Vec<(usize, usize)>,
     /// Something was substituted to keep the row valid (see `DataPipeline::try_batch`).
     pub(crate) problem: Option<String>,
 }
@@ -92,8 +92,17 @@ impl Source {
             SourceConfig::Text { .. } | SourceConfig::Shards { .. } => None,
             SourceConfig::Filler { .. } => Some(Task::Filler),
             SourceConfig::Passkey {
-                min_key, max_key, ..
-            } => Some(Task::Passkey { min_key, max_key }),
+                min_key,
+                max_key,
+                questions,
+                instruction,
+                ..
+            } => Some(Task::Passkey {
+                min_key,
+                max_key,
+                questions,
+                instruction,
+            }),
             SourceConfig::MultiKey { n_keys, .. } => Some(Task::MultiKey { n_keys }),
             SourceConfig::AssocRecall { n_pairs, .. } => Some(Task::AssocRecall { n_pairs }),
             SourceConfig::Copy { span, .. } => Some(Task::Copy { span }),
@@ -183,7 +192,7 @@ impl Source {
                 };
                 Row {
                     tokens,
-                    answer: None,
+                    answers: Vec::new(),
                     problem,
                 }
             }
@@ -196,7 +205,7 @@ impl Source {
                         Ok(s) => {
                             return Row {
                                 tokens: s.tokens,
-                                answer: s.answer,
+                                answers: s.answers,
                                 problem: None,
                             }
                         }
@@ -211,13 +220,13 @@ impl Source {
                 match fallback.sample(n, rng) {
                     Ok(s) => Row {
                         tokens: s.tokens,
-                        answer: None,
+                        answers: Vec::new(),
                         problem,
                     },
                     // Filler cannot fail for n >= 1; EOS padding keeps the shape anyway.
                     Err(_) => Row {
                         tokens: vec![tok.eos_id(); n],
-                        answer: None,
+                        answers: Vec::new(),
                         problem,
                     },
                 }

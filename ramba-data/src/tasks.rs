@@ -229,36 +229,63 @@ impl PromptParts {
         depth: f64,
         key: u64,
     ) -> Result<PasskeyPrompt> {
+        Ok(self.passkey_with(tok, total, depth, key, &[], true)?.0)
+    }
+
+    /// The passkey prompt with the question also asked and answered inside the filler, at
+    /// each depth of `asked_at` (after `depth`, where the key sentence goes), and with or
+    /// without the instruction. Returns the prompt and the token ranges of those inner answers.
+    pub(crate) fn passkey_with(
+        &self,
+        tok: &dyn Tokenizer,
+        total: usize,
+        depth: f64,
+        key: u64,
+        asked_at: &[f64],
+        instruction: bool,
+    ) -> Result<(PasskeyPrompt, Vec<(usize, usize)>)> {
         check_depth(depth)?;
-        let needle = Needle {
-            depth,
-            tokens: tok.encode(&key_sentence(key)),
-        };
         let answer_text = answer_text(key);
         let answer = tok.encode(&answer_text);
-        let Some((prompt, starts)) = self.haystack(
-            total,
-            &self.instruction,
-            &[needle],
-            &self.question,
-            answer.len(),
-        ) else {
-            let need = self.instruction.len()
-                + tok.encode(&key_sentence(key)).len()
+        let asked: Vec<u32> = [self.question.as_slice(), &answer].concat();
+        let mut needles = vec![Needle {
+            depth,
+            tokens: tok.encode(&key_sentence(key)),
+        }];
+        for &d in asked_at {
+            check_depth(d)?;
+            needles.push(Needle {
+                depth: d,
+                tokens: asked.clone(),
+            });
+        }
+        let head: &[u32] = if instruction { &self.instruction } else { &[] };
+        let Some((prompt, starts)) =
+            self.haystack(total, head, &needles, &self.question, answer.len())
+        else {
+            let need = head.len()
+                + needles.iter().map(|n| n.tokens.len()).sum::<usize>()
                 + self.question.len()
                 + answer.len();
             bail!(
-                "a passkey prompt of {total} tokens is too short: instruction, key sentence, \
-                 question and answer alone take {need} tokens with tokenizer {}",
+                "a passkey prompt of {total} tokens is too short: {}key sentence, {} question(s) \
+                 and answer(s) alone take {need} tokens with tokenizer {}",
+                if instruction { "instruction, " } else { "" },
+                asked_at.len() + 1,
                 tok.name()
             );
         };
-        Ok(PasskeyPrompt {
+        let inner = starts[1..]
+            .iter()
+            .map(|&s| (s + self.question.len(), s + asked.len()))
+            .collect();
+        let p = PasskeyPrompt {
             prompt,
             answer,
             answer_text,
             key_token_start: starts[0],
-        })
+        };
+        Ok((p, inner))
     }
 }
 
@@ -370,6 +397,10 @@ pub enum Task {
         min_key: u64,
         /// Largest key (inclusive).
         max_key: u64,
+        /// Times the question is asked and answered after the key (the last at the end).
+        questions: usize,
+        /// Start with [`INSTRUCTION`].
+        instruction: bool,
     },
     /// `n_keys` named pass keys in filler; asks for one.
     MultiKey {
@@ -388,24 +419,27 @@ pub enum Task {
     },
 }
 
-/// One generated sequence and where its answer is.
+/// One generated sequence and where its answers are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     /// The whole sequence (prompt then answer).
     pub tokens: Vec<u32>,
-    /// Token range `[start, end)` of the answer in `tokens`, if the task has one.
-    pub answer: Option<(usize, usize)>,
+    /// Token ranges `[start, end)` of the answers in `tokens`, in order; the last one ends the
+    /// sequence. Empty for tasks without an answer.
+    pub answers: Vec<(usize, usize)>,
 }
 
 impl Sample {
-    /// Tokens before the answer (all of them when there is no answer).
+    /// Tokens before the final answer (all of them when there is no answer).
     pub fn prompt(&self) -> &[u32] {
-        &self.tokens[..self.answer.map_or(self.tokens.len(), |a| a.0)]
+        &self.tokens[..self.answers.last().map_or(self.tokens.len(), |a| a.0)]
     }
 
-    /// The answer tokens (empty when there is none).
+    /// The final answer's tokens (empty when there is none).
     pub fn answer_tokens(&self) -> &[u32] {
-        self.answer.map_or(&[], |(s, e)| &self.tokens[s..e])
+        self.answers
+            .last()
+            .map_or(&[], |&(s, e)| &self.tokens[s..e])
     }
 }
 
@@ -432,11 +466,17 @@ impl TaskGenerator {
     pub fn new(tok: Arc<dyn Tokenizer>, task: Task) -> Result<Self> {
         match task {
             Task::Filler => {}
-            Task::Passkey { min_key, max_key } => {
+            Task::Passkey {
+                min_key,
+                max_key,
+                questions,
+                ..
+            } => {
                 ensure!(
                     min_key <= max_key,
                     "passkey min_key {min_key} > max_key {max_key}"
-                )
+                );
+                ensure!(questions >= 1, "passkey questions must be ≥ 1");
             }
             Task::MultiKey { n_keys } => ensure!(
                 (1..=MULTI_KEY_WORDS.len()).contains(&n_keys),
@@ -465,9 +505,18 @@ impl TaskGenerator {
         let tok = self.tok.as_ref();
         match self.task {
             Task::Filler => Ok(()),
-            Task::Passkey { min_key, max_key } => {
-                self.parts.passkey(tok, len, 0.5, min_key)?;
-                self.parts.passkey(tok, len, 0.5, max_key).map(|_| ())
+            Task::Passkey {
+                min_key,
+                max_key,
+                questions,
+                instruction,
+            } => {
+                let asked_at = vec![0.5; questions - 1];
+                for key in [min_key, max_key] {
+                    self.parts
+                        .passkey_with(tok, len, 0.5, key, &asked_at, instruction)?;
+                }
+                Ok(())
             }
             Task::MultiKey { n_keys } => {
                 let mut words: Vec<&str> = MULTI_KEY_WORDS.to_vec();
@@ -491,16 +540,28 @@ impl TaskGenerator {
         let sample = match self.task {
             Task::Filler => Sample {
                 tokens: self.parts.filler.window(len, rng),
-                answer: None,
+                answers: Vec::new(),
             },
-            Task::Passkey { min_key, max_key } => {
+            Task::Passkey {
+                min_key,
+                max_key,
+                questions,
+                instruction,
+            } => {
                 let key = rng.random_range(min_key..=max_key);
                 let depth = rng.random_range(0.0..=1.0);
-                let p = self.parts.passkey(tok, len, depth, key)?;
+                let mut asked_at: Vec<f64> = (1..questions)
+                    .map(|_| rng.random_range(depth..=1.0))
+                    .collect();
+                asked_at.sort_by(f64::total_cmp);
+                let (p, mut answers) =
+                    self.parts
+                        .passkey_with(tok, len, depth, key, &asked_at, instruction)?;
                 let start = p.prompt.len();
+                answers.push((start, start + p.answer.len()));
                 Sample {
                     tokens: p.tokens(),
-                    answer: Some((start, start + p.answer.len())),
+                    answers,
                 }
             }
             Task::MultiKey { n_keys } => {
@@ -638,7 +699,7 @@ fn with_answer(mut tokens: Vec<u32>, answer: &[u32]) -> Sample {
     let start = tokens.len();
     tokens.extend_from_slice(answer);
     Sample {
-        answer: Some((start, tokens.len())),
+        answers: vec![(start, tokens.len())],
         tokens,
     }
 }
@@ -825,6 +886,54 @@ mod tests {
         TaskGenerator::new(Arc::new(ByteTokenizer), task).unwrap()
     }
 
+    /// The evaluation's passkey task: one question, with the instruction.
+    fn passkey(min_key: u64, max_key: u64) -> Task {
+        Task::Passkey {
+            min_key,
+            max_key,
+            questions: 1,
+            instruction: true,
+        }
+    }
+
+    #[test]
+    fn passkey_questions_repeat_the_key() {
+        let tok = ByteTokenizer;
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let task = Task::Passkey {
+            min_key: 10_000,
+            max_key: 99_999,
+            questions: 4,
+            instruction: false,
+        };
+        for _ in 0..20 {
+            let s = generator(task).sample(600, &mut rng).unwrap();
+            assert_eq!(s.tokens.len(), 600);
+            assert_eq!(s.answers.len(), 4);
+            assert_eq!(
+                s.answers.last().unwrap().1,
+                600,
+                "the last answer ends the row"
+            );
+            let text = tok.decode(&s.tokens);
+            assert!(!text.contains(INSTRUCTION));
+            let key = tok.decode(s.answer_tokens());
+            let key_at = text
+                .find(&key_sentence(key.trim().parse().unwrap()))
+                .unwrap();
+            for &(a, b) in &s.answers {
+                // Every answer is the key, right after the question, after the key sentence.
+                assert_eq!(tok.decode(&s.tokens[a..b]), key);
+                assert!(tok.decode(&s.tokens[..a]).ends_with(QUESTION));
+                assert!(a > key_at);
+            }
+            assert!(
+                s.answers.windows(2).all(|w| w[0].1 <= w[1].0),
+                "in order, apart"
+            );
+        }
+    }
+
     #[test]
     fn task_samples_have_exact_length_and_correct_answers() {
         let tok = ByteTokenizer;
@@ -832,18 +941,17 @@ mod tests {
         let len = 513;
         for _ in 0..10 {
             // Passkey: the answer span holds the key that appears in the key sentence.
-            let s = generator(Task::Passkey {
-                min_key: 10,
-                max_key: 99,
-            })
-            .sample(len, &mut rng)
-            .unwrap();
+            let s = generator(passkey(10, 99)).sample(len, &mut rng).unwrap();
             assert_eq!(s.tokens.len(), len);
             let ans = tok.decode(s.answer_tokens());
             let key: u64 = ans.trim().parse().unwrap();
             assert!((10..=99).contains(&key));
             assert!(tok.decode(s.prompt()).contains(&key_sentence(key)));
-            assert_eq!(s.answer.unwrap().1, len, "answer ends the sample");
+            assert_eq!(
+                s.answers,
+                vec![(len - ans.len(), len)],
+                "one answer, ending the sample"
+            );
 
             // Multi-key: the asked word's needle holds the answer.
             let s = generator(Task::MultiKey { n_keys: 4 })
@@ -890,24 +998,23 @@ mod tests {
             assert!(tok.decode(s.prompt()).ends_with(COPY_PROMPT));
 
             let s = generator(Task::Filler).sample(len, &mut rng).unwrap();
-            assert_eq!((s.tokens.len(), s.answer), (len, None));
+            assert_eq!((s.tokens.len(), s.answers), (len, vec![]));
         }
     }
 
     #[test]
     fn check_fits_reports_too_short_samples() {
-        generator(Task::Passkey {
-            min_key: 1,
+        generator(passkey(1, 99_999)).check_fits(257).unwrap();
+        assert!(generator(passkey(1, 99_999)).check_fits(200).is_err());
+        // Three questions without the instruction: key sentence 59 + 3 × (38 + 6) = 191 bytes.
+        let drill = Task::Passkey {
+            min_key: 10_000,
             max_key: 99_999,
-        })
-        .check_fits(257)
-        .unwrap();
-        assert!(generator(Task::Passkey {
-            min_key: 1,
-            max_key: 99_999
-        })
-        .check_fits(200)
-        .is_err());
+            questions: 3,
+            instruction: false,
+        };
+        generator(drill).check_fits(191).unwrap();
+        assert!(generator(drill).check_fits(190).is_err());
         generator(Task::AssocRecall { n_pairs: 16 })
             .check_fits(257)
             .unwrap();
