@@ -119,6 +119,13 @@ pub struct MambaConfig {
     pub dt_min: f64,
     /// Largest Δ at initialisation.
     pub dt_max: f64,
+    /// Training only (0 = off): the Mamba layers run each `train_segment`-token slice of a row
+    /// as an independent sequence, from a zero state, while HSA still sees the whole row (the
+    /// reference code's `segment_size`). Information then crosses a segment boundary only
+    /// through retrieval, so the model cannot lean on the recurrent state for what it must
+    /// retrieve at lengths where that state has long forgotten it. Inference and validation
+    /// always run the recurrence over the whole sequence.
+    pub train_segment: usize,
 }
 
 impl Default for MambaConfig {
@@ -132,6 +139,7 @@ impl Default for MambaConfig {
             chunk_size: 256,
             dt_min: 1e-3,
             dt_max: 0.1,
+            train_segment: 0,
         }
     }
 }

@@ -2,11 +2,12 @@
 //! config validation.
 
 use burn::backend::Autodiff;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use ramba_core::backend_tests;
 use ramba_core::config::{Arch, Landmark, ModelConfig};
+use ramba_core::model::ModelState;
 use ramba_core::nn::attention::{AttentionMask, AttentionSettings, SelfAttention};
 use ramba_core::ops::{ChunkWeighting, RambaBackend};
 use ramba_core::testing::*;
@@ -181,6 +182,62 @@ fn mamba_state_carries_across_segments<B: RambaBackend>(device: &B::Device) {
     assert!(rel_err_vec(&joined, &whole) < 1e-4);
 }
 
+/// `model.mamba.train_segment`: in training each full slice of a row runs from its own state
+/// (the given one for the first, zeros after) and a shorter tail runs as one more; the
+/// returned state is the tail's. Inference ignores the option.
+fn train_segments_run_independently<B: RambaBackend>(device: &B::Device) {
+    let mut cfg = tiny(Arch::Mamba2);
+    cfg.mamba.train_segment = 8;
+    let (seq, seg, v) = (20, 8, cfg.vocab_size);
+    let trained = cfg.init::<Autodiff<B>>(device);
+    let plain = trained.valid();
+    let toks = tokens::<B>(6, 2, seq + 5, v, device);
+    let cut = |lo: usize, hi: usize| -> Vec<i64> {
+        (0..2)
+            .flat_map(|b| toks[b * (seq + 5) + lo..b * (seq + 5) + hi].to_vec())
+            .collect()
+    };
+    let (_, seed) = plain.forward_with_state(int2::<B>(cut(seq, seq + 5), [2, 5], device), None);
+
+    let (logits, state) = trained.forward_with_state(
+        int2::<Autodiff<B>>(cut(0, seq), [2, seq], device),
+        Some(ModelState::from_inner(seed.clone())),
+    );
+    let segmented = to_vec(logits);
+    let slices = [(0, seg), (seg, 2 * seg), (2 * seg, seq)];
+    let mut parts = Vec::new();
+    let mut last = None;
+    for (i, &(lo, hi)) in slices.iter().enumerate() {
+        let init = (i == 0).then(|| seed.clone());
+        let (l, s) =
+            plain.forward_with_state(int2::<B>(cut(lo, hi), [2, hi - lo], device), init);
+        parts.push((to_vec(l), hi - lo));
+        last = Some(s);
+    }
+    let joined: Vec<f64> = (0..2)
+        .flat_map(|b| {
+            parts
+                .iter()
+                .flat_map(move |(l, n)| l[b * n * v..(b + 1) * n * v].to_vec())
+        })
+        .collect();
+    assert!(rel_err_vec(&segmented, &joined) < 1e-4);
+
+    // The returned state continues like the tail's own final state.
+    let next = int2::<B>(cut(seq, seq + 5), [2, 5], device);
+    let after = |s| to_vec(plain.forward_with_state(next.clone(), Some(s)).0);
+    let (a, b) = (after(state.inner()), after(last.expect("three slices")));
+    assert!(rel_err_vec(&a, &b) < 1e-4);
+
+    // Without autodiff the recurrence spans the row, and that differs.
+    let whole = to_vec(plain.forward(int2::<B>(cut(0, seq), [2, seq], device)));
+    let unseeded = to_vec(trained.forward(int2::<Autodiff<B>>(cut(0, seq), [2, seq], device)));
+    assert!(
+        rel_err_vec(&unseeded, &whole) > 1e-3,
+        "segments must cut the recurrence"
+    );
+}
+
 /// A sliding window of w: keys older than w positions do not reach the output.
 fn sliding_window_forgets<B: RambaBackend>(device: &B::Device) {
     let s = AttentionSettings {
@@ -229,6 +286,7 @@ backend_tests!(
     every_model_trains_one_step,
     models_are_causal,
     mamba_state_carries_across_segments,
+    train_segments_run_independently,
     sliding_window_forgets
 );
 

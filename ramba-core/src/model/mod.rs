@@ -19,6 +19,7 @@ pub use hsa_decoder::{HsaDecoder, HsaGroup, HsaStage};
 pub use lm_head::LmHead;
 
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 
 use crate::config::{Arch, ModelConfig};
 use crate::nn::attention::{AttentionMask, AttentionSettings};
@@ -38,6 +39,45 @@ impl<B: Backend> ModelState<B> {
     pub fn detach(self) -> Self {
         Self {
             blocks: self.blocks.into_iter().map(BlockState::detach).collect(),
+        }
+    }
+
+    /// The state of batch rows `rows` only.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        Self {
+            blocks: self.blocks.iter().map(|b| b.rows(rows.clone())).collect(),
+        }
+    }
+
+    /// The states of consecutive row ranges joined back into one (the inverse of
+    /// [`rows`](Self::rows)).
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let n_blocks = parts.first().map_or(0, |p| p.blocks.len());
+        let mut columns: Vec<Vec<BlockState<B>>> = (0..n_blocks).map(|_| Vec::new()).collect();
+        for part in parts {
+            assert_eq!(part.blocks.len(), n_blocks, "states of different models");
+            for (column, block) in columns.iter_mut().zip(part.blocks) {
+                column.push(block);
+            }
+        }
+        Self {
+            blocks: columns.into_iter().map(BlockState::cat).collect(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> ModelState<B> {
+    /// The state on the inner backend, off the autodiff graph.
+    pub fn inner(self) -> ModelState<B::InnerBackend> {
+        ModelState {
+            blocks: self.blocks.into_iter().map(BlockState::inner).collect(),
+        }
+    }
+
+    /// A state of the inner backend as a constant of this one (no gradient flows into it).
+    pub fn from_inner(s: ModelState<B::InnerBackend>) -> Self {
+        Self {
+            blocks: s.blocks.into_iter().map(BlockState::from_inner).collect(),
         }
     }
 }

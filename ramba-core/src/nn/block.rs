@@ -3,6 +3,7 @@
 
 use burn::nn::RmsNorm;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 
 use super::attention::{AttentionMask, AttentionSettings, SelfAttention};
 use super::mamba2::{Mamba2Block, Mamba2State};
@@ -61,6 +62,50 @@ impl<B: Backend> BlockState<B> {
     pub fn detach(self) -> Self {
         match self {
             BlockState::Mamba(s) => BlockState::Mamba(s.detach()),
+            BlockState::Stateless => BlockState::Stateless,
+        }
+    }
+
+    /// The state of batch rows `rows` only.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        match self {
+            BlockState::Mamba(s) => BlockState::Mamba(s.rows(rows)),
+            BlockState::Stateless => BlockState::Stateless,
+        }
+    }
+
+    /// One block's states of consecutive row ranges, joined along the batch.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let mut mamba = Vec::with_capacity(parts.len());
+        for part in parts {
+            match part {
+                BlockState::Mamba(s) => mamba.push(s),
+                BlockState::Stateless => return BlockState::Stateless,
+            }
+        }
+        BlockState::Mamba(Mamba2State::cat(mamba))
+    }
+}
+
+impl<B: AutodiffBackend> BlockState<B> {
+    /// The state on the inner backend, off the autodiff graph.
+    pub fn inner(self) -> BlockState<B::InnerBackend> {
+        match self {
+            BlockState::Mamba(s) => BlockState::Mamba(Mamba2State {
+                conv: s.conv.inner(),
+                ssm: s.ssm.inner(),
+            }),
+            BlockState::Stateless => BlockState::Stateless,
+        }
+    }
+
+    /// A state of the inner backend as a constant of this one.
+    pub fn from_inner(s: BlockState<B::InnerBackend>) -> Self {
+        match s {
+            BlockState::Mamba(s) => BlockState::Mamba(Mamba2State {
+                conv: Tensor::from_inner(s.conv),
+                ssm: Tensor::from_inner(s.ssm),
+            }),
             BlockState::Stateless => BlockState::Stateless,
         }
     }

@@ -34,6 +34,71 @@ impl<B: Backend> Mamba2State<B> {
             ssm: self.ssm.detach(),
         }
     }
+
+    /// The state of batch rows `rows` only.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        Self {
+            conv: self.conv.clone().slice(rows.clone()),
+            ssm: self.ssm.clone().slice(rows),
+        }
+    }
+
+    /// For a batch whose rows were each cut into `segments` rows (row `b` → rows
+    /// `b·segments .. (b+1)·segments`): this state for every row's first segment, zeros for
+    /// the others.
+    fn for_first_segments(self, segments: usize) -> Self {
+        let [batch, channels, width] = self.conv.dims();
+        let [_, heads, head_dim, d_state] = self.ssm.dims();
+        let device = self.conv.device();
+        let rest = segments - 1;
+        let conv = Tensor::cat(
+            vec![
+                self.conv.unsqueeze_dim::<4>(1),
+                Tensor::zeros([batch, rest, channels, width], &device),
+            ],
+            1,
+        );
+        let ssm = Tensor::cat(
+            vec![
+                self.ssm.unsqueeze_dim::<5>(1),
+                Tensor::zeros([batch, rest, heads, head_dim, d_state], &device),
+            ],
+            1,
+        );
+        Self {
+            conv: conv.reshape([batch * segments, channels, width]),
+            ssm: ssm.reshape([batch * segments, heads, head_dim, d_state]),
+        }
+    }
+
+    /// The inverse view: of each row's `segments` states, the last one's.
+    fn of_last_segments(self, segments: usize) -> Self {
+        let [rows, channels, width] = self.conv.dims();
+        let [_, heads, head_dim, d_state] = self.ssm.dims();
+        let batch = rows / segments;
+        let last = segments - 1..segments;
+        Self {
+            conv: self
+                .conv
+                .reshape([batch, segments, channels, width])
+                .slice([0..batch, last.clone()])
+                .reshape([batch, channels, width]),
+            ssm: self
+                .ssm
+                .reshape([batch, segments, heads, head_dim, d_state])
+                .slice([0..batch, last])
+                .reshape([batch, heads, head_dim, d_state]),
+        }
+    }
+
+    /// States of consecutive row ranges joined along the batch.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let (conv, ssm) = parts.into_iter().map(|s| (s.conv, s.ssm)).unzip();
+        Self {
+            conv: Tensor::cat(conv, 0),
+            ssm: Tensor::cat(ssm, 0),
+        }
+    }
 }
 
 /// See the module docs.
@@ -54,6 +119,7 @@ pub struct Mamba2Block<B: Backend> {
     n_groups: usize,
     d_state: usize,
     chunk_size: usize,
+    train_segment: usize,
 }
 
 impl<B: Backend> Mamba2Block<B> {
@@ -99,6 +165,7 @@ impl<B: Backend> Mamba2Block<B> {
             n_groups: cfg.n_groups,
             d_state: cfg.d_state,
             chunk_size: cfg.chunk_size,
+            train_segment: cfg.train_segment,
         }
     }
 
@@ -115,7 +182,41 @@ impl<B: Backend> Mamba2Block<B> {
 impl<B: RambaBackend> Mamba2Block<B> {
     /// `x`: `[batch, seq, d_model]`, optional state from the previous segment →
     /// (`[batch, seq, d_model]`, the state after `x`).
+    ///
+    /// In training (an autodiff backend) with `train_segment` set, each full `train_segment`
+    /// slice of a row runs as its own sequence; `state` seeds only a row's first slice, and the
+    /// returned state is that of the row's last slice (a shorter tail runs as one more).
     pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        state: Option<Mamba2State<B>>,
+    ) -> (Tensor<B, 3>, Mamba2State<B>) {
+        let [batch, seq, d_model] = x.dims();
+        let segment = self.train_segment;
+        if segment == 0 || seq <= segment || !B::ad_enabled(&x.device()) {
+            return self.forward_sequence(x, state);
+        }
+        let segments = seq / segment;
+        let body = segments * segment;
+        let rows = x
+            .clone()
+            .slice([0..batch, 0..body])
+            .reshape([batch * segments, segment, d_model]);
+        let (y, last) =
+            self.forward_sequence(rows, state.map(|s| s.for_first_segments(segments)));
+        let (y, last) = (
+            y.reshape([batch, body, d_model]),
+            last.of_last_segments(segments),
+        );
+        if body == seq {
+            return (y, last);
+        }
+        let (tail, last) = self.forward_sequence(x.slice([0..batch, body..seq]), None);
+        (Tensor::cat(vec![y, tail], 1), last)
+    }
+
+    /// [`Self::forward`] as one recurrence over the whole sequence.
+    fn forward_sequence(
         &self,
         x: Tensor<B, 3>,
         state: Option<Mamba2State<B>>,
