@@ -71,6 +71,10 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Checkpoints kept (oldest deleted first).
     pub keep_checkpoints: usize,
+    /// Threads each micro-batch's rows are split over on the CPU backend (0 = one per core).
+    /// Burn's ndarray backend runs a small model's ops on one core each; worker threads with
+    /// their own autodiff graphs use the rest. GPU backends ignore it.
+    pub threads: usize,
 }
 
 impl Default for TrainConfig {
@@ -94,6 +98,7 @@ impl Default for TrainConfig {
             val_batches: 4,
             checkpoint_every: 200,
             keep_checkpoints: 2,
+            threads: 0,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -49,6 +50,9 @@ struct Cli {
     )]
     stop_at: Option<u64>,
 }
+
+/// Interrupts closer together than this count as one.
+const SECOND_CTRL_C: Duration = Duration::from_millis(250);
 
 struct TrainTask(RunRequest);
 
@@ -109,12 +113,22 @@ fn run() -> Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+    let mut first: Option<Instant> = None;
+    ctrlc::set_handler(move || match first {
+        // One interrupt can arrive twice at once (GNU `timeout` signals the child and its own
+        // process group); only a later, deliberate second Ctrl-C skips the checkpoint.
+        Some(t) if t.elapsed() >= SECOND_CTRL_C => {
             eprintln!("second Ctrl-C: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)");
+        Some(_) => {}
+        None => {
+            first = Some(Instant::now());
+            flag.store(true, Ordering::SeqCst);
+            eprintln!(
+                "Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)"
+            );
+        }
     })
     .context("installing the Ctrl-C handler")?;
     let backend = cfg.run.backend;

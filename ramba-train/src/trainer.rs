@@ -12,14 +12,14 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use ramba_core::backend::BackendInfo;
+use ramba_core::backend::{BackendInfo, BackendKind};
 use ramba_core::checkpoint::{latest_checkpoint, load_weights};
 use ramba_core::experiment::ExperimentConfig;
 use ramba_core::model::{lm_loss, LanguageModel, ModelState};
 use ramba_core::nn::block::BlockState;
 use ramba_core::nn::mamba2::Mamba2State;
 use ramba_core::ops::RambaBackend;
-use ramba_data::{Batch, DataPipeline, SourceConfig, Split};
+use ramba_data::{AnswerScore, Batch, DataPipeline, SourceConfig, Split};
 use ramba_eval::passkey::{run_passkey, Haystack, PasskeyReport, PasskeySettings};
 use ramba_report::{line_chart, read_jsonl, truncate_after_step, MetricsLog, Progress, Series};
 use rand::{Rng, SeedableRng};
@@ -71,12 +71,20 @@ struct TrainRecord {
     tokens_per_s: f64,
     tokens: u64,
     elapsed_s: f64,
+    /// Teacher-forced exact-match rate of the synthetic tasks' answers since the last record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer_acc: Option<f64>,
+    /// The same per answer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer_token_acc: Option<f64>,
 }
 
 #[derive(Serialize)]
 struct ValRecord {
     step: u64,
     val_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_answer_acc: Option<f64>,
 }
 
 /// Makes relative data and tokenizer paths absolute against `base` (the config file's folder),
@@ -159,14 +167,24 @@ pub fn train<B: RambaBackend>(
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
         .context("writing the resolved config")?;
     let mut metrics = MetricsLog::open(&metrics_path, req.resume)?;
+    let micro_settings = MicroSettings {
+        answer_weight: t.answer_weight,
+        scale: 1.0 / t.grad_accum as f64,
+        keep_state: t.memory_reset,
+        workers: worker_threads(t.threads, info, cfg.data.batch_size),
+    };
     log(&format!(
-        "{info}; model {:?}: {} parameters; {} steps of {} x {} tokens (x{} accumulation)",
+        "{info}; model {:?}: {} parameters; {} steps of {} x {} tokens (x{} accumulation{})",
         cfg.model.arch,
         model.num_params(),
         t.steps,
         cfg.data.batch_size,
         cfg.data.seq_len,
-        t.grad_accum
+        t.grad_accum,
+        match micro_settings.workers {
+            1 => String::new(),
+            n => format!(", rows split over {n} threads"),
+        }
     ));
 
     // ---- Loop
@@ -175,6 +193,7 @@ pub fn train<B: RambaBackend>(
     let mut carried: Option<ModelState<B>> = None;
     let started = Instant::now();
     let mut window = (Instant::now(), 0u64);
+    let mut answers = AnswerScore::default();
     let (mut last_loss, mut last_val) = (f64::NAN, None);
     let mut step = start;
     let mut interrupted = false;
@@ -191,15 +210,13 @@ pub fn train<B: RambaBackend>(
             } else {
                 None
             };
-            let (inputs, targets, mask) = batch_tensors::<Ad<B>>(&b, t.answer_weight, &device);
-            let (logits, state) = model.forward_with_state(inputs, init.map(lift_state));
-            if t.memory_reset {
-                carried = Some(lower_state(state.detach()));
+            let out = micro_step(&model, &b, init, &micro_settings, &device);
+            loss_sum += out.loss;
+            answers.add(out.answers);
+            carried = out.state;
+            for grads in out.grads {
+                accum.accumulate(&model, grads);
             }
-            let loss = lm_loss(logits, targets, mask).div_scalar(t.grad_accum as f64);
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accum.accumulate(&model, grads);
         }
         if !loss_sum.is_finite() {
             bail!("the training loss became {loss_sum} at step {}; the last checkpoint and metrics in {} are kept", step + 1, run_dir.display());
@@ -223,13 +240,27 @@ pub fn train<B: RambaBackend>(
                 tokens_per_s: tps,
                 tokens: tokens_seen,
                 elapsed_s: started.elapsed().as_secs_f64(),
+                answer_acc: answers.exact_rate(),
+                answer_token_acc: std::mem::take(&mut answers).token_rate(),
             })?;
             progress.update(step, loss_sum, tps, lr);
         }
         if (t.eval_every > 0 && step % t.eval_every == 0) || last {
-            let v = validate(&model.valid(), &data, t.val_batches, &device);
-            metrics.log(&ValRecord { step, val_loss: v })?;
-            progress.println(&format!("step {step}: val loss {v:.4}"));
+            let (v, val_answers) = validate(&model.valid(), &data, t.val_batches, &device);
+            metrics.log(&ValRecord {
+                step,
+                val_loss: v,
+                val_answer_acc: val_answers.exact_rate(),
+            })?;
+            progress.println(&match val_answers.exact_rate() {
+                Some(a) => format!(
+                    "step {step}: val loss {v:.4}, answers exact {:.0}% ({} of {})",
+                    a * 100.0,
+                    val_answers.exact,
+                    val_answers.answers
+                ),
+                None => format!("step {step}: val loss {v:.4}"),
+            });
             last_val = Some(v);
             plot_or_warn(&run_dir, &progress);
         }
@@ -310,48 +341,188 @@ pub fn train<B: RambaBackend>(
 }
 
 /// Token tensors of a batch: inputs, targets `[B, L]` (Int) and the loss weights `[B, L]`
-/// (the batch's mask, with answer tokens weighted by `answer_weight`).
+/// (see [`loss_weights`]).
 pub fn batch_tensors<B: Backend>(
     b: &Batch,
     answer_weight: f64,
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let shape = [b.batch_size, b.seq_len];
+    let ints = |v: &[u32]| {
+        let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(v, shape).convert::<B::IntElem>(), device)
+    };
+    let mask = Tensor::<B, 2>::from_data(
+        TensorData::new(loss_weights(b, answer_weight), shape),
+        device,
+    );
+    (ints(&b.inputs), ints(&b.targets), mask)
+}
+
+/// The loss weight of every target `[B * L]`: the batch's mask, with answer tokens weighted by
+/// `answer_weight`.
+pub fn loss_weights(b: &Batch, answer_weight: f64) -> Vec<f32> {
     let mut weights = b.loss_mask.clone();
-    for (row, span) in b.answer_spans.iter().enumerate() {
-        if let Some((lo, hi)) = *span {
+    for (row, spans) in b.answer_spans.iter().enumerate() {
+        for &(lo, hi) in spans {
             for w in &mut weights[row * b.seq_len + lo..row * b.seq_len + hi] {
                 *w *= answer_weight as f32;
             }
         }
     }
-    let ints = |v: &[u32]| {
-        let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-        Tensor::<B, 2, Int>::from_data(TensorData::new(v, shape).convert::<B::IntElem>(), device)
-    };
-    let mask = Tensor::<B, 2>::from_data(TensorData::new(weights, shape), device);
-    (ints(&b.inputs), ints(&b.targets), mask)
+    weights
 }
 
-/// Mean loss over `n` validation batches.
+/// How a micro-batch is computed; see [`micro_step`].
+struct MicroSettings {
+    answer_weight: f64,
+    /// Factor on the loss (1 / gradient-accumulation steps).
+    scale: f64,
+    /// Return the final recurrent state (memory reset).
+    keep_state: bool,
+    /// Threads the rows are split over.
+    workers: usize,
+}
+
+/// What one micro-batch contributes to an optimizer step.
+struct MicroStep<B: Backend> {
+    /// Its share of the step's loss.
+    loss: f64,
+    /// Gradients, one set per worker; their sum is the micro-batch's gradient.
+    grads: Vec<GradientsParams>,
+    /// The blocks' final state (detached, rows in order) when asked for.
+    state: Option<ModelState<B>>,
+    answers: AnswerScore,
+}
+
+/// `train.threads` resolved: worker threads per micro-batch. Only the CPU backend gains from
+/// them: Burn's ndarray backend runs each op of a small model on one core, so splitting the
+/// rows between threads, each with its own autodiff graph, uses the others. GPU backends keep
+/// one.
+fn worker_threads(threads: usize, info: &BackendInfo, batch: usize) -> usize {
+    if info.kind != BackendKind::Cpu {
+        return 1;
+    }
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    threads.clamp(1, batch.max(1))
+}
+
+/// Forward and backward of micro-batch `b`. With several workers its rows are split into
+/// contiguous shards, each run on its own thread by a fork of the model (fresh autodiff leaves,
+/// so the graphs stay apart), and each shard's loss is weighted by its share of the batch's
+/// loss weight: the shards' gradients sum to the whole batch's.
+fn micro_step<B: RambaBackend>(
+    model: &LanguageModel<Autodiff<B>>,
+    b: &Batch,
+    init: Option<ModelState<B>>,
+    settings: &MicroSettings,
+    device: &B::Device,
+) -> MicroStep<B> {
+    let workers = settings.workers.min(b.batch_size).max(1);
+    if workers == 1 {
+        return shard_step(model, b, init, settings.scale, settings, device);
+    }
+    let weights = loss_weights(b, settings.answer_weight);
+    let weight = |rows: &std::ops::Range<usize>| -> f64 {
+        weights[rows.start * b.seq_len..rows.end * b.seq_len]
+            .iter()
+            .map(|&w| f64::from(w))
+            .sum()
+    };
+    let total = weight(&(0..b.batch_size)).max(1e-9);
+    let per = b.batch_size.div_ceil(workers);
+    let shards: Vec<std::ops::Range<usize>> = (0..b.batch_size)
+        .step_by(per)
+        .map(|lo| lo..(lo + per).min(b.batch_size))
+        .collect();
+    let parts: Vec<MicroStep<B>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .iter()
+            .map(|rows| {
+                let part = b.rows(rows.clone());
+                let init = init.as_ref().map(|s| s.rows(rows.clone()));
+                let share = settings.scale * weight(rows) / total;
+                let fork = model.clone().fork(device);
+                scope.spawn(move || shard_step(&fork, &part, init, share, settings, device))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut out = MicroStep {
+        loss: 0.0,
+        grads: Vec::with_capacity(parts.len()),
+        state: None,
+        answers: AnswerScore::default(),
+    };
+    let mut states = Vec::new();
+    for part in parts {
+        out.loss += part.loss;
+        out.grads.extend(part.grads);
+        out.answers.add(part.answers);
+        states.extend(part.state);
+    }
+    out.state = settings.keep_state.then(|| ModelState::cat(states));
+    out
+}
+
+/// [`micro_step`] on one thread, its loss (the weighted mean over `b`) multiplied by `share`.
+fn shard_step<B: RambaBackend>(
+    model: &LanguageModel<Autodiff<B>>,
+    b: &Batch,
+    init: Option<ModelState<B>>,
+    share: f64,
+    settings: &MicroSettings,
+    device: &B::Device,
+) -> MicroStep<B> {
+    let (inputs, targets, mask) = batch_tensors::<Autodiff<B>>(b, settings.answer_weight, device);
+    let (logits, state) = model.forward_with_state(inputs, init.map(ModelState::from_inner));
+    let answers = b.score_answers(&predictions(logits.clone().inner()));
+    let loss = lm_loss(logits, targets, mask).mul_scalar(share);
+    let value = loss.clone().into_scalar().elem::<f64>();
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    MicroStep {
+        loss: value,
+        grads: vec![grads],
+        state: settings.keep_state.then(|| state.detach().inner()),
+        answers,
+    }
+}
+
+/// Mean loss over `n` validation batches, and how many of their synthetic answers the model
+/// gets right (teacher-forced).
 pub fn validate<B: RambaBackend>(
     model: &LanguageModel<B>,
     data: &DataPipeline,
     n: u64,
     device: &B::Device,
-) -> f64 {
+) -> (f64, AnswerScore) {
     let n = n.max(1);
-    let total: f64 = (0..n)
-        .map(|i| {
-            let b = data.batch(Split::Val, i);
-            let (inputs, targets, mask) = batch_tensors::<B>(&b, 1.0, device);
-            model
-                .loss(inputs, targets, mask)
-                .into_scalar()
-                .elem::<f64>()
-        })
-        .sum();
-    total / n as f64
+    let mut answers = AnswerScore::default();
+    let mut total = 0.0;
+    for i in 0..n {
+        let b = data.batch(Split::Val, i);
+        let (inputs, targets, mask) = batch_tensors::<B>(&b, 1.0, device);
+        let logits = model.forward(inputs);
+        answers.add(b.score_answers(&predictions(logits.clone())));
+        total += lm_loss(logits, targets, mask).into_scalar().elem::<f64>();
+    }
+    (total / n as f64, answers)
+}
+
+/// The argmax token at every position of `logits` `[batch, seq, vocab]`, row-major.
+fn predictions<B: Backend>(logits: Tensor<B, 3>) -> Vec<u32> {
+    logits
+        .argmax(2)
+        .into_data()
+        .iter::<i64>()
+        .map(|id| id as u32)
+        .collect()
 }
 
 /// Memory reset (spec §6): each row's initial state is zero, or, with `stale_state_prob`, the
@@ -388,38 +559,6 @@ fn reset_states<B: Backend>(
                 ssm: m.ssm.select(0, src.clone()) * keep.clone().reshape([rows, 1, 1, 1]),
             }),
             other => other,
-        })
-        .collect();
-    ModelState { blocks }
-}
-
-/// Moves a (detached) state off the autodiff backend.
-fn lower_state<B: RambaBackend>(s: ModelState<Autodiff<B>>) -> ModelState<B> {
-    let blocks = s
-        .blocks
-        .into_iter()
-        .map(|b| match b {
-            BlockState::Mamba(m) => BlockState::Mamba(Mamba2State {
-                conv: m.conv.inner(),
-                ssm: m.ssm.inner(),
-            }),
-            BlockState::Stateless => BlockState::Stateless,
-        })
-        .collect();
-    ModelState { blocks }
-}
-
-/// Puts a constant state onto the autodiff backend (no gradient flows into it).
-fn lift_state<B: RambaBackend>(s: ModelState<B>) -> ModelState<Autodiff<B>> {
-    let blocks = s
-        .blocks
-        .into_iter()
-        .map(|b| match b {
-            BlockState::Mamba(m) => BlockState::Mamba(Mamba2State {
-                conv: Tensor::from_inner(m.conv),
-                ssm: Tensor::from_inner(m.ssm),
-            }),
-            BlockState::Stateless => BlockState::Stateless,
         })
         .collect();
     ModelState { blocks }

@@ -164,6 +164,52 @@ fn resume_equals_uninterrupted() {
 }
 
 #[test]
+fn rows_split_over_threads_train_like_one_thread() {
+    // Memory reset and accumulation make the split carry states and sum several micro-batches.
+    let dir = scratch("threads");
+    let common = [
+        "data.batch_size=3",
+        "train.memory_reset=true",
+        "train.stale_state_prob=1.0",
+        "train.grad_accum=2",
+        "train.checkpoint_every=0",
+    ];
+    let with = |threads: &str| {
+        let mut extra = common.to_vec();
+        extra.push(threads);
+        let name = threads.replace(['.', '='], "-");
+        losses(&run(config(&dir, &name, &extra), false, None).run_dir)
+    };
+    let (one, two) = (with("train.threads=1"), with("train.threads=2"));
+    assert_eq!(one.len(), 6);
+    assert_eq!(one.len(), two.len());
+    for ((s, x), (_, y)) in one.iter().zip(&two) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "step {s}: {x} vs {y}");
+    }
+}
+
+/// Every config under `configs/` loads and validates, and one flag swaps the quickstart's
+/// architecture.
+#[test]
+fn shipped_configs_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            ExperimentConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 6, "expected the quickstart, small, 370M and baseline configs; found {n}");
+    for arch in ["ramba", "mamba2", "transformer", "swa_hsa"] {
+        let set = vec![format!("model.arch={arch}")];
+        ExperimentConfig::load(&dir.join("quickstart.toml"), &set)
+            .unwrap_or_else(|e| panic!("quickstart with {arch}: {e:#}"));
+    }
+}
+
+#[test]
 fn bad_experiment_files_name_the_key() {
     let dir = scratch("bad");
     let write = |text: &str| {
