@@ -209,8 +209,7 @@ fn train_segments_run_independently<B: RambaBackend>(device: &B::Device) {
     let mut last = None;
     for (i, &(lo, hi)) in slices.iter().enumerate() {
         let init = (i == 0).then(|| seed.clone());
-        let (l, s) =
-            plain.forward_with_state(int2::<B>(cut(lo, hi), [2, hi - lo], device), init);
+        let (l, s) = plain.forward_with_state(int2::<B>(cut(lo, hi), [2, hi - lo], device), init);
         parts.push((to_vec(l), hi - lo));
         last = Some(s);
     }

@@ -201,7 +201,10 @@ fn shipped_configs_load() {
             n += 1;
         }
     }
-    assert!(n >= 6, "expected the quickstart, small, 370M and baseline configs; found {n}");
+    assert!(
+        n >= 6,
+        "expected the quickstart, small, 370M and baseline configs; found {n}"
+    );
     for arch in ["ramba", "mamba2", "transformer", "swa_hsa"] {
         let set = vec![format!("model.arch={arch}")];
         ExperimentConfig::load(&dir.join("quickstart.toml"), &set)

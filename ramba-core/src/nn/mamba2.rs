@@ -198,12 +198,11 @@ impl<B: RambaBackend> Mamba2Block<B> {
         }
         let segments = seq / segment;
         let body = segments * segment;
-        let rows = x
-            .clone()
-            .slice([0..batch, 0..body])
-            .reshape([batch * segments, segment, d_model]);
-        let (y, last) =
-            self.forward_sequence(rows, state.map(|s| s.for_first_segments(segments)));
+        let rows =
+            x.clone()
+                .slice([0..batch, 0..body])
+                .reshape([batch * segments, segment, d_model]);
+        let (y, last) = self.forward_sequence(rows, state.map(|s| s.for_first_segments(segments)));
         let (y, last) = (
             y.reshape([batch, body, d_model]),
             last.of_last_segments(segments),
