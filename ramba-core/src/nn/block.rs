@@ -91,10 +91,7 @@ impl<B: AutodiffBackend> BlockState<B> {
     /// The state on the inner backend, off the autodiff graph.
     pub fn inner(self) -> BlockState<B::InnerBackend> {
         match self {
-            BlockState::Mamba(s) => BlockState::Mamba(Mamba2State {
-                conv: s.conv.inner(),
-                ssm: s.ssm.inner(),
-            }),
+            BlockState::Mamba(s) => BlockState::Mamba(s.inner()),
             BlockState::Stateless => BlockState::Stateless,
         }
     }
@@ -102,10 +99,7 @@ impl<B: AutodiffBackend> BlockState<B> {
     /// A state of the inner backend as a constant of this one.
     pub fn from_inner(s: BlockState<B::InnerBackend>) -> Self {
         match s {
-            BlockState::Mamba(s) => BlockState::Mamba(Mamba2State {
-                conv: Tensor::from_inner(s.conv),
-                ssm: Tensor::from_inner(s.ssm),
-            }),
+            BlockState::Mamba(s) => BlockState::Mamba(Mamba2State::from_inner(s)),
             BlockState::Stateless => BlockState::Stateless,
         }
     }

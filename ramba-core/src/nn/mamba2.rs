@@ -9,6 +9,7 @@ use burn::module::Param;
 use burn::nn::{Initializer, Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 
 use super::norm::GatedRmsNorm;
@@ -97,6 +98,24 @@ impl<B: Backend> Mamba2State<B> {
         Self {
             conv: Tensor::cat(conv, 0),
             ssm: Tensor::cat(ssm, 0),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> Mamba2State<B> {
+    /// The state on the inner backend, off the autodiff graph.
+    pub fn inner(self) -> Mamba2State<B::InnerBackend> {
+        Mamba2State {
+            conv: self.conv.inner(),
+            ssm: self.ssm.inner(),
+        }
+    }
+
+    /// A state of the inner backend as a constant of this one (no gradient flows into it).
+    pub fn from_inner(s: Mamba2State<B::InnerBackend>) -> Self {
+        Self {
+            conv: Tensor::from_inner(s.conv),
+            ssm: Tensor::from_inner(s.ssm),
         }
     }
 }
