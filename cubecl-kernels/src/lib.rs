@@ -1,6 +1,11 @@
-//! CubeCL kernels for the ops in `ramba_core::ops::RambaBackend`, generic over
-//! `cubecl::Runtime` (CUDA and wgpu).
+//! CubeCL kernels for the ops of `ramba_core::ops::RambaBackend`, generic over Burn's
+//! `CubeRuntime` (CUDA and wgpu). One kernel family per file, its launcher beside it, the shapes
+//! and the grid mapping documented at the top of each file.
 //!
-//! Nothing is implemented here yet: every op currently runs its reference implementation
-//! (`ramba-core/src/ops/reference/`). The kernel issues add, one file per kernel family with its
-//! launcher beside it: `hsa/{forward,backward_dq,backward_dkdv,index}.rs`, `scan/`, `conv/`.
+//! - [`hsa`]: hierarchical sparse attention forward, backward (`dq`/`dw` pass, inverted index,
+//!   `dK`/`dV` pass).
+//! - [`selection`]: fused top-k chunk selection from retrieval queries and landmarks.
+
+pub mod hsa;
+pub mod launch;
+pub mod selection;

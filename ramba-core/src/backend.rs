@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::RambaBackend;
+use crate::ops::{fused_ops_summary, RambaBackend};
 
 /// CUDA through CubeCL (kernels compiled at run time with NVRTC).
 pub type CudaBackend = burn::backend::Cuda<f32, i32>;
@@ -70,11 +70,18 @@ pub struct BackendInfo {
     pub kind: BackendKind,
     /// A human-readable device description.
     pub device_name: String,
+    /// Which ops run fused kernels and which the reference
+    /// ([`fused_ops_summary`](crate::ops::fused_ops_summary)); set by [`dispatch`].
+    pub ops: String,
 }
 
 impl fmt::Display for BackendInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "backend {} ({})", self.kind, self.device_name)
+        write!(f, "backend {} ({})", self.kind, self.device_name)?;
+        if !self.ops.is_empty() {
+            write!(f, "; ops {}", self.ops)?;
+        }
+        Ok(())
     }
 }
 
@@ -89,7 +96,14 @@ pub trait BackendTask {
 
 /// Opens the requested backend (resolving `auto`) and runs `task` on it.
 pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output> {
-    let info = open(kind)?;
+    let mut info = open(kind)?;
+    // Printed with the backend, so a missing override can never train silently on the
+    // reference.
+    info.ops = match info.kind {
+        BackendKind::Cuda => fused_ops_summary::<CudaBackend>(),
+        BackendKind::Wgpu => fused_ops_summary::<WgpuBackend>(),
+        _ => fused_ops_summary::<CpuBackend>(),
+    };
     Ok(match info.kind {
         BackendKind::Cuda => task.run::<CudaBackend>(Default::default(), &info),
         BackendKind::Wgpu => task.run::<WgpuBackend>(Default::default(), &info),
@@ -124,6 +138,7 @@ fn cpu_info() -> BackendInfo {
     BackendInfo {
         kind: BackendKind::Cpu,
         device_name: format!("ndarray, {threads} CPU threads"),
+        ops: String::new(),
     }
 }
 
@@ -137,6 +152,7 @@ fn probe_cuda() -> Result<BackendInfo> {
         BackendInfo {
             kind: BackendKind::Cuda,
             device_name: "CUDA device 0".into(),
+            ops: String::new(),
         }
     })
 }
@@ -153,6 +169,7 @@ fn probe_wgpu() -> Result<BackendInfo> {
         BackendInfo {
             kind: BackendKind::Wgpu,
             device_name: format!("{} via {:?}, {kind}{tag}", adapter.name, adapter.backend),
+            ops: String::new(),
         }
     })
 }

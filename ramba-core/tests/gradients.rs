@@ -8,7 +8,8 @@ use std::sync::Once;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::DType;
-use ramba_core::ops::{ChunkWeighting, HsaOptions, RambaBackend, ScanOptions, SelectionOptions};
+use ramba_core::ops::{conv, hsa, scan, selection};
+use ramba_core::ops::{ChunkWeighting, HsaOptions, ScanOptions, SelectionOptions};
 use ramba_core::testing::*;
 
 type Ad = Autodiff<TestF64>;
@@ -83,12 +84,12 @@ fn check_all<const N: usize>(
     }
 }
 
-/// q, k, v and the selection scores, through select_chunks + hsa, for both weightings and both
-/// softmax variants.
+/// q, k, v, the retrieval queries and the landmarks, through select_chunks + hsa, for both
+/// weightings and both softmax variants.
 #[test]
 fn hsa_and_selection_gradients() {
     let device = device();
-    let (b, l, hq, hkv, dh, s, k, c) = (1, 20, 4, 2, 3, 4, 3, 5);
+    let (b, l, hq, hkv, dh, s, k, c, dr) = (1, 20, 4, 2, 3, 4, 3, 5, 3);
     for (weighting, off) in [
         (ChunkWeighting::StickBreaking, false),
         (ChunkWeighting::Softmax, true),
@@ -98,7 +99,8 @@ fn hsa_and_selection_gradients() {
             random_vec(&mut r, b * l * hq * dh, 1.0),
             random_vec(&mut r, b * l * hkv * dh, 1.0),
             random_vec(&mut r, b * l * hkv * dh, 1.0),
-            random_vec(&mut r, b * l * hkv * c, 1.5),
+            random_vec(&mut r, b * l * hkv * dr, 1.5),
+            random_vec(&mut r, b * c * hkv * dr, 1.5),
         ];
         let proj = from_vec::<Ad, 4>(
             random_vec(&mut r, b * l * hq * dh, 1.0),
@@ -109,19 +111,22 @@ fn hsa_and_selection_gradients() {
             [b, l, hq, dh],
             [b, l, hkv, dh],
             [b, l, hkv, dh],
-            [b, l, hkv, c],
+            [b, l, hkv, dr],
+            [b, c, hkv, dr],
         ];
         let loss = |t: Vec<Tensor<Ad, 4>>| {
-            let [q, kk, v, sc]: [Tensor<Ad, 4>; 4] = t.try_into().unwrap();
-            let sel = Ad::select_chunks(
-                sc,
+            let [q, kk, v, qr, lmk]: [Tensor<Ad, 4>; 5] = t.try_into().unwrap();
+            let sel = selection::select_chunks(
+                qr,
+                lmk,
                 SelectionOptions {
                     chunk_size: s,
                     top_k: k,
                     weighting,
+                    query_start: 0,
                 },
             );
-            let out = Ad::hsa(
+            let out = hsa::hsa(
                 q,
                 kk,
                 v,
@@ -134,7 +139,12 @@ fn hsa_and_selection_gradients() {
             );
             (out * proj.clone()).sum()
         };
-        check_all(["q", "k", "v", "scores"], values, shapes, &loss);
+        check_all(
+            ["q", "k", "v", "retrieval queries", "landmarks"],
+            values,
+            shapes,
+            &loss,
+        );
     }
 }
 
@@ -168,7 +178,7 @@ fn selective_scan_gradients() {
     ];
     let loss = |t: Vec<Tensor<Ad, 4>>| {
         let [x, dt, bm, cm, init]: [Tensor<Ad, 4>; 5] = t.try_into().unwrap();
-        let (y, s) = Ad::selective_scan(
+        let (y, s) = scan::selective_scan::<Ad>(
             x,
             dt.reshape([1, l, h]),
             a.clone(),
@@ -208,7 +218,7 @@ fn causal_conv1d_gradients() {
     let shapes = [[1, 1, l, ch], [1, 1, ch, w], [1, 1, ch, w - 1]];
     let loss = |t: Vec<Tensor<Ad, 4>>| {
         let [x, wt, init]: [Tensor<Ad, 4>; 3] = t.try_into().unwrap();
-        let (y, s) = Ad::causal_conv1d(
+        let (y, s) = conv::causal_conv1d::<Ad>(
             x.reshape([1, l, ch]),
             wt.reshape([ch, w]),
             None,

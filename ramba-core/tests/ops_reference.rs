@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 use ramba_core::backend_tests;
-use ramba_core::ops::reference::{conv, hsa, scan, selection};
+use ramba_core::ops::{conv, hsa, scan, selection};
 use ramba_core::ops::{ChunkWeighting, HsaOptions, RambaBackend, ScanOptions, SelectionOptions};
 use ramba_core::testing::*;
 
@@ -127,6 +127,35 @@ fn int_tensor<B: Backend>(v: &[i64], shape: [usize; 4], device: &B::Device) -> T
     )
 }
 
+/// Host scores `<q_t, lmk_c> / √d_r`, `[b][t][g][c]` flattened, from `queries [b, l, h, dr]`
+/// and `landmarks [b, c, h, dr]`.
+fn host_scores(qr: &[f64], lmk: &[f64], cs: &HsaCase, dr: usize) -> Vec<f64> {
+    let (b, l, h, c) = (cs.b, cs.l, cs.hkv, cs.c);
+    let mut out = vec![0.0; b * l * h * c];
+    for bi in 0..b {
+        for t in 0..l {
+            for g in 0..h {
+                for cc in 0..c {
+                    let q = &qr[((bi * l + t) * h + g) * dr..][..dr];
+                    let m = &lmk[((bi * c + cc) * h + g) * dr..][..dr];
+                    let dot: f64 = q.iter().zip(m).map(|(x, y)| x * y).sum();
+                    out[((bi * l + t) * h + g) * c + cc] = dot / (dr as f64).sqrt();
+                }
+            }
+        }
+    }
+    out
+}
+
+fn selection_options(cs: &HsaCase, weighting: ChunkWeighting) -> SelectionOptions {
+    SelectionOptions {
+        chunk_size: cs.s,
+        top_k: cs.k,
+        weighting,
+        query_start: 0,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // HSA
 
@@ -144,7 +173,7 @@ fn hsa_hand_computed<B: RambaBackend>(device: &B::Device) {
             chunk_size: 2,
             softmax_off_by_one: off,
         };
-        let out = to_vec(B::hsa(
+        let out = to_vec(hsa::hsa(
             q.clone(),
             k.clone(),
             v.clone(),
@@ -173,17 +202,17 @@ fn hsa_case<B: RambaBackend>(
     let qv = random_vec(&mut r, cs.b * cs.l * cs.hq * cs.dh, 1.0);
     let kv = random_vec(&mut r, cs.b * cs.l * cs.hkv * cs.dh, 1.0);
     let vv = random_vec(&mut r, cs.b * cs.l * cs.hkv * cs.dh, 1.0);
-    let sv = random_vec(&mut r, cs.b * cs.l * cs.hkv * cs.c, 2.0);
+    let dr = 6;
+    let qr = random_vec(&mut r, cs.b * cs.l * cs.hkv * dr, 1.5);
+    let lmk = random_vec(&mut r, cs.b * cs.c * cs.hkv * dr, 1.5);
+    let sv = host_scores(&qr, &lmk, &cs, dr);
     let (nidx, nw) = naive_select(&sv, &cs, weighting);
     let want = naive_hsa(&qv, &kv, &vv, &nidx, &nw, &cs, if off { 1.0 } else { 0.0 });
 
-    let sel = B::select_chunks(
-        from_vec(sv, [cs.b, cs.l, cs.hkv, cs.c], device),
-        SelectionOptions {
-            chunk_size: cs.s,
-            top_k: cs.k,
-            weighting,
-        },
+    let sel = selection::select_chunks(
+        from_vec::<B, 4>(qr, [cs.b, cs.l, cs.hkv, dr], device),
+        from_vec(lmk, [cs.b, cs.c, cs.hkv, dr], device),
+        selection_options(&cs, weighting),
     );
     let got_idx: Vec<i64> = sel
         .indices
@@ -198,7 +227,7 @@ fn hsa_case<B: RambaBackend>(
         "weights"
     );
 
-    let out = B::hsa(
+    let out = hsa::hsa(
         from_vec(qv, [cs.b, cs.l, cs.hq, cs.dh], device),
         from_vec(kv, [cs.b, cs.l, cs.hkv, cs.dh], device),
         from_vec(vv, [cs.b, cs.l, cs.hkv, cs.dh], device),
@@ -273,16 +302,18 @@ fn hsa_no_complete_chunk<B: RambaBackend>(device: &B::Device) {
     let mut r = rng(4);
     let q = random::<B, 4>(&mut r, [1, 5, 2, 4], 1.0, device);
     let k = random::<B, 4>(&mut r, [1, 5, 1, 4], 1.0, device);
-    let sel = B::select_chunks(
-        Tensor::zeros([1, 5, 1, 0], device),
+    let sel = selection::select_chunks(
+        random::<B, 4>(&mut r, [1, 5, 1, 3], 1.0, device),
+        Tensor::zeros([1, 0, 1, 3], device),
         SelectionOptions {
             chunk_size: 8,
             top_k: 2,
             weighting: ChunkWeighting::StickBreaking,
+            query_start: 0,
         },
     );
     assert_eq!(sel.indices.dims(), [1, 5, 1, 2]);
-    let out = B::hsa(
+    let out = hsa::hsa(
         q,
         k.clone(),
         k,
@@ -345,9 +376,10 @@ fn stick_breaking_closed_form<B: RambaBackend>(device: &B::Device) {
     }
 }
 
-/// Perturbing q, k, v and the scores at positions ≥ t leaves outputs < t unchanged.
+/// Perturbing q, k, v and the retrieval queries at positions ≥ t, and the landmarks of chunks
+/// not complete before t, leaves outputs < t unchanged.
 fn hsa_is_causal<B: RambaBackend>(device: &B::Device) {
-    let (b, l, hq, hkv, dh, s, c) = (1, 32, 4, 2, 4, 4, 8);
+    let (b, l, hq, hkv, dh, s, c, dr) = (1, 32, 4, 2, 4, 4, 8, 5);
     let t = 19;
     let mut r = rng(5);
     let inputs = |r: &mut rand::rngs::StdRng| {
@@ -355,19 +387,23 @@ fn hsa_is_causal<B: RambaBackend>(device: &B::Device) {
             random_vec(r, b * l * hq * dh, 1.0),
             random_vec(r, b * l * hkv * dh, 1.0),
             random_vec(r, b * l * hkv * dh, 1.0),
-            random_vec(r, b * l * hkv * c, 1.0),
+            random_vec(r, b * l * hkv * dr, 1.0),
+            random_vec(r, b * c * hkv * dr, 1.0),
         )
     };
-    let run = |(q, k, v, sc): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)| {
-        let sel = B::select_chunks(
-            from_vec(sc, [b, l, hkv, c], device),
+    type Inputs = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+    let run = |(q, k, v, qr, lmk): Inputs| {
+        let sel = selection::select_chunks(
+            from_vec::<B, 4>(qr, [b, l, hkv, dr], device),
+            from_vec(lmk, [b, c, hkv, dr], device),
             SelectionOptions {
                 chunk_size: s,
                 top_k: 3,
                 weighting: ChunkWeighting::StickBreaking,
+                query_start: 0,
             },
         );
-        to_vec(B::hsa(
+        to_vec(hsa::hsa(
             from_vec(q, [b, l, hq, dh], device),
             from_vec(k, [b, l, hkv, dh], device),
             from_vec(v, [b, l, hkv, dh], device),
@@ -382,16 +418,77 @@ fn hsa_is_causal<B: RambaBackend>(device: &B::Device) {
     let base = inputs(&mut r);
     let mut other = inputs(&mut r);
     // Keep everything before t, change everything from t on.
-    let keep =
-        |x: &[f64], y: &mut Vec<f64>, per: usize| y[..t * per].copy_from_slice(&x[..t * per]);
-    keep(&base.0, &mut other.0, hq * dh);
-    keep(&base.1, &mut other.1, hkv * dh);
-    keep(&base.2, &mut other.2, hkv * dh);
-    keep(&base.3, &mut other.3, hkv * c);
+    let keep = |x: &[f64], y: &mut Vec<f64>, per: usize, n: usize| {
+        y[..n * per].copy_from_slice(&x[..n * per])
+    };
+    keep(&base.0, &mut other.0, hq * dh, t);
+    keep(&base.1, &mut other.1, hkv * dh, t);
+    keep(&base.2, &mut other.2, hkv * dh, t);
+    keep(&base.3, &mut other.3, hkv * dr, t);
+    keep(&base.4, &mut other.4, hkv * dr, t / s);
     let (x, y) = (run(base), run(other));
     let n = t * hq * dh;
     assert_eq!(&x[..n], &y[..n], "outputs before t changed");
     assert_ne!(&x[n..], &y[n..], "the perturbation must matter after t");
+}
+
+/// Validity comes from the chunk id, not the score: with every visible score `-inf`, no
+/// invisible (future) chunk may appear in a valid slot.
+fn selection_never_leaks_future_chunks<B: RambaBackend>(device: &B::Device) {
+    let (l, s, c, k) = (24, 4, 6, 4);
+    // Scores are <q, lmk> / √1: q = 1, landmarks -inf for visible chunks... every chunk gets
+    // -inf, so only the chunk id can decide.
+    let qr = from_vec::<B, 4>(vec![1.0; l], [1, l, 1, 1], device);
+    let lmk = from_vec::<B, 4>(vec![f64::NEG_INFINITY; c], [1, c, 1, 1], device);
+    let sel = selection::select_chunks(
+        qr,
+        lmk,
+        SelectionOptions {
+            chunk_size: s,
+            top_k: k,
+            weighting: ChunkWeighting::Softmax,
+            query_start: 0,
+        },
+    );
+    let idx: Vec<i64> = sel.indices.into_data().convert::<i64>().to_vec().unwrap();
+    for t in 0..l {
+        for slot in 0..k {
+            let ci = idx[t * k + slot];
+            assert!(
+                ci < (t / s) as i64,
+                "token {t} slot {slot}: chunk {ci} is not visible (t/S = {})",
+                t / s
+            );
+        }
+    }
+    assert!(to_vec(sel.weights).iter().all(|w| !w.is_nan()));
+}
+
+/// The fused selection (wgpu) and the reference select the same chunks on random inputs
+/// (no ties), including a query offset; ragged L, several heads, batch > 1.
+fn selection_matches_reference<B: RambaBackend>(device: &B::Device) {
+    let (b, l, h, dr, s, k) = (2, 75, 2, 40, 4, 5);
+    let c = l / s;
+    let mut r = rng(21);
+    for query_start in [0usize, 13] {
+        let qr = random::<B, 4>(&mut r, [b, l, h, dr], 1.0, device);
+        let lmk = random::<B, 4>(&mut r, [b, c, h, dr], 1.0, device);
+        let options = SelectionOptions {
+            chunk_size: s,
+            top_k: k,
+            weighting: ChunkWeighting::StickBreaking,
+            query_start,
+        };
+        let got = Tensor::<B, 4, Int>::from_primitive(B::select_chunks(
+            qr.clone().into_primitive().tensor(),
+            lmk.clone().into_primitive().tensor(),
+            options,
+        ));
+        let want = selection::reference::select_chunks(qr, lmk, options);
+        let got: Vec<i64> = got.into_data().convert::<i64>().to_vec().unwrap();
+        let want: Vec<i64> = want.into_data().convert::<i64>().to_vec().unwrap();
+        assert_eq!(got, want, "query_start {query_start}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,7 +580,7 @@ fn run_scan<B: RambaBackend>(
             .flat_map(|bi| v[(bi * l + range.start) * per..(bi * l + range.end) * per].to_vec())
             .collect()
     };
-    let (y, st) = B::selective_scan(
+    let (y, st) = scan::selective_scan::<B>(
         from_vec(cut(&i.x, h * p), [b, len, h, p], device),
         from_vec(cut(&i.delta, h), [b, len, h], device),
         from_vec(i.a.clone(), [h], device),
@@ -566,7 +663,7 @@ fn conv_matches_naive_and_carries_state<B: RambaBackend>(device: &B::Device) {
         }
     }
     let run = |xs: Vec<f64>, len: usize, st: Vec<f64>| {
-        let (y, s) = B::causal_conv1d(
+        let (y, s) = conv::causal_conv1d::<B>(
             from_vec(xs, [b, len, d], device),
             from_vec(wt.clone(), [d, w], device),
             Some(from_vec(bias.clone(), [d], device)),
@@ -605,13 +702,21 @@ fn module_functions_are_the_trait_defaults() {
     let mut r = rng(12);
     let x = random::<TestCpu, 3>(&mut r, [1, 5, 2], 1.0, &device);
     let w = random::<TestCpu, 2>(&mut r, [2, 4], 1.0, &device);
-    let (a, _) = conv::causal_conv1d(x.clone(), w.clone(), None, None);
-    let (b, _) = TestCpu::causal_conv1d(x, w, None, None);
+    let (a, _) = conv::reference::causal_conv1d(x.clone(), w.clone(), None, None);
+    let (b, _) = conv::causal_conv1d::<TestCpu>(x, w, None, None);
     assert_eq!(to_vec(a), to_vec(b));
-    let _ = (
-        hsa::chunk_softmax::<TestCpu, 1>,
-        scan::selective_scan::<TestCpu>,
+    let (y1, s1) = scan::reference::selective_scan(
+        random::<TestCpu, 4>(&mut r, [1, 6, 2, 3], 1.0, &device),
+        random::<TestCpu, 3>(&mut r, [1, 6, 2], 0.3, &device).abs(),
+        from_vec::<TestCpu, 1>(vec![-0.5, -1.0], [2], &device),
+        random::<TestCpu, 4>(&mut r, [1, 6, 1, 4], 1.0, &device),
+        random::<TestCpu, 4>(&mut r, [1, 6, 1, 4], 1.0, &device),
+        from_vec::<TestCpu, 1>(vec![0.3, 0.1], [2], &device),
+        None,
+        ScanOptions { chunk_size: 4 },
     );
+    assert_eq!(y1.dims(), [1, 6, 2, 3]);
+    assert_eq!(s1.dims(), [1, 2, 3, 4]);
 }
 
 backend_tests!(
@@ -622,6 +727,8 @@ backend_tests!(
     hsa_no_complete_chunk,
     stick_breaking_closed_form,
     hsa_is_causal,
+    selection_never_leaks_future_chunks,
+    selection_matches_reference,
     scan_matches_recurrence,
     scan_state_carries,
     conv_matches_naive_and_carries_state,

@@ -68,7 +68,7 @@ impl<B: RambaBackend> HsaLayer<B> {
             self.n_heads,
             self.head_dim,
         ]);
-        let o = B::hsa(
+        let o = crate::ops::hsa::hsa(
             q,
             memory.keys.clone(),
             memory.values.clone(),

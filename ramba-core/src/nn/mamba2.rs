@@ -15,7 +15,7 @@ use burn::tensor::Distribution;
 use super::norm::GatedRmsNorm;
 use super::{linear, rms_norm};
 use crate::config::MambaConfig;
-use crate::ops::reference::softplus;
+use crate::ops::softplus;
 use crate::ops::{RambaBackend, ScanOptions};
 
 /// Recurrent state of one Mamba-2 block.
@@ -256,7 +256,7 @@ impl<B: RambaBackend> Mamba2Block<B> {
             di + conv_dim..di + conv_dim + self.n_heads,
         ]);
 
-        let (xbc, conv_state) = B::causal_conv1d(
+        let (xbc, conv_state) = crate::ops::conv::causal_conv1d(
             xbc,
             self.conv_weight.val(),
             Some(self.conv_bias.val()),
@@ -284,7 +284,7 @@ impl<B: RambaBackend> Mamba2Block<B> {
 
         let delta = softplus(dt + self.dt_bias.val().reshape([1, 1, self.n_heads]));
         let a = self.a_log.val().exp().neg();
-        let (y, ssm_state) = B::selective_scan(
+        let (y, ssm_state) = crate::ops::scan::selective_scan(
             xs,
             delta,
             a,

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use super::chunk_memory::ChunkMemoryOutput;
 use super::{linear, rms_norm};
 use crate::config::ModelConfig;
+use crate::ops::selection;
 use crate::ops::{ChunkSelection, ChunkWeighting, RambaBackend, SelectionOptions};
 
 /// See the module docs.
@@ -41,7 +42,6 @@ impl<B: RambaBackend> Retrieval<B> {
     /// `h`: `[batch, seq, d_model]` → indices and weights `[batch, seq, h_kv, top_k]`.
     pub fn forward(&self, h: Tensor<B, 3>, memory: &ChunkMemoryOutput<B>) -> ChunkSelection<B> {
         let [batch, seq, _] = h.dims();
-        let n_chunks = memory.landmarks.dims()[1];
         let options = SelectionOptions {
             chunk_size: self.chunk_size,
             top_k: self.top_k,
@@ -50,23 +50,14 @@ impl<B: RambaBackend> Retrieval<B> {
             } else {
                 ChunkWeighting::StickBreaking
             },
+            query_start: 0,
         };
-        if n_chunks == 0 {
-            return B::select_chunks(
-                Tensor::zeros([batch, seq, self.n_heads, 0], &h.device()),
-                options,
-            );
-        }
-        let q = self
-            .query
-            .forward(self.norm.forward(h))
-            .reshape([batch, seq, self.n_heads, self.head_dim])
-            .swap_dims(1, 2); // [B, h, L, dr']
-        let lmk = memory.landmarks.clone().permute([0, 2, 3, 1]); // [B, h, dr', C]
-        let scores = q
-            .matmul(lmk)
-            .div_scalar((self.head_dim as f64).sqrt())
-            .swap_dims(1, 2);
-        B::select_chunks(scores, options)
+        let queries = self.query.forward(self.norm.forward(h)).reshape([
+            batch,
+            seq,
+            self.n_heads,
+            self.head_dim,
+        ]);
+        selection::select_chunks(queries, memory.landmarks.clone(), options)
     }
 }

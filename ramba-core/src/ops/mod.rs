@@ -1,96 +1,347 @@
 //! The ops seam: the one place where models meet kernels.
 //!
-//! Models call only [`RambaBackend`]. Its default methods are the reference implementations in
-//! [`reference`] (plain Burn tensor ops: exact, differentiable through `Autodiff`, valid on every
-//! backend, and the oracle every kernel is tested against). A backend with fused kernels overrides
-//! the methods it accelerates; nothing above this module changes.
+//! Models call the tensor functions of each op module ([`hsa::hsa`],
+//! [`selection::select_chunks`], [`scan::selective_scan`], [`conv::causal_conv1d`]); those call
+//! [`RambaBackend`], whose methods take and return primitives. The trait's default methods are
+//! the reference implementations (plain Burn tensor ops: exact, differentiable through
+//! `Autodiff`, valid on every backend, and the oracle every kernel is tested against).
+//!
+//! A backend with kernels sets the op's capability flag and overrides its forward and backward
+//! methods: Burn's CubeCL backends (CUDA, wgpu) do for HSA and selection. Under
+//! `Autodiff<B>`, an op whose flag `B` sets becomes one graph node whose backward calls `B`'s
+//! backward kernel; otherwise the reference is differentiated as before, so CPU training is
+//! unchanged. Layout: `ops/<op>/{mod.rs, reference.rs, autodiff.rs, cube.rs}`, the `#[cube]`
+//! kernels in the `cubecl-kernels` crate.
 
-pub mod reference;
+pub mod activation;
+pub mod conv;
+pub mod hsa;
+pub mod scan;
+pub mod selection;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ndarray::NdArray;
 use burn::backend::Autodiff;
 use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::TensorPrimitive;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-pub use reference::hsa::HsaOptions;
-pub use reference::scan::ScanOptions;
-pub use reference::selection::{ChunkSelection, ChunkWeighting, SelectionOptions};
+pub use activation::softplus;
+pub use hsa::{HsaForward, HsaGrads, HsaOptions};
+pub use scan::ScanOptions;
+pub use selection::{ChunkSelection, ChunkWeighting, SelectionOptions};
 
 /// Backend extension with the long-context ops of HSA and Mamba-2.
 ///
-/// Shapes use the spec's sequence-first layouts (`docs/hsa-spec.md` in the shared docs).
+/// Shapes use the spec's sequence-first layouts (`docs/hsa-spec.md` in the shared docs); each
+/// op module documents its own.
 pub trait RambaBackend: Backend {
-    /// Hierarchical sparse attention (spec §4): per-chunk softmax over each selected chunk, then
-    /// the chunk outputs summed with the selection weights.
-    ///
-    /// - `q`: `[batch, seq, h_q, d_h]`
-    /// - `k`, `v`: `[batch, seq, h_kv, d_h]` (only the complete chunks are ever read)
-    /// - `indices`: `[batch, seq, h_kv, top_k]`, chunk ids; `-1` marks an invalid slot
-    /// - `weights`: `[batch, seq, h_kv, top_k]`
-    /// - returns `[batch, seq, h_q, d_h]`
+    /// Whether [`hsa_forward`](Self::hsa_forward) and [`hsa_backward`](Self::hsa_backward) run
+    /// fused kernels on this backend.
+    fn fused_hsa() -> bool {
+        false
+    }
+
+    /// HSA, differentiable when `Self` is an autodiff backend (see [`hsa::hsa`]).
     fn hsa(
-        q: Tensor<Self, 4>,
-        k: Tensor<Self, 4>,
-        v: Tensor<Self, 4>,
-        indices: Tensor<Self, 4, Int>,
-        weights: Tensor<Self, 4>,
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        weights: FloatTensor<Self>,
         options: HsaOptions,
-    ) -> Tensor<Self, 4> {
-        reference::hsa::hsa(q, k, v, indices, weights, options)
+    ) -> FloatTensor<Self> {
+        if Self::fused_hsa() {
+            return Self::hsa_forward(q, k, v, indices, weights, options).out;
+        }
+        into_float(hsa::reference::hsa::<Self>(
+            from_float(q),
+            from_float(k),
+            from_float(v),
+            Tensor::from_primitive(indices),
+            from_float(weights),
+            options,
+        ))
     }
 
-    /// Causal top-k chunk selection, recency sort and chunk weights (spec §3).
-    ///
-    /// - `scores`: `[batch, seq, h_kv, n_chunks]`, token-to-landmark scores of the complete chunks
-    /// - returns indices and weights `[batch, seq, h_kv, top_k]`
-    fn select_chunks(scores: Tensor<Self, 4>, options: SelectionOptions) -> ChunkSelection<Self> {
-        reference::selection::select_chunks(scores, options)
+    /// HSA forward, keeping the per-slot log-sum-exp for [`hsa_backward`](Self::hsa_backward).
+    fn hsa_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        options: HsaOptions,
+    ) -> HsaForward<Self> {
+        let (out, lse) = hsa::reference::forward::<Self>(
+            from_float(q),
+            from_float(k),
+            from_float(v),
+            Tensor::from_primitive(indices),
+            from_float(weights),
+            options,
+        );
+        HsaForward {
+            out: into_float(out),
+            lse: into_float(lse),
+        }
     }
 
-    /// Mamba-2 selective scan with a scalar decay per head.
-    ///
-    /// `h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_tᵀ`, `y_t = C_t h_t + D x_t`.
-    ///
-    /// - `x`: `[batch, seq, heads, head_dim]`
-    /// - `delta`: `[batch, seq, heads]` (Δ, already positive)
-    /// - `a`: `[heads]` (negative), `d`: `[heads]`
-    /// - `b`, `c`: `[batch, seq, groups, d_state]`
-    /// - `init_state`: `[batch, heads, head_dim, d_state]`
-    /// - returns `y` `[batch, seq, heads, head_dim]` and the final state
+    /// Gradients of HSA's differentiable inputs given the output's gradient `d_out`.
+    #[allow(clippy::too_many_arguments)]
+    fn hsa_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        options: HsaOptions,
+    ) -> HsaGrads<Self> {
+        let _ = lse; // the reference recomputes everything
+        let [q, k, v, weights] = hsa::reference::backward::<Self>(
+            from_float(q),
+            from_float(k),
+            from_float(v),
+            Tensor::from_primitive(indices),
+            from_float(weights),
+            from_float(d_out),
+            options,
+        )
+        .map(into_float);
+        HsaGrads { q, k, v, weights }
+    }
+
+    /// Whether [`select_chunks`](Self::select_chunks) is a fused kernel on this backend.
+    fn fused_selection() -> bool {
+        false
+    }
+
+    /// Causal top-k chunk indices, most recent first (see [`selection::select_chunks`]):
+    /// `queries [B, L, h_kv, d_r]`, `landmarks [B, C, h_kv, d_r]` → `[B, L, h_kv, K]`.
+    fn select_chunks(
+        queries: FloatTensor<Self>,
+        landmarks: FloatTensor<Self>,
+        options: SelectionOptions,
+    ) -> IntTensor<Self> {
+        selection::reference::select_chunks::<Self>(
+            from_float(queries),
+            from_float(landmarks),
+            options,
+        )
+        .into_primitive()
+    }
+
+    /// Whether the selective scan runs a fused kernel on this backend.
+    fn fused_scan() -> bool {
+        false
+    }
+
+    /// Mamba-2 selective scan (see [`scan::selective_scan`]); returns `(y, final state)`.
     #[allow(clippy::too_many_arguments)]
     fn selective_scan(
-        x: Tensor<Self, 4>,
-        delta: Tensor<Self, 3>,
-        a: Tensor<Self, 1>,
-        b: Tensor<Self, 4>,
-        c: Tensor<Self, 4>,
-        d: Tensor<Self, 1>,
-        init_state: Option<Tensor<Self, 4>>,
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        init_state: Option<FloatTensor<Self>>,
         options: ScanOptions,
-    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        reference::scan::selective_scan(x, delta, a, b, c, d, init_state, options)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, state) = scan::reference::selective_scan::<Self>(
+            from_float(x),
+            from_float(delta),
+            from_float(a),
+            from_float(b),
+            from_float(c),
+            from_float(d),
+            init_state.map(from_float),
+            options,
+        );
+        (into_float(y), into_float(state))
     }
 
-    /// Causal depthwise 1-D convolution with carried state.
-    ///
-    /// - `x`: `[batch, seq, channels]`, `weight`: `[channels, width]`, `bias`: `[channels]`
-    /// - `init_state`: `[batch, channels, width - 1]`, the inputs preceding `x`
-    /// - returns `y` `[batch, seq, channels]` and the state after `x`
-    fn causal_conv1d(
-        x: Tensor<Self, 3>,
-        weight: Tensor<Self, 2>,
-        bias: Option<Tensor<Self, 1>>,
-        init_state: Option<Tensor<Self, 3>>,
-    ) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
-        reference::conv::causal_conv1d(x, weight, bias, init_state)
+    /// Whether the causal conv1d runs a fused kernel on this backend.
+    fn fused_conv() -> bool {
+        false
     }
+
+    /// Causal depthwise conv1d with state (see [`conv::causal_conv1d`]); returns
+    /// `(y, state after x)`.
+    fn causal_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        init_state: Option<FloatTensor<Self>>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, state) = conv::reference::causal_conv1d::<Self>(
+            from_float(x),
+            from_float(weight),
+            bias.map(from_float),
+            init_state.map(from_float),
+        );
+        (into_float(y), into_float(state))
+    }
+
+    /// The allocator's view of device memory, where the backend exposes it (benchmarks and
+    /// throughput reports read it; `None` on the CPU).
+    fn memory_usage(_device: &Self::Device) -> Option<DeviceMemory> {
+        None
+    }
+}
+
+/// Device memory as the backend's allocator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// Bytes of live allocations.
+    pub in_use: u64,
+    /// Bytes the allocator holds from the device (live, padding and pooled free pages).
+    pub reserved: u64,
+}
+
+/// The ops that run fused kernels on backend `B`, for the start-up line of the binaries
+/// (`fused: hsa, selection; reference: scan, conv`).
+pub fn fused_ops_summary<B: RambaBackend>() -> String {
+    let ops = [
+        ("hsa", B::fused_hsa()),
+        ("selection", B::fused_selection()),
+        ("scan", B::fused_scan()),
+        ("conv", B::fused_conv()),
+    ];
+    let list = |fused: bool| {
+        let names: Vec<&str> = ops
+            .iter()
+            .filter(|(_, f)| *f == fused)
+            .map(|(n, _)| *n)
+            .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    format!("fused: {}; reference: {}", list(true), list(false))
+}
+
+/// A float primitive as a tensor.
+pub(crate) fn from_float<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
+}
+
+/// A float tensor's primitive.
+pub(crate) fn into_float<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
+    x.into_primitive().tensor()
 }
 
 impl RambaBackend for NdArray<f32> {}
 impl RambaBackend for NdArray<f64> {}
+
+/// Burn's CubeCL backends (CUDA, wgpu): HSA and selection run the kernels of `cubecl-kernels`.
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBackend
     for CubeBackend<R, F, I, BT>
 {
+    fn fused_hsa() -> bool {
+        true
+    }
+
+    fn hsa_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        options: HsaOptions,
+    ) -> HsaForward<Self> {
+        hsa::cube::forward(q, k, v, indices, weights, options)
+    }
+
+    fn hsa_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        options: HsaOptions,
+    ) -> HsaGrads<Self> {
+        hsa::cube::backward(q, k, v, indices, weights, lse, d_out, options)
+    }
+
+    fn fused_selection() -> bool {
+        true
+    }
+
+    fn select_chunks(
+        queries: FloatTensor<Self>,
+        landmarks: FloatTensor<Self>,
+        options: SelectionOptions,
+    ) -> IntTensor<Self> {
+        selection::cube::select_chunks::<R, F, I, BT>(queries, landmarks, options)
+    }
+
+    fn memory_usage(device: &Self::Device) -> Option<DeviceMemory> {
+        let usage = R::client(device).memory_usage().ok()?;
+        Some(DeviceMemory {
+            in_use: usage.bytes_in_use,
+            reserved: usage.bytes_reserved,
+        })
+    }
 }
-impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {}
+
+/// Autodiff: fused ops become one graph node each (backward = the inner backend's backward
+/// kernels); ops without kernels differentiate the reference.
+impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
+    fn fused_hsa() -> bool {
+        B::fused_hsa()
+    }
+
+    fn hsa(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        options: HsaOptions,
+    ) -> FloatTensor<Self> {
+        if B::fused_hsa() {
+            return hsa::autodiff::hsa::<B, C>(q, k, v, indices, weights, options);
+        }
+        into_float(hsa::reference::hsa::<Self>(
+            from_float(q),
+            from_float(k),
+            from_float(v),
+            Tensor::from_primitive(indices),
+            from_float(weights),
+            options,
+        ))
+    }
+
+    fn fused_selection() -> bool {
+        B::fused_selection()
+    }
+
+    /// Not differentiable: runs on the inner backend, outside the graph.
+    fn select_chunks(
+        queries: FloatTensor<Self>,
+        landmarks: FloatTensor<Self>,
+        options: SelectionOptions,
+    ) -> IntTensor<Self> {
+        B::select_chunks(queries.primitive, landmarks.primitive, options)
+    }
+
+    fn fused_scan() -> bool {
+        B::fused_scan()
+    }
+
+    fn fused_conv() -> bool {
+        B::fused_conv()
+    }
+
+    fn memory_usage(device: &Self::Device) -> Option<DeviceMemory> {
+        B::memory_usage(device)
+    }
+}

@@ -14,16 +14,10 @@
 //! slots (index `-1`) are gathered from chunk 0 and multiplied by zero, so their index is never
 //! trusted and their weight cannot leak in.
 
+use burn::backend::Autodiff;
 use burn::prelude::*;
 
-/// Options of the HSA op.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HsaOptions {
-    /// Tokens per chunk (`S`).
-    pub chunk_size: usize,
-    /// `n = 1` in the softmax denominator (softmax-off-by-one) instead of `n = 0`.
-    pub softmax_off_by_one: bool,
-}
+use super::HsaOptions;
 
 /// See the module docs. Shapes: `q [B, L, h_q, d_h]`, `k, v [B, L, h_kv, d_h]`,
 /// `indices, weights [B, L, h_kv, K]`; returns `[B, L, h_q, d_h]`.
@@ -35,6 +29,63 @@ pub fn hsa<B: Backend>(
     weights: Tensor<B, 4>,
     options: HsaOptions,
 ) -> Tensor<B, 4> {
+    attend(q, k, v, indices, weights, options, false).0
+}
+
+/// The forward with the per-slot log-sum-exp the kernels save: `(out, lse [B, L, h_q, K])`,
+/// `lse = log(n + Σ exp(s))` on valid slots, 0 on invalid ones.
+pub fn forward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    indices: Tensor<B, 4, Int>,
+    weights: Tensor<B, 4>,
+    options: HsaOptions,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let (out, lse) = attend(q, k, v, indices, weights, options, true);
+    (out, lse.expect("lse requested"))
+}
+
+/// Gradients `(dq, dk, dv, dweights)` of `Σ out ∘ d_out`, by differentiating [`hsa`] with Burn's
+/// autodiff: the oracle of the fused backward.
+pub fn backward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    indices: Tensor<B, 4, Int>,
+    weights: Tensor<B, 4>,
+    d_out: Tensor<B, 4>,
+    options: HsaOptions,
+) -> [Tensor<B, 4>; 4] {
+    let lift = |x: Tensor<B, 4>| Tensor::<Autodiff<B>, 4>::from_inner(x).require_grad();
+    let inputs = [lift(q), lift(k), lift(v), lift(weights)];
+    let [q, k, v, w] = inputs.clone();
+    let out = hsa(
+        q,
+        k,
+        v,
+        Tensor::from_primitive(indices.into_primitive()),
+        w,
+        options,
+    );
+    let grads = (out * Tensor::from_inner(d_out)).sum().backward();
+    inputs.map(|x| {
+        // An input the output does not depend on (no complete chunk) has no gradient: zeros.
+        x.grad(&grads)
+            .unwrap_or_else(|| x.clone().inner().zeros_like())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    indices: Tensor<B, 4, Int>,
+    weights: Tensor<B, 4>,
+    options: HsaOptions,
+    with_lse: bool,
+) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
     let [batch, seq, h_q, d_h] = q.dims();
     let [_, seq_kv, h_kv, _] = k.dims();
     let top_k = indices.dims()[3];
@@ -44,7 +95,8 @@ pub fn hsa<B: Backend>(
     let device = q.device();
     if n_chunks == 0 || top_k == 0 {
         // No complete chunk exists, so no token can read anything.
-        return q.zeros_like();
+        let lse = with_lse.then(|| Tensor::zeros([batch, seq, h_q, top_k], &device));
+        return (q.zeros_like(), lse);
     }
 
     // Chunk tiles, one row per (batch, kv head, chunk): [B*h_kv*C, S*d_h].
@@ -79,15 +131,37 @@ pub fn hsa<B: Backend>(
         .expand([rows, top_k, group, d_h]);
     let scale = (d_h as f64).sqrt().recip();
     let logits = q.matmul(k_sel.swap_dims(2, 3)).mul_scalar(scale); // [rows, K, G, S]
+    let lse = with_lse.then(|| {
+        // Zero on invalid slots, masked in the logits' own [rows, K, G] layout.
+        let keep = valid.clone().float().reshape([rows, top_k, 1]);
+        (log_sum_exp(logits.clone().detach(), options.softmax_off_by_one)
+            .reshape([rows, top_k, group])
+            * keep)
+            .reshape([batch, h_kv, seq, top_k, group])
+            .permute([0, 2, 1, 4, 3]) // [B, L, h_kv, G, K]
+            .reshape([batch, seq, h_q, top_k])
+    });
     let p = chunk_softmax(logits, options.softmax_off_by_one);
     let o = p.matmul(v_sel); // [rows, K, G, d_h]
 
     let w = (weights.permute([0, 2, 1, 3]) * valid.float()).reshape([rows, top_k, 1, 1]);
-    (o * w)
+    let out = (o * w)
         .sum_dim(1) // [rows, 1, G, d_h]
         .reshape([batch, h_kv, seq, group, d_h])
         .permute([0, 2, 1, 3, 4])
-        .reshape([batch, seq, h_q, d_h])
+        .reshape([batch, seq, h_q, d_h]);
+    (out, lse)
+}
+
+/// `log(n + Σ exp(x))` over the last axis (kept, size 1), `n = 1` with `off_by_one`.
+fn log_sum_exp<B: Backend, const D: usize>(x: Tensor<B, D>, off_by_one: bool) -> Tensor<B, D> {
+    let m = x.clone().max_dim(D - 1);
+    let m = if off_by_one { m.clamp_min(0.0) } else { m };
+    let mut z = (x - m.clone()).exp().sum_dim(D - 1);
+    if off_by_one {
+        z = z + m.clone().neg().exp();
+    }
+    m + z.log()
 }
 
 /// Softmax over the last axis; with `off_by_one` the denominator gets an extra `+1`

@@ -16,12 +16,7 @@
 
 use burn::prelude::*;
 
-/// Options of the scan op.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ScanOptions {
-    /// Length of the SSD chunks (256 in Mamba-2). Only speed and memory depend on it.
-    pub chunk_size: usize,
-}
+use super::ScanOptions;
 
 /// See the module docs and [`RambaBackend::selective_scan`](crate::ops::RambaBackend).
 #[allow(clippy::too_many_arguments)]

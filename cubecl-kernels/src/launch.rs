@@ -1,0 +1,23 @@
+//! Launch helpers shared by the kernel families.
+
+use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
+use cubecl::server::CubeCountSelection;
+
+/// A cube count of at least `n_cubes` cubes within the device's per-axis limits (wgpu allows
+/// 65,535 a dimension). Kernels index cubes with the linear `CUBE_POS` and return early past
+/// `n_cubes`.
+pub fn cube_count_for<R: CubeRuntime>(client: &ComputeClient<R>, n_cubes: usize) -> CubeCount {
+    let n = u32::try_from(n_cubes).expect("more than 2^32 cubes in one launch");
+    CubeCountSelection::new(client, n).cube_count()
+}
+
+/// The narrowest address type that reaches every element of `tensors` (32-bit while it can,
+/// 64-bit past 2³² elements).
+pub fn address_type_of<R: CubeRuntime>(tensors: &[&CubeTensor<R>]) -> AddressType {
+    tensors
+        .iter()
+        .map(|t| t.required_address_type())
+        .max()
+        .unwrap_or_default()
+}

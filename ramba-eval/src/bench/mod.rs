@@ -1,0 +1,3 @@
+//! Kernel benchmarks: binaries that print a table (timings never go into tests).
+
+pub mod hsa;

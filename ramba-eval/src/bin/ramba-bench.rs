@@ -1,0 +1,172 @@
+//! `ramba-bench hsa`: kernel benchmarks that print a table (see `ramba_eval::bench`).
+//!
+//! ```text
+//! ramba-bench hsa --backend cuda --batch 8 --lengths 4k,16k,64k --dtype bf16
+//! ramba-bench hsa --backend cuda --batch 1 --lengths 256k,1m,4m --check 2048
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::DType;
+use clap::{Args, Parser, Subcommand};
+use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
+use ramba_core::ops::RambaBackend;
+use ramba_eval::bench::hsa::{self, HsaBenchSettings};
+
+/// Kernel benchmarks.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Chunk selection, HSA forward and forward+backward.
+    Hsa(HsaArgs),
+}
+
+#[derive(Args, Debug)]
+struct HsaArgs {
+    #[arg(long, default_value = "auto", help = "auto, cuda, wgpu or cpu")]
+    backend: BackendKind,
+    #[arg(long, default_value_t = 8, help = "batch size")]
+    batch: usize,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4k,16k,64k",
+        help = "sequence lengths (k = 1024, m = 1024k)"
+    )]
+    lengths: Vec<String>,
+    #[arg(long, default_value = "bf16", help = "input dtype: bf16, f16 or f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 16, help = "query heads")]
+    heads_q: usize,
+    #[arg(long, default_value_t = 1, help = "KV heads")]
+    heads_kv: usize,
+    #[arg(long, default_value_t = 64, help = "head dim")]
+    head_dim: usize,
+    #[arg(long, default_value_t = 64, help = "chunk size S")]
+    chunk: usize,
+    #[arg(long, default_value_t = 8, help = "top-k chunks")]
+    top_k: usize,
+    #[arg(
+        long,
+        default_value_t = 64,
+        help = "retrieval query / landmark width per KV head"
+    )]
+    retrieval_dim: usize,
+    #[arg(
+        long,
+        default_value_t = 131072,
+        help = "run the reference ops where batch·seq is at most this"
+    )]
+    reference_max_tokens: usize,
+    #[arg(
+        long,
+        default_value_t = 0,
+        help = "check the last N tokens' output, dq and dweights against the reference"
+    )]
+    check: usize,
+    #[arg(
+        long,
+        default_value_t = 300.0,
+        help = "timing budget per measurement, ms"
+    )]
+    budget_ms: f64,
+    #[arg(long, help = "append the rows as JSON lines to this file")]
+    json: Option<PathBuf>,
+}
+
+fn parse_len(s: &str) -> Result<usize> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1usize << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        _ => (&t[..], 1),
+    };
+    let n: usize = num
+        .parse()
+        .with_context(|| format!("--lengths: `{s}` is not a length like 4k, 1m or 4096"))?;
+    n.checked_mul(mult)
+        .filter(|&n| n > 0)
+        .with_context(|| format!("--lengths: `{s}` is zero or too large"))
+}
+
+fn parse_dtype(s: &str) -> Result<DType> {
+    Ok(match s {
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        "f32" => DType::F32,
+        other => bail!("--dtype: `{other}` is not one of bf16, f16, f32"),
+    })
+}
+
+struct HsaTask {
+    settings: HsaBenchSettings,
+    json: Option<PathBuf>,
+}
+
+impl BackendTask for HsaTask {
+    type Output = Result<()>;
+
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Result<()> {
+        println!("{info}");
+        let s = &self.settings;
+        let ceil = hsa::ceilings::<B>(&device, s.dtype, s.budget_ms);
+        let rows = hsa::run::<B>(&device, &info.kind.to_string(), s);
+        print!("{}", hsa::table(&rows, &ceil, s));
+        if let Some(path) = &self.json {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            writeln!(f, "{}", serde_json::json!({ "ceilings": ceil }))?;
+            for r in &rows {
+                writeln!(f, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Hsa(a) => {
+            let lengths = a
+                .lengths
+                .iter()
+                .map(|s| parse_len(s))
+                .collect::<Result<Vec<_>>>()?;
+            if a.heads_kv == 0 || a.heads_q % a.heads_kv != 0 {
+                bail!("--heads-q must be a positive multiple of --heads-kv");
+            }
+            let settings = HsaBenchSettings {
+                shapes: lengths.iter().map(|&l| (a.batch, l)).collect(),
+                heads_q: a.heads_q,
+                heads_kv: a.heads_kv,
+                head_dim: a.head_dim,
+                chunk: a.chunk,
+                top_k: a.top_k,
+                retrieval_dim: a.retrieval_dim,
+                dtype: parse_dtype(&a.dtype)?,
+                reference_max_tokens: a.reference_max_tokens,
+                check_tokens: a.check,
+                budget_ms: a.budget_ms,
+            };
+            dispatch(
+                a.backend,
+                HsaTask {
+                    settings,
+                    json: a.json,
+                },
+            )?
+        }
+    }
+}
