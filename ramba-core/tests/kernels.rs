@@ -22,6 +22,27 @@ type Gpu = TestWgpu;
 #[cfg(feature = "cuda-tests")]
 type Gpu = burn::backend::Cuda;
 const TOL: f64 = 1e-4;
+/// A whole model step also runs Burn's own matmuls, which use TF32 tensor cores for f32 on
+/// CUDA (~3e-4 relative); on wgpu they are exact f32.
+const STEP_TOL: f64 = if cfg!(feature = "cuda-tests") {
+    1e-2
+} else {
+    1e-3
+};
+
+/// The oracle runs on the CPU backend (exact f32), whatever backend the kernels run on. Data
+/// travels flattened: CUDA refuses to read some strided (e.g. row-pitched) layouts.
+fn cpu<const D: usize>(x: &Tensor<Gpu, D>) -> Tensor<TestCpu, D> {
+    let shape = x.shape();
+    let flat = x.clone().reshape([shape.num_elements()]).into_data();
+    Tensor::<TestCpu, 1>::from_data(flat.convert::<f32>(), &Default::default()).reshape(shape)
+}
+
+fn cpu_int(x: &Tensor<Gpu, 4, Int>) -> Tensor<TestCpu, 4, Int> {
+    let shape = x.shape();
+    let flat = x.clone().reshape([shape.num_elements()]).into_data();
+    Tensor::<TestCpu, 1, Int>::from_data(flat.convert::<i64>(), &Default::default()).reshape(shape)
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Case {
@@ -131,18 +152,8 @@ fn tensor<B: Backend>(x: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, 4> {
     Tensor::from_primitive(TensorPrimitive::Float(x))
 }
 
-fn assert_close(name: &str, got: Tensor<Gpu, 4>, want: Tensor<Gpu, 4>) {
+fn assert_close(name: &str, got: Tensor<Gpu, 4>, want: Tensor<TestCpu, 4>) {
     let (got, want) = (to_vec(got), to_vec(want));
-    if std::env::var("KDEBUG").is_ok() {
-        let bad: Vec<_> = got
-            .iter()
-            .zip(&want)
-            .enumerate()
-            .filter(|(_, (a, b))| (*a - *b).abs() > 1e-3)
-            .take(12)
-            .collect();
-        eprintln!("{name}: {bad:?}");
-    }
     assert!(
         got.iter().all(|x| x.is_finite()),
         "{name}: non-finite output (an element left unwritten?)"
@@ -161,11 +172,11 @@ fn hsa_forward_matches_reference() {
     for (i, cs) in cases().into_iter().enumerate() {
         let x = inputs::<Gpu>(cs, 100 + i as u64, &device);
         let (want_out, want_lse) = hsa::reference::forward(
-            x.q.clone(),
-            x.k.clone(),
-            x.v.clone(),
-            x.indices.clone(),
-            x.weights.clone(),
+            cpu(&x.q),
+            cpu(&x.k),
+            cpu(&x.v),
+            cpu_int(&x.indices),
+            cpu(&x.weights),
             options(cs),
         );
         poison::<Gpu>(
@@ -191,12 +202,12 @@ fn hsa_backward_matches_reference() {
     for (i, cs) in cases().into_iter().enumerate() {
         let x = inputs::<Gpu>(cs, 200 + i as u64, &device);
         let want = hsa::reference::backward(
-            x.q.clone(),
-            x.k.clone(),
-            x.v.clone(),
-            x.indices.clone(),
-            x.weights.clone(),
-            x.d_out.clone(),
+            cpu(&x.q),
+            cpu(&x.k),
+            cpu(&x.v),
+            cpu_int(&x.indices),
+            cpu(&x.weights),
+            cpu(&x.d_out),
             options(cs),
         );
         let fwd = Gpu::hsa_forward(
@@ -378,7 +389,7 @@ fn training_step_with_kernels_equals_reference() {
     let (loss_cpu, grads_cpu) = step::<TestCpu>(&cpu, &toks, batch, seq, &cpu_dev);
     let (loss_gpu, grads_gpu) = step::<Gpu>(&gpu, &toks, batch, seq, &gpu_dev);
     assert!(
-        (loss_cpu - loss_gpu).abs() < 1e-5 * loss_cpu.abs(),
+        (loss_cpu - loss_gpu).abs() < STEP_TOL * 1e-2 * loss_cpu.abs(),
         "loss {loss_gpu} vs reference {loss_cpu}"
     );
     assert_eq!(grads_cpu.len(), grads_gpu.len());
@@ -422,7 +433,7 @@ fn fused_selection_matches_reference() {
             prim(lmk.clone()),
             options,
         ));
-        let want = selection::reference::select_chunks(qr, lmk, options);
+        let want = selection::reference::select_chunks(cpu(&qr), cpu(&lmk), options);
         let got: Vec<i64> = got.into_data().convert::<i64>().to_vec().unwrap();
         let want: Vec<i64> = want.into_data().convert::<i64>().to_vec().unwrap();
         assert_eq!(got, want, "b={b} l={l} h={h} dr={dr} s={s} k={k}");
@@ -451,22 +462,22 @@ fn hsa_tensor_core_bf16_matches_reference() {
         let cs = Case { off_by_one, ..cs };
         let x = inputs::<Gpu>(cs, 500, &device);
         let bf = |t: Tensor<Gpu, 4>| t.cast(DType::BF16);
-        // The reference sees the bf16-rounded inputs in f32.
-        let f = |t: Tensor<Gpu, 4>| t.cast(DType::BF16).cast(DType::F32);
+        // The reference sees the bf16-rounded inputs in f32, on the CPU.
+        let f = |t: Tensor<Gpu, 4>| cpu(&t.cast(DType::BF16).cast(DType::F32));
         let (want_out, want_lse) = hsa::reference::forward(
             f(x.q.clone()),
             f(x.k.clone()),
             f(x.v.clone()),
-            x.indices.clone(),
-            x.weights.clone(),
+            cpu_int(&x.indices),
+            cpu(&x.weights),
             options(cs),
         );
         let want = hsa::reference::backward(
             f(x.q.clone()),
             f(x.k.clone()),
             f(x.v.clone()),
-            x.indices.clone(),
-            x.weights.clone(),
+            cpu_int(&x.indices),
+            cpu(&x.weights),
             f(x.d_out.clone()),
             options(cs),
         );
@@ -478,7 +489,7 @@ fn hsa_tensor_core_bf16_matches_reference() {
             prim(x.weights.clone()),
             options(cs),
         );
-        let loose = |name: &str, got: Tensor<Gpu, 4>, want: Tensor<Gpu, 4>| {
+        let loose = |name: &str, got: Tensor<Gpu, 4>, want: Tensor<TestCpu, 4>| {
             let (got, want) = (to_vec(got.cast(DType::F32)), to_vec(want));
             assert!(got.iter().all(|x| x.is_finite()), "{name}: non-finite");
             let err = rel_err_vec(&got, &want);

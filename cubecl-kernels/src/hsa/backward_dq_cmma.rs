@@ -11,12 +11,11 @@
 use cubecl::prelude::*;
 use cubecl::{cmma, ir::StorageType};
 
-use super::forward_cmma::{mma_k64, new_acc, TILE_ROWS, WARPS};
+use super::forward_cmma::{load_a, mma_k64, new_acc, rows_times_t, PAD, PAD_H, TILE_ROWS, WARPS};
 use super::HsaShape;
 use crate::launch::{address_type_of, cube_count_for};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 
-const PAD: usize = 72;
 const HEAD_DIM: usize = 64;
 
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -62,8 +61,9 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
     let mut dp_tile =
         SharedMemory::<f32>::new_aligned(comptime!(WARPS as usize * TILE_ROWS * PAD), 32usize);
     let mut ds_tile =
-        SharedMemory::<F>::new_aligned(comptime!(WARPS as usize * TILE_ROWS * PAD), 32usize);
+        SharedMemory::<F>::new_aligned(comptime!(WARPS as usize * TILE_ROWS * PAD_H), 32usize);
     let tile0 = warp * tile;
+    let htile0 = warp * comptime!(TILE_ROWS * PAD_H);
 
     let a0 = new_acc();
     let a1 = new_acc();
@@ -74,6 +74,15 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
     let do_all = d_out.to_slice();
     let k_all = k.to_slice();
     let v_all = v.to_slice();
+    // The group's query and output-gradient rows, loaded once for all slots.
+    let qa0 = load_a::<F>(&q_all, q_base, HEAD_DIM as u32);
+    let qa1 = load_a::<F>(&q_all, q_base + 16, HEAD_DIM as u32);
+    let qa2 = load_a::<F>(&q_all, q_base + 32, HEAD_DIM as u32);
+    let qa3 = load_a::<F>(&q_all, q_base + 48, HEAD_DIM as u32);
+    let oa0 = load_a::<F>(&do_all, q_base, HEAD_DIM as u32);
+    let oa1 = load_a::<F>(&do_all, q_base + 16, HEAD_DIM as u32);
+    let oa2 = load_a::<F>(&do_all, q_base + 32, HEAD_DIM as u32);
+    let oa3 = load_a::<F>(&do_all, q_base + 48, HEAD_DIM as u32);
 
     for slot in 0..top_k {
         let c = i32::cast_from(indices[sel_base + slot]);
@@ -83,15 +92,15 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
             #[unroll]
             for n in 0..4usize {
                 let s = new_acc();
-                mma_k64::<F>(
-                    &q_all,
-                    q_base,
-                    HEAD_DIM as u32,
+                let rs = row_stride as u32;
+                rows_times_t::<F>(
+                    &qa0,
+                    &qa1,
+                    &qa2,
+                    &qa3,
                     &k_all,
                     row0 + n * 16 * row_stride,
-                    row_stride as u32,
-                    16usize,
-                    cmma::MatrixLayout::ColMajor,
+                    rs,
                     &s,
                 );
                 cmma::store(
@@ -101,15 +110,14 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
                     cmma::MatrixLayout::RowMajor,
                 );
                 let dp = new_acc();
-                mma_k64::<F>(
-                    &do_all,
-                    q_base,
-                    HEAD_DIM as u32,
+                rows_times_t::<F>(
+                    &oa0,
+                    &oa1,
+                    &oa2,
+                    &oa3,
                     &v_all,
                     row0 + n * 16 * row_stride,
-                    row_stride as u32,
-                    16usize,
-                    cmma::MatrixLayout::ColMajor,
+                    rs,
                     &dp,
                 );
                 cmma::store(
@@ -120,18 +128,26 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
                 );
             }
             sync_plane();
+            // Two lanes a row, interleaved columns.
+            let r = lane / 2;
+            let h = lane % 2;
+            let r0 = tile0 + r * PAD + h;
+            let h0 = htile0 + r * PAD_H + h;
+            let l = lse[lse_base + r * top_k + slot];
             let mut d = 0.0f32;
-            if lane < TILE_ROWS {
-                let r0 = tile0 + lane * PAD;
-                let l = lse[lse_base + lane * top_k + slot];
-                for i in 0..HEAD_DIM {
-                    d += f32::exp(s_tile[r0 + i] * scale - l) * dp_tile[r0 + i];
-                }
-                for i in 0..HEAD_DIM {
-                    let p = f32::exp(s_tile[r0 + i] * scale - l);
-                    ds_tile[r0 + i] = F::cast_from(w * p * (dp_tile[r0 + i] - d) * scale);
-                }
-                delta[lse_base + lane * top_k + slot] = d;
+            for i in 0..comptime!(HEAD_DIM / 2) {
+                d += f32::exp(s_tile[r0 + 2 * i] * scale - l) * dp_tile[r0 + 2 * i];
+            }
+            d += plane_shuffle_xor(d, 1);
+            for i in 0..comptime!(HEAD_DIM / 2) {
+                let p = f32::exp(s_tile[r0 + 2 * i] * scale - l);
+                ds_tile[h0 + 2 * i] = F::cast_from(w * p * (dp_tile[r0 + 2 * i] - d) * scale);
+            }
+            if h == 0 {
+                delta[lse_base + r * top_k + slot] = d;
+            } else {
+                // Each row's D once in the plane sum below.
+                d = 0.0f32;
             }
             let total = plane_sum(d);
             if lane == 0 {
@@ -143,8 +159,8 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
             let step = 16 * row_stride;
             mma_k64::<F>(
                 &ds_all,
-                tile0,
-                PAD as u32,
+                htile0,
+                PAD_H as u32,
                 &k_all,
                 row0,
                 ks,
@@ -154,8 +170,8 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
             );
             mma_k64::<F>(
                 &ds_all,
-                tile0,
-                PAD as u32,
+                htile0,
+                PAD_H as u32,
                 &k_all,
                 row0 + 16,
                 ks,
@@ -165,8 +181,8 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
             );
             mma_k64::<F>(
                 &ds_all,
-                tile0,
-                PAD as u32,
+                htile0,
+                PAD_H as u32,
                 &k_all,
                 row0 + 32,
                 ks,
@@ -176,8 +192,8 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
             );
             mma_k64::<F>(
                 &ds_all,
-                tile0,
-                PAD as u32,
+                htile0,
+                PAD_H as u32,
                 &k_all,
                 row0 + 48,
                 ks,

@@ -26,8 +26,11 @@ use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 pub const WARPS: u32 = 4;
 /// Query heads per tile (the `m` of the fragments).
 pub const TILE_ROWS: usize = 16;
-/// Row stride of the shared scratch tiles, in elements (64 + 8 padding, a multiple of 8).
-const PAD: usize = 72;
+/// Row stride of the f32 scratch tiles, in elements (a multiple of 4, and 68 mod 32 = 4 spreads
+/// the rows of a half-row-per-lane softmax over the banks).
+pub(crate) const PAD: usize = 68;
+/// Row stride of the half-precision `P` tiles (a multiple of 8 for fragment loads).
+pub(crate) const PAD_H: usize = 72;
 const HEAD_DIM: usize = 64;
 
 #[cube]
@@ -82,6 +85,57 @@ pub(crate) fn mma_k64<F: Float>(
     }
 }
 
+/// A row-major fragment `A` of 16×16 at `off` (row stride `stride`).
+#[cube]
+pub(crate) fn load_a<F: Float>(src: &Slice<F>, off: usize, stride: u32) -> cmma::Matrix<F> {
+    cmma::Matrix::<F>::from_slice(
+        cmma::MatrixIdent::A,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::RowMajor,
+        &src.slice(off, src.len()),
+        stride,
+    )
+}
+
+/// `acc += X·Yᵀ` for a 16×64 row block `X` held as four k-step fragments and the 16 rows of
+/// `Y` at `y_off` (row stride `y_stride`), read column-major as `B = Yᵀ`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_times_t<F: Float>(
+    x0: &cmma::Matrix<F>,
+    x1: &cmma::Matrix<F>,
+    x2: &cmma::Matrix<F>,
+    x3: &cmma::Matrix<F>,
+    y: &Slice<F>,
+    y_off: usize,
+    y_stride: u32,
+    acc: &cmma::Matrix<f32>,
+) {
+    #[unroll]
+    for ks in 0..4usize {
+        let fb = cmma::Matrix::<F>::from_slice(
+            cmma::MatrixIdent::B,
+            16usize,
+            16usize,
+            16usize,
+            cmma::MatrixLayout::ColMajor,
+            &y.slice(y_off + ks * 16, y.len()),
+            y_stride,
+        );
+        if ks == 0 {
+            cmma::execute::<F, F, f32, f32>(x0, &fb, acc, acc);
+        } else if ks == 1 {
+            cmma::execute::<F, F, f32, f32>(x1, &fb, acc, acc);
+        } else if ks == 2 {
+            cmma::execute::<F, F, f32, f32>(x2, &fb, acc, acc);
+        } else {
+            cmma::execute::<F, F, f32, f32>(x3, &fb, acc, acc);
+        }
+    }
+}
+
 #[cube(launch_unchecked, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
 fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
@@ -120,8 +174,9 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
     let mut scratch =
         SharedMemory::<f32>::new_aligned(comptime!(WARPS as usize * TILE_ROWS * PAD), 32usize);
     let mut probs =
-        SharedMemory::<F>::new_aligned(comptime!(WARPS as usize * TILE_ROWS * PAD), 32usize);
+        SharedMemory::<F>::new_aligned(comptime!(WARPS as usize * TILE_ROWS * PAD_H), 32usize);
     let tile0 = warp * comptime!(TILE_ROWS * PAD);
+    let ptile0 = warp * comptime!(TILE_ROWS * PAD_H);
 
     let o0 = new_acc();
     let o1 = new_acc();
@@ -131,6 +186,11 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
     let q_all = q.to_slice();
     let k_all = k.to_slice();
     let v_all = v.to_slice();
+    // The group's 16 query rows, loaded once for all slots.
+    let qa0 = load_a::<F>(&q_all, q_base, HEAD_DIM as u32);
+    let qa1 = load_a::<F>(&q_all, q_base + 16, HEAD_DIM as u32);
+    let qa2 = load_a::<F>(&q_all, q_base + 32, HEAD_DIM as u32);
+    let qa3 = load_a::<F>(&q_all, q_base + 48, HEAD_DIM as u32);
 
     for slot in 0..top_k {
         let c = i32::cast_from(indices[sel_base + slot]);
@@ -141,15 +201,14 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
             #[unroll]
             for n in 0..comptime!(chunk / 16) {
                 let s = new_acc();
-                mma_k64::<F>(
-                    &q_all,
-                    q_base,
-                    HEAD_DIM as u32,
+                rows_times_t::<F>(
+                    &qa0,
+                    &qa1,
+                    &qa2,
+                    &qa3,
                     &k_all,
                     row0 + n * 16 * row_stride,
                     row_stride as u32,
-                    16usize,
-                    cmma::MatrixLayout::ColMajor,
                     &s,
                 );
                 cmma::store(
@@ -160,25 +219,33 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
                 );
             }
             sync_plane();
-            // 2. Softmax per row, times the slot weight, as the input dtype.
-            if lane < TILE_ROWS {
-                let r0 = tile0 + lane * PAD;
-                let mut top = f32::new(-3.0e38);
-                if off_by_one > 0.0f32 {
-                    top = f32::new(0.0);
-                }
-                for i in 0..chunk {
-                    top = max(top, scratch[r0 + i] * scale);
-                }
-                let mut z = off_by_one * f32::exp(0.0f32 - top);
-                for i in 0..chunk {
-                    z += f32::exp(scratch[r0 + i] * scale - top);
-                }
-                let l = top + f32::ln(z);
-                for i in 0..chunk {
-                    probs[r0 + i] = F::cast_from(w * f32::exp(scratch[r0 + i] * scale - l));
-                }
-                lse[lse_base + lane * top_k + slot] = l;
+            // 2. Softmax per row, two lanes a row (interleaved columns), times the slot weight,
+            //    as the input dtype.
+            let r = lane / 2;
+            let h = lane % 2;
+            let r0 = tile0 + r * PAD + h;
+            let p0 = ptile0 + r * PAD_H + h;
+            // With off-by-one the implicit zero logit joins the max (scale > 0, so the max
+            // of raw scores scales).
+            let mut top = f32::new(-3.0e38);
+            if off_by_one > 0.0f32 {
+                top = f32::new(0.0);
+            }
+            for i in 0..comptime!(chunk / 2) {
+                top = max(top, scratch[r0 + 2 * i]);
+            }
+            top = max(top, plane_shuffle_xor(top, 1)) * scale;
+            let mut z = 0.0f32;
+            for i in 0..comptime!(chunk / 2) {
+                z += f32::exp(scratch[r0 + 2 * i] * scale - top);
+            }
+            z += plane_shuffle_xor(z, 1);
+            let l = top + f32::ln(z + off_by_one * f32::exp(0.0f32 - top));
+            for i in 0..comptime!(chunk / 2) {
+                probs[p0 + 2 * i] = F::cast_from(w * f32::exp(scratch[r0 + 2 * i] * scale - l));
+            }
+            if h == 0 {
+                lse[lse_base + r * top_k + slot] = l;
             }
             sync_plane();
             // 3. O += (w·P)·V, one output column tile at a time; keys are the inner dimension.
@@ -187,8 +254,8 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
             let step = 16 * row_stride;
             mma_k64::<F>(
                 &p_all,
-                tile0,
-                PAD as u32,
+                ptile0,
+                PAD_H as u32,
                 &v_all,
                 row0,
                 vs,
@@ -198,8 +265,8 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
             );
             mma_k64::<F>(
                 &p_all,
-                tile0,
-                PAD as u32,
+                ptile0,
+                PAD_H as u32,
                 &v_all,
                 row0 + 16,
                 vs,
@@ -209,8 +276,8 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
             );
             mma_k64::<F>(
                 &p_all,
-                tile0,
-                PAD as u32,
+                ptile0,
+                PAD_H as u32,
                 &v_all,
                 row0 + 32,
                 vs,
@@ -220,8 +287,8 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
             );
             mma_k64::<F>(
                 &p_all,
-                tile0,
-                PAD as u32,
+                ptile0,
+                PAD_H as u32,
                 &v_all,
                 row0 + 48,
                 vs,

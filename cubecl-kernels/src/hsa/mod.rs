@@ -5,6 +5,7 @@
 //! inputs contiguous and launch the kernels of the files beside this one.
 
 pub mod backward_dkdv;
+pub mod backward_dkdv_cmma;
 pub mod backward_dq;
 pub mod backward_dq_cmma;
 pub mod forward;
@@ -162,8 +163,12 @@ pub fn hsa_backward<R: CubeRuntime>(
         shape,
     );
     let index = index::inverted_index(indices, shape);
-    let (dk, dv) =
-        backward_dkdv::hsa_backward_dkdv(q, k, v, weights, lse, delta, d_out, index, shape);
+    let pass2 = if forward_cmma::supported(&q, &shape) && !scalar_forced() {
+        backward_dkdv_cmma::hsa_backward_dkdv_cmma
+    } else {
+        backward_dkdv::hsa_backward_dkdv
+    };
+    let (dk, dv) = pass2(q, k, v, weights, lse, delta, d_out, index, shape);
     HsaGradients {
         q: dq,
         k: dk,

@@ -89,7 +89,7 @@ fn time_ms<B: Backend>(device: &B::Device, budget_ms: f64, mut f: impl FnMut()) 
         drop(x);
         B::sync(device).expect("device sync");
     };
-    let mut once = |f: &mut dyn FnMut()| {
+    let once = |f: &mut dyn FnMut()| {
         flush(device);
         let t0 = Instant::now();
         f();
@@ -129,7 +129,7 @@ pub fn ceilings<B: RambaBackend>(device: &B::Device, dtype: DType, budget_ms: f6
     let mm = time_ms::<B>(device, budget_ms, || {
         let _ = a.clone().matmul(b.clone());
     });
-    let len = 512 << 20;
+    let len: usize = 512 << 20;
     let x = Tensor::<B, 1>::random([len], Distribution::Normal(0.0, 1.0), device);
     let copy = time_ms::<B>(device, budget_ms, || {
         let _ = x.clone().mul_scalar(1.0);
@@ -201,8 +201,6 @@ pub fn run<B: RambaBackend>(
         });
         let sel = selection::select_chunks(p.queries.clone(), p.landmarks.clone(), sel_options);
         let (indices, weights) = (sel.indices, sel.weights);
-        drop(p.queries);
-        drop(p.landmarks);
 
         let fwd = || {
             B::hsa_forward(
@@ -355,7 +353,7 @@ fn check_tail<B: RambaBackend>(
         k.clone(),
         v.clone(),
         idx.clone(),
-        tail(weights.clone()),
+        f32s(tail(weights.clone())),
         options,
     );
     let [dq_ref, _, _, dw_ref] = hsa::reference::backward(
@@ -363,7 +361,7 @@ fn check_tail<B: RambaBackend>(
         k,
         v,
         idx,
-        tail(weights.clone()),
+        f32s(tail(weights.clone())),
         f32s(tail(p.d_out.clone())),
         options,
     );

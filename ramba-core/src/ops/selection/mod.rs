@@ -11,6 +11,7 @@ pub(crate) mod cube;
 pub mod reference;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use super::{softplus, RambaBackend};
@@ -73,7 +74,8 @@ pub fn select_chunks<B: RambaBackend>(
         options,
     ));
     let valid = indices.clone().greater_equal_elem(0);
-    let scores = slot_scores(queries, landmarks, indices.clone());
+    // Weights are computed in f32 whatever the activations' dtype (spec §3).
+    let scores = slot_scores(queries, landmarks, indices.clone()).cast(DType::F32);
     let weights = chunk_weights(scores, valid, options.weighting);
     ChunkSelection { indices, weights }
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One GPU call: the peers (ceilings, the authors' HSA kernels) from shared/anchors-bench, the
+# CUDA kernel tests, then `ramba-bench hsa` on CUDA (paper shape, B = 8 and the long B = 1
+# rows with a tail check) and on wgpu/Vulkan, so every ratio is measured in one run.
+#
+# Here (CPU machine), once per change:
+#   cargo build --release -p ramba-eval --bin ramba-bench
+#   cargo test --release -p ramba-core --features cuda-tests --test kernels --no-run
+#   scripts/gpu-hsa-bench.sh --pack        # strips and gzips them into .carry/bin
+# On the device machine (carry .carry, .bench, .gl):
+#   OUT=$OUT bash scripts/gpu-hsa-bench.sh
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+if [ "${1:-}" = --pack ]; then
+  mkdir -p .carry/bin
+  cp target/release/ramba-bench .carry/bin/ramba-bench
+  test=$(ls -t target/release/deps/kernels-* | grep -v '\.d$' | head -1)
+  cp "$test" .carry/bin/kernels-test
+  strip .carry/bin/ramba-bench .carry/bin/kernels-test
+  gzip -f .carry/bin/ramba-bench .carry/bin/kernels-test
+  ls -la .carry/bin
+  exit 0
+fi
+
+OUT=${OUT:-$ROOT/.carry/out}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" / 2>/dev/null; done
+ldconfig
+export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+for b in ramba-bench kernels-test; do
+  gunzip -c ".carry/bin/$b.gz" > "/tmp/$b" && chmod +x "/tmp/$b"
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+
+STAGES=${STAGES:-"anchors tests cuda long scalar wgpu"}
+has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
+
+if has anchors; then
+  SECTIONS=${ANCHOR_SECTIONS:-"ceil hsa"} BS=${ANCHOR_BS:-8} DEADLINE=${ANCHOR_DEADLINE:-200} \
+    OUT="$OUT/anchors" bash .bench/anchors/run_all.sh > "$OUT/anchors.txt" 2>&1
+  tail -n 40 "$OUT/anchors.txt"
+fi
+if has tests; then
+  timeout 240 /tmp/kernels-test --test-threads 1 2>&1 | tail -n 30 | tee "$OUT/tests_cuda.txt"
+fi
+if has cuda; then
+  timeout 300 /tmp/ramba-bench hsa --backend cuda --batch 8 --lengths ${LENGTHS:-4k,16k,64k} \
+    --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"
+fi
+if has scalar; then
+  RAMBA_HSA_KERNEL=scalar timeout 200 /tmp/ramba-bench hsa --backend cuda --batch 8 --lengths 16k \
+    --reference-max-tokens 0 --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"
+fi
+if has long; then
+  timeout 400 /tmp/ramba-bench hsa --backend cuda --batch 1 --lengths ${LONG:-256k,1m,4m} \
+    --reference-max-tokens 0 --check 2048 --budget-ms 200 --json "$OUT/bench.jsonl" 2>&1 \
+    | tee -a "$OUT/bench.txt"
+fi
+if has wgpu; then
+  timeout 200 /tmp/ramba-bench hsa --backend wgpu --batch 8 --lengths 16k --reference-max-tokens 0 \
+    --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"
+fi
+if has ncu; then
+  # Hardware counters of one launch of each tensor-core kernel (Firecracker machines only).
+  for k in hsa_forward_cmma hsa_backward_dq_cmma hsa_backward_dkdv_cmma select_kernel scatter_kernel; do
+    timeout 120 ncu --clock-control none -k "regex:$k" -c 1 --section SpeedOfLight \
+      --section LaunchStats --section Occupancy --section WarpStateStats \
+      /tmp/ramba-bench hsa --backend cuda --batch 8 --lengths 16k --budget-ms 1 \
+      --reference-max-tokens 0 > "/tmp/ncu_$k.txt" 2>&1; cat "/tmp/ncu_$k.txt" >> "$OUT/ncu.txt"
+    grep -E "Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Throughput|Memory Throughput|Shared Memory Config|Dynamic Shared|Static Shared|Warp Cycles Per Issued|Block Limit" "/tmp/ncu_$k.txt" | sed "s/^/$k: /"
+  done
+fi
