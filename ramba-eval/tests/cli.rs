@@ -253,7 +253,10 @@ fn nan_weights_warn() {
         .model
         .init::<CpuBackend>(&Default::default())
         .map(&mut Poison);
-    save_weights(&model, &checkpoint_dir(&dir, 1).join("model.safetensors")).unwrap();
+    // Replaces the healthy weights run_folder wrote (safetensors files are not overwritten).
+    let weights = checkpoint_dir(&dir, 1).join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    save_weights(&model, &weights).unwrap();
     let text = dir.join("t.txt");
     std::fs::write(&text, "hello world. ".repeat(50)).unwrap();
     let (ok, _, err) = eval(&[
