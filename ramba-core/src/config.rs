@@ -347,6 +347,10 @@ impl ModelConfig {
             positive("model.hsa.chunk_size", h.chunk_size)?;
             positive("model.hsa.top_k", h.top_k)?;
             positive("model.hsa.head_dim", h.head_dim)?;
+            // `divides` below only checks its divisor: a zero dividend passes it, and a
+            // zero head count or retrieval width would divide by zero in the modules.
+            positive("model.hsa.n_heads", h.n_heads)?;
+            positive("model.hsa.retrieval_dim", h.retrieval_dim)?;
             divides(
                 "model.hsa.n_kv_heads",
                 h.n_kv_heads,

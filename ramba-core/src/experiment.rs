@@ -165,13 +165,36 @@ impl ExperimentConfig {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut doc: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut set_keys = vec![];
         for o in overrides {
             apply_override(&mut doc, o).with_context(|| format!("--set {o}"))?;
+            set_keys.push((o.split_once('=').map_or(o.as_str(), |(k, _)| k.trim()), o));
         }
-        let cfg: Self = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
-            .with_context(|| format!("in {}", path.display()))?;
+        // serde_path_to_error names the key a wrong type sits at (toml's own error from a
+        // `Value` has no position), and the key says whether the value came from `--set`.
+        let cfg: Self = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.inner().message().trim().to_string();
+            let origin = set_keys
+                .iter()
+                .find(|(k, _)| {
+                    // The value itself, or (an unknown key) the section it was set in.
+                    let unknown_here = k
+                        .strip_prefix(&format!("{key}."))
+                        .is_some_and(|leaf| inner.contains(&format!("`{leaf}`")));
+                    key == *k
+                        || key.starts_with(&format!("{k}."))
+                        || key.starts_with(&format!("{k}["))
+                        || unknown_here
+                })
+                .map(|(_, o)| format!("--set {o}"))
+                .unwrap_or_else(|| path.display().to_string());
+            if key == "." || key.is_empty() {
+                anyhow::anyhow!("{inner} (in {origin})")
+            } else {
+                anyhow::anyhow!("{key}: {inner} (in {origin})")
+            }
+        })?;
         cfg.validate()
             .with_context(|| format!("in {}", path.display()))?;
         Ok(cfg)
@@ -249,17 +272,36 @@ impl ExperimentConfig {
         if let Some(d) = e.passkey_depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
             bail!("eval.passkey_depths must be in [0, 1] (got {d})");
         }
+        if e.passkey_multiples.is_empty() || e.passkey_depths.is_empty() {
+            bail!("eval.passkey_multiples and eval.passkey_depths must not be empty");
+        }
+        if e.max_context == 0 {
+            bail!("eval.max_context must be ≥ 1");
+        }
         if e.passkey_trials == 0 {
             bail!("eval.passkey_trials must be ≥ 1");
         }
-        if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
-            bail!(
-                "run.name must be a non-empty folder name (got {:?})",
-                self.run.name
-            );
-        }
+        validate_run_name(&self.run.name)?;
         Ok(())
     }
+}
+
+/// `run.name` must be one plain folder name: `..`, `.`, separators or an absolute path would put
+/// the run folder (and the files it overwrites) outside `run.dir`.
+pub fn validate_run_name(name: &str) -> Result<()> {
+    use std::path::Component;
+    let mut parts = Path::new(name).components();
+    let single = matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    );
+    if !single || name.contains(['/', '\\']) || name.trim().is_empty() {
+        bail!(
+            "run.name must be a single folder name inside run.dir, without `/`, `\\`, `.` or \
+             `..` (got {name:?})"
+        );
+    }
+    Ok(())
 }
 
 /// Sets `section.key=value` in a TOML table. The value is parsed as TOML (numbers, booleans,

@@ -77,6 +77,26 @@ pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
+/// The device of the wgpu tests, after checking once per process that an adapter opens. Without
+/// one (no GPU and no lavapipe) cubecl's wgpu runtime dies in an `unwrap` with a long backtrace;
+/// this fails the test with one line naming the fix instead.
+pub fn wgpu_device() -> burn::backend::wgpu::WgpuDevice {
+    static PROBE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let probe = PROBE.get_or_init(|| {
+        crate::backend::open(crate::backend::BackendKind::Wgpu)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    });
+    if let Err(e) = probe {
+        panic!(
+            "the wgpu tests need a Vulkan adapter and none opened ({}); install Mesa's lavapipe \
+             (apt-get install mesa-vulkan-drivers) or run scripts/test, which does",
+            e.lines().next().unwrap_or_default()
+        );
+    }
+    Default::default()
+}
+
 /// Instantiates generic test functions `fn name<B: RambaBackend>(device: &B::Device)` once per
 /// backend: `mod cpu` (NdArray) and `mod wgpu` (lavapipe when no GPU).
 #[macro_export]
@@ -86,7 +106,7 @@ macro_rules! backend_tests {
             $(#[test] fn $name() { super::$name::<$crate::testing::TestCpu>(&Default::default()) })*
         }
         mod wgpu {
-            $(#[test] fn $name() { super::$name::<$crate::testing::TestWgpu>(&Default::default()) })*
+            $(#[test] fn $name() { super::$name::<$crate::testing::TestWgpu>(&$crate::testing::wgpu_device()) })*
         }
     };
 }

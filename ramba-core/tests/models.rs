@@ -70,9 +70,8 @@ fn tokens<B: Backend>(
     batch: usize,
     seq: usize,
     vocab: usize,
-    device: &B::Device,
+    _device: &B::Device,
 ) -> Vec<i64> {
-    let _ = device;
     let mut r = rng(seed);
     random_vec(&mut r, batch * seq, 1.0)
         .iter()
@@ -84,10 +83,36 @@ fn int2<B: Backend>(v: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tenso
     Tensor::from_data(TensorData::new(v, shape).convert::<B::IntElem>(), device)
 }
 
-struct FloatParams(usize);
-impl<B: Backend> ModuleVisitor<B> for FloatParams {
-    fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<B, D>>) {
-        self.0 += 1;
+/// Checks the gradient of every float parameter: present, finite, not all zero. Problems are
+/// collected with the parameter's module path.
+struct GradCheck<'a> {
+    grads: &'a GradientsParams,
+    path: Vec<String>,
+    params: usize,
+    problems: Vec<String>,
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCheck<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.params += 1;
+        let name = self.path.join(".");
+        match self.grads.get::<B::InnerBackend, D>(param.id) {
+            None => self.problems.push(format!("{name}: no gradient")),
+            Some(g) => {
+                let g = to_vec(g);
+                if g.iter().any(|x| !x.is_finite()) {
+                    self.problems.push(format!("{name}: non-finite gradient"));
+                } else if g.iter().all(|&x| x == 0.0) {
+                    self.problems.push(format!("{name}: gradient is all zeros"));
+                }
+            }
+        }
     }
 }
 
@@ -114,12 +139,20 @@ fn every_model_trains_one_step<B: RambaBackend>(device: &B::Device) {
             "{name}: initial loss {value} far from ln(vocab) = {uniform}"
         );
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let mut count = FloatParams(0);
-        model.visit(&mut count);
-        assert_eq!(
-            grads.len(),
-            count.0,
-            "{name}: every parameter tensor gets a gradient"
+        let mut check = GradCheck {
+            grads: &grads,
+            path: vec![],
+            params: 0,
+            problems: vec![],
+        };
+        model.visit(&mut check);
+        assert!(check.params > 0, "{name}: no parameters visited");
+        assert!(
+            check.problems.is_empty(),
+            "{name}: {} of {} parameters: {:?}",
+            check.problems.len(),
+            check.params,
+            check.problems
         );
     }
 }
@@ -281,10 +314,53 @@ fn sliding_window_forgets<B: RambaBackend>(device: &B::Device) {
     );
 }
 
+/// Every architecture returns one state per decoder block: Mamba blocks carry theirs (the
+/// second segment's logits depend on it), attention blocks are stateless (it changes nothing).
+fn every_model_carries_its_block_states<B: RambaBackend>(device: &B::Device) {
+    use ramba_core::nn::block::BlockState;
+    let seq = 16;
+    for (name, cfg) in variants() {
+        let model = cfg.init::<B>(device);
+        let toks = tokens::<B>(7, 1, 2 * seq, cfg.vocab_size, device);
+        let first = int2::<B>(toks[..seq].to_vec(), [1, seq], device);
+        let second = || int2::<B>(toks[seq..].to_vec(), [1, seq], device);
+        let (_, state) = model.forward_with_state(first, None);
+        assert_eq!(
+            state.blocks.len(),
+            cfg.n_blocks(),
+            "{name}: one state per block"
+        );
+        let mamba = state
+            .blocks
+            .iter()
+            .filter(|b| matches!(b, BlockState::Mamba(_)))
+            .count();
+        let expected = if cfg.arch.uses_mamba() {
+            cfg.n_blocks()
+        } else {
+            0
+        };
+        assert_eq!(mamba, expected, "{name}: Mamba states");
+        let carried = to_vec(model.forward_with_state(second(), Some(state)).0);
+        let fresh = to_vec(model.forward_with_state(second(), None).0);
+        assert!(carried.iter().all(|x| x.is_finite()), "{name}");
+        let diff = rel_err_vec(&carried, &fresh);
+        if cfg.arch.uses_mamba() {
+            assert!(
+                diff > 1e-5,
+                "{name}: the carried state must matter ({diff})"
+            );
+        } else {
+            assert!(diff < 1e-6, "{name}: attention keeps no state ({diff})");
+        }
+    }
+}
+
 backend_tests!(
     every_model_trains_one_step,
     models_are_causal,
     mamba_state_carries_across_segments,
+    every_model_carries_its_block_states,
     train_segments_run_independently,
     sliding_window_forgets
 );
@@ -344,4 +420,29 @@ fn bad_configs_name_the_key() {
     assert!(ModelConfig::default()
         .validate_seq_len("data.seq_len", 4096)
         .is_ok());
+}
+
+/// Without a Vulkan adapter (no GPU, no lavapipe: simulated by pointing the Vulkan loader at no
+/// driver) a wgpu test fails with one line naming the fix, not a panic deep in cubecl's wgpu
+/// runtime.
+#[test]
+fn missing_vulkan_adapter_is_one_clear_line() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "wgpu::models_are_causal", "--test-threads=1"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/no_icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/no_icd.json")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("apt-get install mesa-vulkan-drivers") && text.contains("Vulkan adapter"),
+        "{text}"
+    );
+    assert!(!text.contains("unwrap()"), "{text}");
 }

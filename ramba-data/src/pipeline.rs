@@ -395,9 +395,10 @@ mod tests {
         let p2 = mixed(&TempDir::new("det2"));
         assert_eq!(a, p2.batch(Split::Train, 5));
         // Out-of-order access changes nothing (no hidden state).
-        let _ = p.batch(Split::Train, 6);
-        let _ = p.batch(Split::Val, 0);
+        let (b6, v0) = (p.batch(Split::Train, 6), p.batch(Split::Val, 0));
         assert_eq!(a, p.batch(Split::Train, 5));
+        assert_eq!(b6, p.batch(Split::Train, 6));
+        assert_eq!(v0, p.batch(Split::Val, 0));
         assert_ne!(a.inputs, p.batch(Split::Train, 6).inputs);
         assert_ne!(a.inputs, p.batch(Split::Val, 5).inputs);
         // A different seed gives different data.

@@ -9,6 +9,14 @@
 //!
 //! A raw u16 file starting with the magic would need ids 54696 and 308 in a row: both
 //! above GPT-2's vocab, so the sniffing cannot misfire on GPT-2 data.
+//!
+//! A raw file carries no dtype, so a wrong `dtype` is caught by what it does to the ids:
+//! - u32 tokens read as u16: every id < 65 536 becomes (id, 0), so every second u16 is zero.
+//!   [`Shard::open`] refuses a raw u16 file whose head has zeros at (nearly) all odd
+//!   positions but not at the even ones (real text almost never repeats token 0 like that);
+//! - u16 tokens read as u32: two ids fuse into `a + 65536·b`, far above any vocabulary, which
+//!   the vocabulary check ([`ShardSet::check_vocab`]) reports. A file whose size is not a
+//!   multiple of 4 is refused outright.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -105,7 +113,17 @@ impl Shard {
                         dtype
                     );
                 }
-                (0, width, size / width)
+                let len = size / width;
+                if dtype == ShardDtype::U16 {
+                    looks_like_u32(&map, len).map_err(|why| {
+                        anyhow::anyhow!(
+                            "shard {} is read as dtype = \"u16\" but looks like u32 tokens \
+                             ({why}); set dtype = \"u32\" for this source",
+                            path.display()
+                        )
+                    })?;
+                }
+                (0, width, len)
             }
         };
         Ok(Self {
@@ -126,6 +144,30 @@ impl Shard {
             u32::from_le_bytes([b[0], b[1], b[2], b[3]])
         }
     }
+}
+
+/// Tokens of a raw u16 file's head inspected by [`looks_like_u32`].
+const SNIFF_TOKENS: usize = 1 << 16;
+
+/// `Err(why)` when the head of a raw u16 file (`len` tokens in `bytes`) has the signature of
+/// little-endian u32 ids below 65 536: zero at ≥ 95% of the odd positions, and not at most of
+/// the even ones. Too short a file (< 64 tokens) is not judged.
+fn looks_like_u32(bytes: &[u8], len: usize) -> std::result::Result<(), String> {
+    let n = len.min(SNIFF_TOKENS) / 2 * 2;
+    if n < 64 {
+        return Ok(());
+    }
+    let zero = |i: usize| bytes[2 * i] == 0 && bytes[2 * i + 1] == 0;
+    let odd = (1..n).step_by(2).filter(|&i| zero(i)).count();
+    let even = (0..n).step_by(2).filter(|&i| zero(i)).count();
+    let pairs = n / 2;
+    if odd * 100 >= pairs * 95 && even * 2 <= pairs {
+        return Err(format!(
+            "{odd} of the first {pairs} odd-position u16 values are 0, against {even} of the \
+             even ones"
+        ));
+    }
+    Ok(())
 }
 
 /// The shards of one source, read as one concatenated token stream.
@@ -330,6 +372,39 @@ pub(crate) mod tests {
             msg.contains("mismatch.bin") && msg.contains("u32 tokens"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn u32_tokens_read_as_u16_are_refused() {
+        let d = TempDir::new("shards-width");
+        // GPT-2-like ids written as u32: as u16 every second value is 0.
+        let toks: Vec<u32> = (0..5000).map(|i| 1 + (i * 7919) % 50_000).collect();
+        let p = d.write("u32.bin", &raw_u32(&toks));
+        let msg = format!("{:#}", ShardSet::open(&p, ShardDtype::U16).err().unwrap());
+        assert!(
+            msg.contains("u32.bin") && msg.contains("dtype = \"u32\""),
+            "{msg}"
+        );
+        // Read with the right dtype it opens and reads back exactly.
+        assert_eq!(
+            read_all(&ShardSet::open(&p, ShardDtype::U32).unwrap()),
+            toks
+        );
+        // Real u16 data with some zero ids (token 0 is "!" in GPT-2) is not mistaken for it.
+        let mut toks16 = toks.clone();
+        for i in (1..toks16.len()).step_by(4) {
+            toks16[i] = 0;
+        }
+        let p = d.write("u16.bin", &raw_u16(&toks16));
+        assert_eq!(
+            read_all(&ShardSet::open(&p, ShardDtype::U16).unwrap()),
+            toks16
+        );
+        // u16 tokens read as u32 fuse pairs into ids far above the vocabulary.
+        let p = d.write("u16as32.bin", &raw_u16(&toks[..4000]));
+        let set = ShardSet::open(&p, ShardDtype::U32).unwrap();
+        let msg = format!("{:#}", set.check_vocab(50_257, "gpt2").unwrap_err());
+        assert!(msg.contains("wrong dtype"), "{msg}");
     }
 
     #[test]

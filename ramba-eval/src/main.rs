@@ -65,9 +65,10 @@ struct PasskeyArgs {
     #[arg(
         long,
         default_value_t = 5,
-        help = "trials per cell, each with a different key"
+        value_parser = clap::value_parser!(u32).range(1..=MAX_TRIALS),
+        help = "trials per cell, each with a different key (1 or more)"
     )]
-    trials: usize,
+    trials: u32,
     /// Random-token haystack instead of the filler sentences.
     #[arg(
         long,
@@ -98,10 +99,18 @@ struct PplArgs {
     #[arg(
         long,
         default_value_t = 8,
-        help = "non-overlapping windows evaluated per length"
+        value_parser = clap::value_parser!(u64).range(1..),
+        help = "non-overlapping windows evaluated per length (1 or more)"
     )]
-    max_windows: usize,
+    max_windows: u64,
 }
+
+/// Most depths a `--depths` grid may have (a 0.001 step over [0, 1]): more is a typo, and an
+/// unbounded grid allocated terabytes or never ended.
+const MAX_DEPTHS: usize = 1001;
+
+/// Most trials per cell.
+const MAX_TRIALS: i64 = 100_000;
 
 /// `4k` → 4096, `1M` → 1048576, `300` → 300.
 fn parse_len(s: &str) -> Result<usize> {
@@ -117,7 +126,8 @@ fn parse_len(s: &str) -> Result<usize> {
     if n == 0 {
         bail!("length `{s}` must be > 0");
     }
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .with_context(|| format!("length `{s}` is too large"))
 }
 
 /// `0:1:0.25` → [0, 0.25, 0.5, 0.75, 1]; `0,0.5,1` → as listed.
@@ -131,10 +141,17 @@ fn parse_depths(s: &str) -> Result<Vec<f64>> {
             .collect::<std::result::Result<_, _>>()
             .with_context(bad)?;
         let [a, b, step] = p[..] else { bail!(bad()) };
-        if step <= 0.0 || b < a {
+        if !(a.is_finite() && b.is_finite() && step.is_finite()) || step <= 0.0 || b < a {
             bail!(bad());
         }
-        let n = ((b - a) / step + 1e-9).floor() as usize;
+        let n = ((b - a) / step + 1e-9).floor();
+        if n + 1.0 > MAX_DEPTHS as f64 {
+            bail!(
+                "--depths `{s}`: {} depths; at most {MAX_DEPTHS} (use a larger step)",
+                n + 1.0
+            );
+        }
+        let n = n as usize;
         (0..=n)
             .map(|i| ((a + i as f64 * step) * 1e6).round() / 1e6)
             .collect()
@@ -146,6 +163,9 @@ fn parse_depths(s: &str) -> Result<Vec<f64>> {
     };
     if depths.is_empty() || depths.iter().any(|d| !(0.0..=1.0).contains(d)) {
         bail!(bad());
+    }
+    if depths.len() > MAX_DEPTHS {
+        bail!("--depths: {} depths; at most {MAX_DEPTHS}", depths.len());
     }
     Ok(depths)
 }
@@ -175,10 +195,11 @@ impl BackendTask for EvalTask {
                         .map(|m| m * run.config.data.seq_len)
                         .collect(),
                 };
+                let depths = parse_depths(&a.depths)?;
                 let settings = PasskeySettings {
                     lengths,
-                    depths: parse_depths(&a.depths)?,
-                    trials: a.trials.max(1),
+                    depths,
+                    trials: a.trials as usize,
                     haystack: if a.random_tokens {
                         Haystack::RandomTokens
                     } else {
@@ -187,6 +208,7 @@ impl BackendTask for EvalTask {
                     seed: a.seed,
                     max_context: run.config.eval.max_context,
                     batch_tokens: 16_384,
+                    stop: None,
                 };
                 let report = run_passkey(
                     &run.model,
@@ -213,6 +235,13 @@ impl BackendTask for EvalTask {
                 let text = std::fs::read_to_string(&a.text)
                     .with_context(|| format!("reading --text {}", a.text.display()))?;
                 let tokens = run.tokenizer.encode(&text);
+                if tokens.len() < 2 {
+                    bail!(
+                        "--text {}: {} tokens; perplexity needs at least 2",
+                        a.text.display(),
+                        tokens.len()
+                    );
+                }
                 let lengths = a
                     .lengths
                     .iter()
@@ -225,10 +254,19 @@ impl BackendTask for EvalTask {
                     &run.model,
                     &tokens,
                     &lengths,
-                    a.max_windows,
+                    usize::try_from(a.max_windows).unwrap_or(usize::MAX),
                     &device,
                     |m| eprintln!("{m}"),
                 );
+                if rows.is_empty() {
+                    bail!(
+                        "--text {} has {} tokens: too few for any of --lengths {:?} (a window \
+                         needs length + 1 tokens); nothing written",
+                        a.text.display(),
+                        tokens.len(),
+                        lengths
+                    );
+                }
                 println!(
                     "{:>8} {:>8} {:>10} {:>10}",
                     "length", "windows", "loss", "ppl"
@@ -278,6 +316,22 @@ mod tests {
         assert_eq!(parse_depths("0:1:0.1").unwrap().len(), 11);
         assert_eq!(parse_depths("0,0.5,1").unwrap(), vec![0.0, 0.5, 1.0]);
         assert!(parse_depths("0:2:0.5").is_err());
+        // Grids that panicked, allocated terabytes or never ended are bounded errors.
+        for bad in [
+            "0:inf:1",
+            "0:1:1e-12",
+            "0:1:1e-7",
+            "0:1:nan",
+            "nan:1:0.1",
+            "0:1:0",
+        ] {
+            let e = format!("{:#}", parse_depths(bad).unwrap_err());
+            assert!(e.contains("--depths"), "{bad}: {e}");
+        }
+        assert_eq!(parse_depths("0:1:0.001").unwrap().len(), 1001);
+        // Lengths that overflow are errors, not a wrap to 0.
+        assert!(parse_len("18446744073709551615k").is_err());
+        assert!(parse_len("99999999999999999M").is_err());
         assert!(parse_depths("a").is_err());
     }
 }

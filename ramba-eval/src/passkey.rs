@@ -8,6 +8,8 @@
 //! for the report.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Result;
 use burn::prelude::*;
@@ -46,7 +48,13 @@ pub struct PasskeySettings {
     pub max_context: usize,
     /// Tokens per forward batch (rows are batched up to this many tokens).
     pub batch_tokens: usize,
+    /// Checked before every cell (set by Ctrl-C / SIGTERM): once set, the remaining cells are
+    /// skipped as interrupted and the partial report is returned.
+    pub stop: Option<Arc<AtomicBool>>,
 }
+
+/// Why a cell was skipped after an interrupt.
+pub const INTERRUPTED: &str = "interrupted";
 
 /// One trial.
 #[derive(Clone, Debug, Serialize)]
@@ -110,6 +118,14 @@ impl PasskeyReport {
                 (!accs.is_empty()).then(|| accs.iter().sum::<f64>() / accs.len() as f64)
             })
             .collect()
+    }
+
+    /// Whether an interrupt cut the evaluation short (some cells are skipped as
+    /// [`INTERRUPTED`]).
+    pub fn interrupted(&self) -> bool {
+        self.cells
+            .iter()
+            .any(|c| c.skipped.as_deref() == Some(INTERRUPTED))
     }
 
     /// A text table: rows = depth, columns = length.
@@ -208,9 +224,25 @@ pub fn run_passkey<B: RambaBackend>(
     device: &B::Device,
     mut progress: impl FnMut(&str),
 ) -> Result<PasskeyReport> {
+    anyhow::ensure!(settings.trials >= 1, "passkey: trials must be ≥ 1 (got 0)");
+    let stopped = || {
+        settings
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+    };
     let mut cells = Vec::new();
     for (di, &depth) in settings.depths.iter().enumerate() {
         for (li, &length) in settings.lengths.iter().enumerate() {
+            if stopped() {
+                cells.push(Cell {
+                    length,
+                    depth,
+                    trials: vec![],
+                    skipped: Some(INTERRUPTED.into()),
+                });
+                continue;
+            }
             if length > settings.max_context {
                 cells.push(Cell {
                     length,
@@ -222,14 +254,32 @@ pub fn run_passkey<B: RambaBackend>(
             }
             let mut rng =
                 ChaCha8Rng::seed_from_u64(settings.seed ^ ((di as u64) << 32) ^ li as u64);
-            let prompts: Vec<PasskeyPrompt> = (0..settings.trials)
+            let prompts: Result<Vec<PasskeyPrompt>> = (0..settings.trials)
                 .map(|_| match settings.haystack {
                     Haystack::Filler => {
                         passkey_prompt(tok, length, depth, rng.random_range(10_000..100_000))
                     }
                     Haystack::RandomTokens => needle_prompt(tok, length, depth, &mut rng),
                 })
-                .collect::<Result<_>>()?;
+                .collect();
+            // A length too short for the prompt is one skipped cell, not a failed command:
+            // the other lengths are still worth reporting.
+            let prompts = match prompts {
+                Ok(p) => p,
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    progress(&format!(
+                        "passkey length {length:>7} depth {depth:.2}: skipped ({why})"
+                    ));
+                    cells.push(Cell {
+                        length,
+                        depth,
+                        trials: vec![],
+                        skipped: Some(why),
+                    });
+                    continue;
+                }
+            };
             let trials = score_prompts(model, tok, &prompts, settings.batch_tokens, device);
             let correct = trials.iter().filter(|t| t.correct).count();
             progress(&format!(

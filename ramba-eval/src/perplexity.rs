@@ -35,12 +35,18 @@ pub fn perplexity_by_length<B: RambaBackend>(
 ) -> Vec<PplRow> {
     let mut rows = vec![];
     for &length in lengths {
-        let windows = (tokens.len() / (length + 1)).min(max_windows);
+        let fit = tokens.len() / (length + 1);
+        let windows = fit.min(max_windows);
         if windows == 0 {
-            progress(&format!(
-                "ppl length {length}: skipped, the text has only {} tokens",
-                tokens.len()
-            ));
+            progress(&if max_windows == 0 {
+                format!("ppl length {length}: skipped, max_windows is 0")
+            } else {
+                format!(
+                    "ppl length {length}: skipped, the text has only {} tokens (a window needs {})",
+                    tokens.len(),
+                    length + 1
+                )
+            });
             continue;
         }
         let mut total = 0.0;
@@ -58,6 +64,12 @@ pub fn perplexity_by_length<B: RambaBackend>(
             total += loss.into_scalar().elem::<f64>();
         }
         let loss = total / windows as f64;
+        if !loss.is_finite() {
+            progress(&format!(
+                "WARNING: ppl length {length}: the loss is {loss}: the model produced non-finite \
+                 logits (diverged or corrupt weights?)"
+            ));
+        }
         progress(&format!(
             "ppl length {length}: loss {loss:.4} ppl {:.3} over {windows} windows",
             loss.exp()

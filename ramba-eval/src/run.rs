@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use ramba_core::checkpoint::{latest_checkpoint, load_weights};
+use anyhow::Result;
+use ramba_core::checkpoint::{first_usable, load_weights};
 use ramba_core::experiment::ExperimentConfig;
 use ramba_core::model::LanguageModel;
 use ramba_data::{load_tokenizer_in, Tokenizer};
@@ -23,7 +23,8 @@ pub struct LoadedRun<B: burn::prelude::Backend> {
     pub checkpoint: PathBuf,
 }
 
-/// Loads `dir/config.toml` and the checkpoint named by `dir/checkpoints/LATEST`.
+/// Loads `dir/config.toml` and the checkpoint named by `dir/checkpoints/LATEST` (falling back,
+/// with a warning, to the newest older one that loads).
 pub fn load_run<B: burn::prelude::Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<B>> {
     let config_path = dir.join("config.toml");
     if !config_path.exists() {
@@ -33,15 +34,16 @@ pub fn load_run<B: burn::prelude::Backend>(dir: &Path, device: &B::Device) -> Re
         );
     }
     let config = ExperimentConfig::load(&config_path, &[])?;
-    let checkpoint = latest_checkpoint(dir)?.with_context(|| {
-        format!(
-            "{} has no checkpoint yet (checkpoints/LATEST is missing)",
-            dir.display()
-        )
-    })?;
-    let model = load_weights(
-        config.model.init::<B>(device),
-        &checkpoint.join("model.safetensors"),
+    // The newest checkpoint whose weights load; a corrupt one is reported and skipped.
+    let (checkpoint, model) = first_usable(
+        dir,
+        |ckpt| {
+            load_weights(
+                config.model.init::<B>(device),
+                &ckpt.join("model.safetensors"),
+            )
+        },
+        |w| eprintln!("{w}"),
     )?;
     // Relative tokenizer paths were resolved against the original config's folder and stored
     // resolved; `dir` is the fallback base for hand-written run folders.

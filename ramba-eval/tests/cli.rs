@@ -177,3 +177,215 @@ fn bad_arguments_are_clear_errors() {
     let (ok, _, err) = eval(&["passkey", "--run", d, "--backend", "quantum"]);
     assert!(!ok && err.contains("quantum"), "{err}");
 }
+
+/// Inputs that panicked, aborted, ran for ever or silently did something else.
+#[test]
+fn edge_arguments_are_bounded_or_reported() {
+    let dir = run_folder("edges");
+    let d = dir.to_str().unwrap();
+    let pk = |extra: &[&str]| {
+        let mut args = vec!["passkey", "--run", d, "--backend", "cpu"];
+        args.extend_from_slice(extra);
+        eval(&args)
+    };
+    for depths in ["0:inf:1", "0:1:1e-12", "0:1:1e-7"] {
+        let (ok, _, err) = pk(&["--depths", depths]);
+        assert!(
+            !ok && err.contains("--depths") && !err.contains("panicked"),
+            "{depths}: {err}"
+        );
+    }
+    let (ok, _, err) = pk(&["--trials", "0"]);
+    assert!(!ok && err.contains("--trials"), "{err}");
+    let (ok, _, err) = pk(&["--lengths", "18446744073709551615k"]);
+    assert!(!ok && err.contains("too large"), "{err}");
+    // One length too short for the prompt is a skipped cell; the others still run.
+    let (ok, table, err) = pk(&["--lengths", "64,256", "--depths", "0.5", "--trials", "1"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("too short"), "{err}");
+    assert!(table.contains("skipped"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval/passkey.json")).unwrap())
+            .unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    assert!(cells[0]["skipped"].as_str().unwrap().contains("too short"));
+    assert_eq!(cells[1]["trials"].as_array().unwrap().len(), 1);
+
+    let ppl = |text: &str, extra: &[&str]| {
+        let path = dir.join("text.txt");
+        std::fs::write(&path, text).unwrap();
+        let mut args = vec![
+            "ppl",
+            "--run",
+            d,
+            "--backend",
+            "cpu",
+            "--text",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let _ = std::fs::remove_dir_all(dir.join("eval"));
+        eval(&args)
+    };
+    let (ok, _, err) = ppl("", &[]);
+    assert!(!ok && err.contains("0 tokens"), "{err}");
+    let (ok, _, err) = ppl("short text", &["--lengths", "256"]);
+    assert!(!ok && err.contains("too few"), "{err}");
+    assert!(!dir.join("eval/ppl.json").exists(), "no empty results");
+    let (ok, _, err) = ppl(&"some text ".repeat(100), &["--max-windows", "0"]);
+    assert!(!ok && err.contains("--max-windows"), "{err}");
+}
+
+/// NaN weights: ppl still reports, with a warning naming the cause.
+#[test]
+fn nan_weights_warn() {
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::prelude::*;
+    struct Poison;
+    impl<B: Backend> ModuleMapper<B> for Poison {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            param.map(|t| t.mul_scalar(f32::NAN))
+        }
+    }
+    let dir = run_folder("nan");
+    let cfg = ExperimentConfig::from_toml_str(TINY).unwrap();
+    let model = cfg
+        .model
+        .init::<CpuBackend>(&Default::default())
+        .map(&mut Poison);
+    // Replaces the healthy weights run_folder wrote (safetensors files are not overwritten).
+    let weights = checkpoint_dir(&dir, 1).join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    save_weights(&model, &weights).unwrap();
+    let text = dir.join("t.txt");
+    std::fs::write(&text, "hello world. ".repeat(50)).unwrap();
+    let (ok, _, err) = eval(&[
+        "ppl",
+        "--run",
+        dir.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--text",
+        text.to_str().unwrap(),
+        "--lengths",
+        "64",
+        "--max-windows",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("WARNING") && err.contains("non-finite"),
+        "{err}"
+    );
+}
+
+/// An interrupt during the passkey evaluation stops it: the remaining cells are skipped as
+/// interrupted (ramba-train sets this flag from Ctrl-C / SIGTERM).
+#[test]
+fn interrupted_passkey_stops() {
+    use ramba_eval::passkey::{run_passkey, Haystack, PasskeySettings, INTERRUPTED};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let cfg = ExperimentConfig::from_toml_str(TINY).unwrap();
+    let model = cfg.model.init::<CpuBackend>(&Default::default());
+    let settings = PasskeySettings {
+        lengths: vec![256, 512],
+        depths: vec![0.0, 1.0],
+        trials: 1,
+        haystack: Haystack::Filler,
+        seed: 1,
+        max_context: 1024,
+        batch_tokens: 4096,
+        stop: Some(Arc::new(AtomicBool::new(true))),
+    };
+    let mut lines = 0;
+    let report = run_passkey(
+        &model,
+        &ramba_data::ByteTokenizer,
+        &settings,
+        &Default::default(),
+        |_| lines += 1,
+    )
+    .unwrap();
+    assert!(report.interrupted());
+    assert_eq!(report.cells.len(), 4);
+    assert!(report
+        .cells
+        .iter()
+        .all(|c| c.skipped.as_deref() == Some(INTERRUPTED) && c.trials.is_empty()));
+    assert_eq!(lines, 0, "no cell was evaluated");
+}
+
+/// A checkpoint is plain safetensors (what Python's `safetensors` package reads, see
+/// `scripts/check_safetensors.py`): an 8-byte little-endian header length, a JSON header of
+/// `name: {dtype, shape, data_offsets}`, then the data. Its names and shapes are the model's.
+#[test]
+fn safetensors_header_matches_the_model() {
+    use burn_store::ModuleSnapshot;
+    let dir = run_folder("safetensors");
+    let bytes = std::fs::read(checkpoint_dir(&dir, 1).join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let cfg = ExperimentConfig::from_toml_str(TINY).unwrap();
+    let model = cfg.model.init::<CpuBackend>(&Default::default());
+    let expected: std::collections::BTreeMap<String, Vec<usize>> = model
+        .collect(None, None, false)
+        .iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect();
+    let mut found = std::collections::BTreeMap::new();
+    let mut end = 0;
+    for (name, v) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        assert_eq!(v["dtype"], "F32", "{name}");
+        let shape: Vec<usize> = v["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let offsets = v["data_offsets"].as_array().unwrap();
+        let (a, b) = (
+            offsets[0].as_u64().unwrap() as usize,
+            offsets[1].as_u64().unwrap() as usize,
+        );
+        assert_eq!(b - a, 4 * shape.iter().product::<usize>(), "{name}");
+        end = end.max(b);
+        found.insert(name.clone(), shape);
+    }
+    assert_eq!(found, expected);
+    assert_eq!(8 + n + end, bytes.len(), "data fills the file exactly");
+    let embedding = found
+        .iter()
+        .find(|(name, _)| name.ends_with("embedding.weight"))
+        .map(|(_, shape)| shape.clone());
+    assert_eq!(
+        embedding,
+        Some(vec![cfg.model.vocab_size, cfg.model.d_model]),
+        "{found:?}"
+    );
+}
+
+/// A checkpoint of another architecture is one short error, not a dump of every tensor.
+#[test]
+fn architecture_mismatch_is_short() {
+    let dir = run_folder("mismatch");
+    let mut cfg = ExperimentConfig::from_toml_str(TINY).unwrap();
+    cfg.model.arch = ramba_core::config::Arch::Transformer;
+    cfg.model.attention.n_heads = 2;
+    cfg.model.attention.n_kv_heads = 2;
+    std::fs::write(dir.join("config.toml"), cfg.to_toml().unwrap()).unwrap();
+    let (ok, _, err) = eval(&[
+        "passkey",
+        "--run",
+        dir.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("different model config"), "{err}");
+    assert!(err.len() < 3000, "{} bytes: {err}", err.len());
+    assert!(err.lines().all(|l| l.len() < 1000), "{err}");
+}

@@ -1,7 +1,8 @@
 //! Small filesystem helpers shared by the writers: parent-directory creation and atomic writes.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -15,29 +16,39 @@ pub(crate) fn ensure_parent_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The temporary sibling used by [`write_atomic`]: same directory, so the final rename never
-/// crosses filesystems; hidden and tagged with the process id so concurrent writers of
-/// different processes do not clobber each other's half-written files.
-fn temp_sibling(path: &Path) -> Result<PathBuf> {
-    let Some(name) = path.file_name() else {
-        bail!("{} does not name a file", path.display());
-    };
-    let tmp_name = format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id());
-    Ok(path.with_file_name(tmp_name))
-}
-
 /// Writes `bytes` to `path` atomically: readers (a user refreshing a chart during training, a
 /// resumed run reading its metrics) see either the old file or the complete new one, never a
-/// half-written one. Parent directories are created.
+/// half-written one. Parent directories are created. The temporary file (`tempfile`) sits in the
+/// same directory, so the final rename never crosses filesystems, and is removed if anything
+/// fails.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ensure_parent_dir(path)?;
-    let tmp = temp_sibling(path)?;
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        // Best effort: do not leave the temporary file behind; the rename error is what matters.
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()));
+    if path.file_name().is_none() {
+        bail!("{} does not name a file", path.display());
     }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ramba-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    // tempfile creates its files private (0600); results and plots are meant to be shared
+    // like any file written with `fs::write`.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", tmp.path().display()))?;
+    }
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming a temporary file to {}", path.display()))?;
     Ok(())
 }
 

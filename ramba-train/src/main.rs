@@ -19,7 +19,9 @@ struct Cli {
     /// Experiment file (sections [model] [data] [train] [eval] [run]).
     #[arg(
         long,
-        help = "experiment TOML file; optional with --resume (the run's own config is used)"
+        conflicts_with = "resume",
+        help = "experiment TOML file (not with --resume: a resumed run uses its own config; \
+                change it with --set)"
     )]
     config: Option<PathBuf>,
     /// Overrides, e.g. --set train.lr=1e-3 --set model.d_model=256.
@@ -46,6 +48,7 @@ struct Cli {
     #[arg(
         long,
         value_name = "STEP",
+        value_parser = clap::value_parser!(u64).range(1..),
         help = "checkpoint and exit once STEP steps are done; continue later with --resume"
     )]
     stop_at: Option<u64>,
@@ -65,7 +68,8 @@ impl BackendTask for TrainTask {
 
 fn load(cli: &Cli) -> Result<(ExperimentConfig, bool)> {
     match (&cli.config, &cli.resume) {
-        (_, Some(run)) => {
+        (Some(_), Some(_)) => bail!("give --config or --resume, not both"),
+        (None, Some(run)) => {
             let path = run.join("config.toml");
             if !path.exists() {
                 bail!(
@@ -114,11 +118,13 @@ fn run() -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let mut first: Option<Instant> = None;
+    // SIGINT, and with ctrlc's `termination` feature SIGTERM and SIGHUP (what `timeout`, job
+    // schedulers and a closed terminal send): all save a checkpoint.
     ctrlc::set_handler(move || match first {
         // One interrupt can arrive twice at once (GNU `timeout` signals the child and its own
         // process group); only a later, deliberate second Ctrl-C skips the checkpoint.
         Some(t) if t.elapsed() >= SECOND_CTRL_C => {
-            eprintln!("second Ctrl-C: exiting without a checkpoint");
+            eprintln!("second interrupt: exiting without a checkpoint");
             std::process::exit(130);
         }
         Some(_) => {}
@@ -126,11 +132,12 @@ fn run() -> Result<()> {
             first = Some(Instant::now());
             flag.store(true, Ordering::SeqCst);
             eprintln!(
-                "Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)"
+                "interrupted (Ctrl-C or SIGTERM): finishing this step and saving a checkpoint \
+                 (interrupt again to quit now)"
             );
         }
     })
-    .context("installing the Ctrl-C handler")?;
+    .context("installing the Ctrl-C/SIGTERM handler")?;
     let backend = cfg.run.backend;
     let outcome = dispatch(
         backend,
@@ -142,10 +149,13 @@ fn run() -> Result<()> {
         }),
     )??;
     eprintln!(
-        "done: {} steps in {:.1}s, final loss {:.4}{}; run folder {}",
+        "done: {} steps in {:.1}s{}{}; run folder {}",
         outcome.step,
         outcome.train_seconds,
-        outcome.final_loss,
+        outcome
+            .final_loss
+            .map(|l| format!(", final loss {l:.4}"))
+            .unwrap_or_default(),
         outcome
             .final_val_loss
             .map(|v| format!(", val loss {v:.4}"))

@@ -14,7 +14,7 @@ use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn_store::ModuleSnapshot;
-use ramba_core::checkpoint::{checkpoint_dir, param_ids, save_weights};
+use ramba_core::checkpoint::{checkpoint_dir, checkpoints_dir, param_ids, save_weights, step_dirs};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamWPair;
@@ -37,7 +37,13 @@ fn recorder() -> BinFileRecorder<FullPrecisionSettings> {
     BinFileRecorder::<FullPrecisionSettings>::new()
 }
 
-/// Saves a complete checkpoint and points `LATEST` at it; keeps the newest `keep`.
+/// Saves a complete checkpoint and points `LATEST` at it, then prunes (see [`prune`]).
+///
+/// Atomic: everything is written into `checkpoints/.partial-step-N/`, which is renamed to
+/// `step-N` only once complete, and `LATEST` is replaced (write + rename) after that. A kill at
+/// any point leaves the previous checkpoint valid and at worst a `.partial-*` folder, which the
+/// next save of that step clears. A stale `step-N` (left by an older version, or by a run that
+/// fell back to an earlier checkpoint and is now re-running step N) is replaced.
 pub fn save_checkpoint<B, M, O>(
     run_dir: &Path,
     model: &M,
@@ -51,46 +57,83 @@ where
     O: Optimizer<M, B>,
 {
     let dir = checkpoint_dir(run_dir, state.step);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    save_weights(model, &dir.join("model.safetensors"))?;
-    for (name, o) in [
+    let name = dir
+        .file_name()
+        .context("checkpoint folder has no name")?
+        .to_string_lossy()
+        .into_owned();
+    let checkpoints = checkpoints_dir(run_dir);
+    let partial = checkpoints.join(format!(".partial-{name}"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("clearing the leftover {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    save_weights(model, &partial.join("model.safetensors"))?;
+    for (file, o) in [
         ("optim_decay", &optim.decay),
         ("optim_no_decay", &optim.no_decay),
     ] {
         recorder()
-            .record(o.to_record(), dir.join(name))
+            .record(o.to_record(), partial.join(file))
             .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .with_context(|| format!("writing {}", dir.join(name).display()))?;
+            .with_context(|| format!("writing {}", partial.join(file).display()))?;
     }
     let state = TrainState {
         param_order: param_ids(model).iter().map(|id| id.to_string()).collect(),
         ..state.clone()
     };
     std::fs::write(
-        dir.join("state.json"),
+        partial.join("state.json"),
         serde_json::to_string_pretty(&state)?,
-    )?;
+    )
+    .with_context(|| format!("writing {}", partial.join("state.json").display()))?;
 
-    let checkpoints = run_dir.join("checkpoints");
+    if dir.exists() {
+        // Moved aside first so that `step-N` is never half-deleted: either the stale folder or
+        // the new one is there.
+        let stale = checkpoints.join(format!(".stale-{name}"));
+        if stale.exists() {
+            std::fs::remove_dir_all(&stale)
+                .with_context(|| format!("removing {}", stale.display()))?;
+        }
+        std::fs::rename(&dir, &stale)
+            .with_context(|| format!("moving the stale {} aside", dir.display()))?;
+        std::fs::remove_dir_all(&stale)
+            .with_context(|| format!("removing the stale {}", stale.display()))?;
+    }
+    std::fs::rename(&partial, &dir)
+        .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
+
     let tmp = checkpoints.join("LATEST.tmp");
-    std::fs::write(&tmp, dir.file_name().unwrap().to_string_lossy().as_bytes())?;
-    std::fs::rename(&tmp, checkpoints.join("LATEST"))?;
+    std::fs::write(&tmp, name.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, checkpoints.join("LATEST"))
+        .with_context(|| format!("writing {}", checkpoints.join("LATEST").display()))?;
+    prune(run_dir, &state, keep)?;
+    Ok(dir)
+}
 
-    let mut old: Vec<PathBuf> = std::fs::read_dir(&checkpoints)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+/// Keeps the newest `keep` checkpoints of this run, the one just saved (`saved`) always among
+/// them. Only checkpoints this run wrote are candidates: `step-N` folders with `N` below the
+/// saved step whose `state.json` reads and has this run's seed. Anything else (a folder of a
+/// higher step, a corrupt or foreign one) is left alone: deleting by folder name alone once
+/// removed every valid checkpoint because a corrupt `step-99999999` sorted last.
+pub fn prune(run_dir: &Path, saved: &TrainState, keep: usize) -> Result<()> {
+    let ours: Vec<PathBuf> = step_dirs(run_dir)?
+        .into_iter()
+        .filter(|(step, dir)| {
+            *step < saved.step
+                && read_state(dir).is_ok_and(|s| s.step == *step && s.seed == saved.seed)
         })
+        .map(|(_, dir)| dir)
         .collect();
-    old.sort();
-    let excess = old.len().saturating_sub(keep);
-    for p in old.into_iter().take(excess) {
+    // `keep - 1` older ones beside the one just saved.
+    let excess = ours.len().saturating_sub(keep.saturating_sub(1));
+    for p in ours.into_iter().take(excess) {
         std::fs::remove_dir_all(&p)
             .with_context(|| format!("removing old checkpoint {}", p.display()))?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// The AdamW optimizer type of a model `M` on backend `B`.
@@ -120,10 +163,19 @@ where
     let device = Default::default();
     let load = |o: AdamWOptim<M, B>, name: &str| -> Result<AdamWOptim<M, B>> {
         let path = dir.join(name);
-        let record: <AdamWOptim<M, B> as Optimizer<M, B>>::Record = recorder()
-            .load(path.clone(), &device)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .with_context(|| format!("reading {}", path.display()))?;
+        // Burn's own message for a short file suggests a record-version mismatch; the usual
+        // cause here is a truncated or corrupt file, so that is what the error says.
+        let size = std::fs::metadata(path.with_extension("bin"))
+            .map(|m| m.len())
+            .with_context(|| format!("reading {}.bin", path.display()))?;
+        let record: <AdamWOptim<M, B> as Optimizer<M, B>>::Record =
+            recorder().load(path.clone(), &device).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}.bin ({size} bytes) is truncated or corrupt: it does not decode as an \
+                     AdamW state of this model",
+                    path.display()
+                )
+            })?;
         let rekeyed = record
             .into_iter()
             .map(|(id, r)| {

@@ -13,7 +13,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use ramba_core::backend::{BackendInfo, BackendKind};
-use ramba_core::checkpoint::{latest_checkpoint, load_weights};
+use ramba_core::checkpoint::{first_usable, has_checkpoints, load_weights};
 use ramba_core::experiment::ExperimentConfig;
 use ramba_core::model::{lm_loss, LanguageModel, ModelState};
 use ramba_core::nn::block::BlockState;
@@ -39,8 +39,8 @@ pub struct TrainOutcome {
     pub step: u64,
     /// Stopped early by Ctrl-C (a checkpoint was saved).
     pub interrupted: bool,
-    /// Last training loss.
-    pub final_loss: f64,
+    /// Last training loss (`None` when no step ran).
+    pub final_loss: Option<f64>,
     /// Last validation loss.
     pub final_val_loss: Option<f64>,
     /// Passkey report, when `eval.passkey_after_training`.
@@ -119,8 +119,17 @@ pub fn train<B: RambaBackend>(
     let cfg = &req.config;
     let t = &cfg.train;
     let run_dir = cfg.run_dir();
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let log = |msg: &str| eprintln!("{msg}");
+    // Refuse before anything is written: a new run into a folder with checkpoints would
+    // truncate its metrics and overwrite the config its checkpoints need.
+    if !req.resume && has_checkpoints(&run_dir)? {
+        bail!(
+            "{} already holds a run (checkpoints/ has checkpoints); resume it with --resume {} \
+             or choose another run.name",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
 
     // ---- Data
     let data = DataPipeline::from_config(&cfg.data, &run_dir)?;
@@ -140,30 +149,63 @@ pub fn train<B: RambaBackend>(
     <Ad<B> as Backend>::seed(&device, cfg.run.seed);
     let mut model: LanguageModel<Ad<B>> = cfg.model.init(&device);
     let decay = decayed_params(&model);
-    let mut optim = AdamWPair {
+    let fresh_optim = || AdamWPair {
         decay: adamw(t, t.weight_decay).init(),
         no_decay: adamw(t, 0.0).init(),
     };
+    let mut optim = fresh_optim();
     let mut start = 0;
     let mut tokens_seen = 0;
     let metrics_path = run_dir.join("metrics.jsonl");
     if req.resume {
-        let ckpt = latest_checkpoint(&run_dir)?
-            .with_context(|| format!("--resume: {} has no checkpoint", run_dir.display()))?;
-        let state = read_state(&ckpt)?;
-        model = load_weights(model, &ckpt.join("model.safetensors"))?;
-        optim = load_optimizer(&ckpt, &model, optim, &state)?;
+        // The newest checkpoint that loads completely; a corrupt one is reported and skipped.
+        let (ckpt, (state, m, o)) = first_usable(
+            &run_dir,
+            |dir| {
+                let state = read_state(dir)?;
+                let m = load_weights(model.clone(), &dir.join("model.safetensors"))?;
+                let o = load_optimizer(dir, &m, fresh_optim(), &state)?;
+                Ok((state, m, o))
+            },
+            log,
+        )
+        .with_context(|| format!("--resume {}", run_dir.display()))?;
+        (model, optim) = (m, o);
         start = state.step;
         tokens_seen = state.tokens;
+        if t.steps < start {
+            bail!(
+                "train.steps = {} is below the checkpoint's step {start} ({}); raise it, e.g. \
+                 --set train.steps={}",
+                t.steps,
+                ckpt.display(),
+                start + 1000
+            );
+        }
+        if start >= t.steps || req.stop_at.is_some_and(|s| start >= s) {
+            log(&format!(
+                "nothing to do: {} is at step {start} (train.steps = {}{}); raise train.steps \
+                 or --stop-at to continue",
+                ckpt.display(),
+                t.steps,
+                req.stop_at
+                    .map(|s| format!(", --stop-at {s}"))
+                    .unwrap_or_default()
+            ));
+            return Ok(TrainOutcome {
+                run_dir,
+                step: start,
+                interrupted: false,
+                final_loss: None,
+                final_val_loss: None,
+                passkey: None,
+                train_seconds: 0.0,
+            });
+        }
         truncate_after_step(&metrics_path, start)?;
         log(&format!("resumed {} at step {start}", ckpt.display()));
-    } else if latest_checkpoint(&run_dir)?.is_some() {
-        bail!(
-            "{} already holds a run; resume it with --resume {} or choose another run.name",
-            run_dir.display(),
-            run_dir.display()
-        );
     }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
         .context("writing the resolved config")?;
     let mut metrics = MetricsLog::open(&metrics_path, req.resume)?;
@@ -194,10 +236,12 @@ pub fn train<B: RambaBackend>(
     let started = Instant::now();
     let mut window = (Instant::now(), 0u64);
     let mut answers = AnswerScore::default();
-    let (mut last_loss, mut last_val) = (f64::NAN, None);
+    let (mut last_loss, mut last_val) = (None, None);
     let mut step = start;
     let mut interrupted = false;
-    while step < t.steps {
+    // The last step this invocation runs: train.steps, or --stop-at when it comes first.
+    let end = req.stop_at.map_or(t.steps, |s| s.min(t.steps));
+    while step < end {
         let lr = learning_rate(step, t.steps, t.lr, t.warmup_ratio, t.min_lr_ratio);
         let mut accum = GradientsAccumulator::new();
         let mut loss_sum = 0.0;
@@ -226,7 +270,7 @@ pub fn train<B: RambaBackend>(
         step += 1;
         tokens_seen += (batch * seq * t.grad_accum) as u64;
         window.1 += (batch * seq * t.grad_accum) as u64;
-        last_loss = loss_sum;
+        last_loss = Some(loss_sum);
 
         let last = step == t.steps;
         if step % t.log_every == 0 || last {
@@ -264,7 +308,7 @@ pub fn train<B: RambaBackend>(
             last_val = Some(v);
             plot_or_warn(&run_dir, &progress);
         }
-        let paused = req.stop_at.is_some_and(|s| step >= s) && !last;
+        let paused = step == end && !last;
         interrupted = req.stop.load(Ordering::SeqCst);
         if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0)
             || last
@@ -301,7 +345,7 @@ pub fn train<B: RambaBackend>(
 
     // ---- Passkey report
     let mut passkey = None;
-    if cfg.eval.passkey_after_training && step == t.steps && step > start {
+    if cfg.eval.passkey_after_training && step == t.steps && step > start && !interrupted {
         let settings = PasskeySettings {
             lengths: cfg.eval.passkey_multiples.iter().map(|m| m * seq).collect(),
             depths: cfg.eval.passkey_depths.clone(),
@@ -310,6 +354,7 @@ pub fn train<B: RambaBackend>(
             seed: cfg.run.seed ^ 0x9e37_79b9,
             max_context: cfg.eval.max_context,
             batch_tokens: 16_384,
+            stop: Some(req.stop.clone()),
         };
         let report = run_passkey(
             &model.valid(),
@@ -327,6 +372,10 @@ pub fn train<B: RambaBackend>(
             report.table()
         ));
         log(&format!("wrote {}/passkey.{{json,csv,png}}", dir.display()));
+        if report.interrupted() {
+            log("interrupted: the passkey report above is partial");
+            interrupted = true;
+        }
         passkey = Some(report);
     }
     Ok(TrainOutcome {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ramba_core::backend::{open, BackendKind, CpuBackend};
 use ramba_core::experiment::ExperimentConfig;
 use ramba_report::read_jsonl;
-use ramba_train::trainer::{train, RunRequest};
+use ramba_train::trainer::{train, RunRequest, TrainOutcome};
 
 /// A tiny RAMba on byte tokens; the passkey prompt needs ≥ 251 tokens, so L = 256.
 const TINY: &str = r#"
@@ -81,19 +81,49 @@ fn config(dir: &Path, name: &str, extra: &[&str]) -> ExperimentConfig {
     ExperimentConfig::load(&path, &overrides).unwrap()
 }
 
-fn run(
+fn try_run(
     cfg: ExperimentConfig,
     resume: bool,
     stop_at: Option<u64>,
-) -> ramba_train::trainer::TrainOutcome {
+) -> anyhow::Result<TrainOutcome> {
+    try_run_with(cfg, resume, stop_at, Arc::new(AtomicBool::new(false)))
+}
+
+fn try_run_with(
+    cfg: ExperimentConfig,
+    resume: bool,
+    stop_at: Option<u64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<TrainOutcome> {
     let info = open(BackendKind::Cpu).unwrap();
     let req = RunRequest {
         config: cfg,
         resume,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop,
         stop_at,
     };
-    train::<CpuBackend>(req, Default::default(), &info).unwrap()
+    train::<CpuBackend>(req, Default::default(), &info)
+}
+
+fn run(cfg: ExperimentConfig, resume: bool, stop_at: Option<u64>) -> TrainOutcome {
+    try_run(cfg, resume, stop_at).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn ckpt(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join(format!("checkpoints/step-{step:08}"))
+}
+
+fn latest(run_dir: &Path) -> String {
+    std::fs::read_to_string(run_dir.join("checkpoints/LATEST")).unwrap()
+}
+
+/// The step recorded in a checkpoint's `state.json`.
+fn saved_step(dir: &Path) -> u64 {
+    ramba_train::state::read_state(dir).unwrap().step
+}
+
+fn steps_logged(run_dir: &Path) -> Vec<u64> {
+    losses(run_dir).iter().map(|x| x.0).collect()
 }
 
 fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
@@ -229,7 +259,7 @@ fn bad_experiment_files_name_the_key() {
     assert!(e.contains("optimizer") && e.contains("bad.toml"), "{e}");
     let p = write(TINY);
     let e = err(&p, &["train.lrr=1"]);
-    assert!(e.contains("lrr"), "{e}");
+    assert!(e.contains("lrr") && e.contains("--set train.lrr=1"), "{e}");
     let e = err(&p, &["model.d_modle=3"]);
     assert!(e.contains("d_modle"), "{e}");
     let e = err(&p, &["data.seq_len=250"]);
@@ -244,8 +274,28 @@ fn bad_experiment_files_name_the_key() {
         e.contains("model.hsa.n_kv_heads") && e.contains("model.hsa.n_heads"),
         "{e}"
     );
+    // A wrong type names the key and where the value came from.
     let e = err(&p, &["train.steps=\"many\""]);
-    assert!(e.contains("steps") || e.contains("many"), "{e}");
+    assert!(
+        e.contains("train.steps") && e.contains("--set train.steps=\"many\""),
+        "{e}"
+    );
+    let p2 = write(&TINY.replace("steps = 6", "steps = \"six\""));
+    let e = err(&p2, &[]);
+    assert!(
+        e.contains("train.steps") && e.contains("bad.toml") && !e.contains("--set"),
+        "{e}"
+    );
+    let p = write(TINY);
+    for key in ["model.hsa.n_heads", "model.hsa.retrieval_dim"] {
+        let e = err(&p, &[&format!("{key}=0")]);
+        assert!(e.contains(key), "{e}");
+    }
+    // run.name is one folder name inside run.dir.
+    for name in ["..", ".", "a/b", "/tmp/x", "\"\"", "a\\b"] {
+        let e = err(&p, &[&format!("run.name={name}")]);
+        assert!(e.contains("run.name"), "{name}: {e}");
+    }
     let e = format!(
         "{:#}",
         ExperimentConfig::load(&dir.join("missing.toml"), &[]).unwrap_err()
@@ -315,4 +365,345 @@ fn cli_trains_and_reports_passkey() {
     assert!(!bad.status.success());
     let e = String::from_utf8_lossy(&bad.stderr);
     assert!(e.contains("warmup") && !e.contains("panicked"), "{e}");
+}
+
+/// A kill -9 during a save leaves a partial `step-N` (older versions) or `.partial-step-N`
+/// folder; resuming and re-running step N must replace it, not fail with "File already
+/// exists". A corrupt newest checkpoint makes resume fall back to the previous valid one.
+#[test]
+fn partial_stale_and_corrupt_checkpoints_are_survived() {
+    let dir = scratch("stale");
+    let first = run(config(&dir, "a", &[]), false, Some(3));
+    let rd = first.run_dir;
+    assert_eq!(latest(&rd), "step-00000003");
+    // What a kill during the save of step 6 leaves behind.
+    std::fs::create_dir_all(ckpt(&rd, 6)).unwrap();
+    std::fs::write(ckpt(&rd, 6).join("model.safetensors"), b"\x10\x00").unwrap();
+    std::fs::create_dir_all(rd.join("checkpoints/.partial-step-00000006")).unwrap();
+    std::fs::write(rd.join("checkpoints/.partial-step-00000006/junk"), b"x").unwrap();
+    let done = run(config(&dir, "a", &[]), true, None);
+    assert_eq!(done.step, 6);
+    assert_eq!(latest(&rd), "step-00000006");
+    assert_eq!(
+        saved_step(&ckpt(&rd, 6)),
+        6,
+        "the stale folder was replaced"
+    );
+    assert!(!rd.join("checkpoints/.partial-step-00000006").exists());
+    assert_eq!(steps_logged(&rd), vec![1, 2, 3, 4, 5, 6]);
+
+    // The newest checkpoint is corrupt: resume falls back to step 3 and re-runs 4..9.
+    let model = ckpt(&rd, 6).join("model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let more = run(config(&dir, "a", &["train.steps=9"]), true, None);
+    assert_eq!(more.step, 9);
+    assert_eq!(steps_logged(&rd), (1..=9).collect::<Vec<_>>());
+    assert_eq!(latest(&rd), "step-00000009");
+    // The re-run step 6 replaced the corrupt folder with a complete checkpoint.
+    assert_eq!(saved_step(&ckpt(&rd, 6)), 6);
+    assert!(std::fs::read(&model).unwrap().len() >= bytes.len());
+}
+
+/// Without `LATEST`, step folders still mean "a run lives here": a new run is refused (and
+/// changes nothing), resume picks the newest valid checkpoint.
+#[test]
+fn checkpoints_without_latest_are_a_run() {
+    let dir = scratch("nolatest");
+    let rd = run(config(&dir, "a", &[]), false, None).run_dir;
+    std::fs::remove_file(rd.join("checkpoints/LATEST")).unwrap();
+    let config_before = std::fs::read(rd.join("config.toml")).unwrap();
+    let metrics_before = std::fs::read(rd.join("metrics.jsonl")).unwrap();
+    let e = try_run(config(&dir, "a", &["train.lr=1e-3"]), false, None).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("--resume"), "{e}");
+    assert_eq!(
+        std::fs::read(rd.join("config.toml")).unwrap(),
+        config_before
+    );
+    assert_eq!(
+        std::fs::read(rd.join("metrics.jsonl")).unwrap(),
+        metrics_before
+    );
+    let resumed = run(config(&dir, "a", &["train.steps=7"]), true, None);
+    assert_eq!(resumed.step, 7);
+    assert_eq!(steps_logged(&rd), (1..=7).collect::<Vec<_>>());
+}
+
+/// Pruning removes only this run's older checkpoints: never a folder it did not write (here a
+/// corrupt `step-99999999` that sorts last), never the one just written.
+#[test]
+fn pruning_spares_foreign_folders_and_the_newest() {
+    let dir = scratch("prune");
+    let extra = ["train.checkpoint_every=2", "train.keep_checkpoints=1"];
+    let rd = run(config(&dir, "a", &extra), false, Some(2)).run_dir;
+    let foreign = ckpt(&rd, 99_999_999);
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("model.safetensors"), b"garbage").unwrap();
+    let done = run(config(&dir, "a", &extra), true, None);
+    assert_eq!(done.step, 6);
+    assert!(
+        foreign.join("model.safetensors").exists(),
+        "foreign folder kept"
+    );
+    assert_eq!(saved_step(&ckpt(&rd, 6)), 6, "newest kept");
+    assert!(
+        !ckpt(&rd, 2).exists() && !ckpt(&rd, 4).exists(),
+        "older ones pruned"
+    );
+    assert_eq!(latest(&rd), "step-00000006");
+    // And the run continues from it.
+    let more = run(config(&dir, "a", &["train.steps=8"]), true, None);
+    assert_eq!(more.step, 8);
+}
+
+/// `train.steps` below the checkpoint is an error that changes nothing; equal to it is
+/// "nothing to do"; `--stop-at` at the current step runs no step (it ran one too many).
+#[test]
+fn resume_edge_cases() {
+    let dir = scratch("edges");
+    let rd = run(config(&dir, "a", &[]), false, Some(3)).run_dir;
+    let config_before = std::fs::read(rd.join("config.toml")).unwrap();
+    let e = format!(
+        "{:#}",
+        try_run(config(&dir, "a", &["train.steps=2"]), true, None).unwrap_err()
+    );
+    assert!(e.contains("train.steps") && e.contains('3'), "{e}");
+    assert_eq!(
+        std::fs::read(rd.join("config.toml")).unwrap(),
+        config_before
+    );
+    let same = run(config(&dir, "a", &[]), true, Some(3));
+    assert_eq!(same.step, 3);
+    assert_eq!(same.final_loss, None, "no step ran");
+    assert_eq!(steps_logged(&rd), vec![1, 2, 3]);
+    let to_five = run(config(&dir, "a", &[]), true, Some(5));
+    assert_eq!(to_five.step, 5);
+    assert_eq!(steps_logged(&rd), vec![1, 2, 3, 4, 5]);
+    assert_eq!(latest(&rd), "step-00000005");
+    let done = run(config(&dir, "a", &["train.steps=5"]), true, None);
+    assert_eq!((done.step, done.final_loss), (5, None));
+}
+
+/// An interrupt (Ctrl-C / SIGTERM flag) before the end-of-training passkey evaluation skips
+/// it; one during it stops it (covered in ramba-eval: every remaining cell is skipped).
+#[test]
+fn interrupt_skips_the_final_evaluation() {
+    let dir = scratch("interrupt");
+    let stop = Arc::new(AtomicBool::new(true));
+    let out = try_run_with(
+        config(
+            &dir,
+            "a",
+            &["eval.passkey_after_training=true", "train.steps=1"],
+        ),
+        false,
+        None,
+        stop,
+    )
+    .unwrap();
+    assert!(out.interrupted);
+    assert!(out.passkey.is_none());
+    assert!(!out.run_dir.join("eval/passkey.json").exists());
+    assert_eq!(latest(&out.run_dir), "step-00000001");
+}
+
+/// Every size that must be ≥ 1 is a validation error naming the key, never a divide-by-zero
+/// panic; sizes where 0 means "off" or "auto" build a model that runs.
+#[test]
+fn zero_sizes_are_errors_or_work() {
+    let dir = scratch("zeros");
+    let keys = [
+        "model.vocab_size",
+        "model.d_model",
+        "model.n_lower",
+        "model.n_groups",
+        "model.hsa_per_group",
+        "model.blocks_per_hsa",
+        "model.mamba.expand",
+        "model.mamba.head_dim",
+        "model.mamba.d_state",
+        "model.mamba.n_groups",
+        "model.mamba.conv_width",
+        "model.mamba.chunk_size",
+        "model.mamba.train_segment",
+        "model.hsa.chunk_size",
+        "model.hsa.top_k",
+        "model.hsa.n_heads",
+        "model.hsa.n_kv_heads",
+        "model.hsa.head_dim",
+        "model.hsa.retrieval_dim",
+        "model.hsa.encoder_layers",
+        "model.hsa.encoder_heads",
+        "model.hsa.encoder_kv_heads",
+        "model.hsa.mlp_hidden",
+        "model.attention.n_heads",
+        "model.attention.n_kv_heads",
+        "model.attention.window",
+        "model.attention.mlp_hidden",
+        "data.seq_len",
+        "data.batch_size",
+        "train.grad_accum",
+        "train.log_every",
+        "train.keep_checkpoints",
+        "eval.passkey_trials",
+        "eval.max_context",
+    ];
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, TINY).unwrap();
+    let mut accepted = vec![];
+    for arch in ["ramba", "swa_hsa", "transformer"] {
+        for key in keys {
+            let sets = vec![format!("model.arch={arch}"), format!("{key}=0")];
+            let cfg = match ExperimentConfig::load(&path, &sets) {
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    assert!(!e.is_empty());
+                    continue;
+                }
+                Ok(cfg) => cfg,
+            };
+            // Accepted: the model must build and run forward (the panics were in here).
+            let result = std::panic::catch_unwind(|| {
+                use burn::prelude::*;
+                let device = Default::default();
+                let model = cfg.model.init::<CpuBackend>(&device);
+                let ids = Tensor::<CpuBackend, 2, Int>::zeros([1, cfg.data.seq_len], &device);
+                model.forward(ids).dims()
+            });
+            match result {
+                Ok(dims) => assert_eq!(dims[2], cfg.model.vocab_size, "{arch} {key}=0"),
+                Err(_) => panic!("{arch}: {key} = 0 passed validation and then panicked"),
+            }
+            accepted.push(format!("{arch} {key}"));
+        }
+    }
+    // The keys where 0 means "auto" / "off" / "none" are among the accepted ones.
+    for k in [
+        "ramba model.hsa.mlp_hidden",
+        "ramba model.mamba.train_segment",
+    ] {
+        assert!(accepted.iter().any(|a| a == k), "{k}: {accepted:?}");
+    }
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ramba-train"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// SIGTERM (what `timeout` and job schedulers send) saves a checkpoint like Ctrl-C.
+#[test]
+fn sigterm_saves_a_checkpoint() {
+    let dir = scratch("sigterm");
+    let cfg = dir.join("exp.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ramba-train"))
+        .args(["--config", cfg.to_str().unwrap()])
+        .args([
+            "--set",
+            "train.steps=100000",
+            "--set",
+            "train.checkpoint_every=0",
+        ])
+        .args(["--set", &format!("run.dir=\"{}\"", dir.display())])
+        .args(["--set", "run.name=t"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = dir.join("t");
+    let started = std::time::Instant::now();
+    // Training has begun once the first step is logged.
+    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|m| !m.is_empty()) {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no training step within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: signals our own child process, which is still running (not yet waited for).
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "kill failed");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("saved"), "{stderr}");
+    let latest = latest(&run);
+    let step: u64 = latest.trim_start_matches("step-").parse().unwrap();
+    assert!(step >= 1, "{latest}");
+    assert_eq!(saved_step(&run.join("checkpoints").join(&latest)), step);
+}
+
+#[test]
+fn cli_refuses_conflicting_or_failing_starts_cleanly() {
+    let dir = scratch("cli-edges");
+    let cfg = dir.join("exp.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let at = format!("run.dir=\"{}\"", dir.display());
+    // --config next to --resume is refused rather than silently ignored.
+    let (ok, e) = cli(&["--config", cfg, "--resume", dir.to_str().unwrap()]);
+    assert!(
+        !ok && e.contains("--config") && e.contains("--resume"),
+        "{e}"
+    );
+    // A start that fails (missing data) leaves no empty run folder behind.
+    let (ok, e) = cli(&[
+        "--config",
+        cfg,
+        "--set",
+        &at,
+        "--set",
+        "run.name=failed",
+        "--set",
+        "data.sources=[{kind=\"text\", path=\"/nonexistent/corpus.txt\"}]",
+    ]);
+    assert!(!ok && e.contains("corpus.txt"), "{e}");
+    assert!(!dir.join("failed").exists(), "an empty run folder was left");
+    // Resuming a finished run runs nothing and prints no NaN loss.
+    let (ok, e) = cli(&[
+        "--config",
+        cfg,
+        "--set",
+        &at,
+        "--set",
+        "run.name=done",
+        "--set",
+        "train.steps=2",
+    ]);
+    assert!(ok, "{e}");
+    let (ok, e) = cli(&["--resume", dir.join("done").to_str().unwrap()]);
+    assert!(
+        ok && e.contains("nothing to do") && !e.contains("NaN"),
+        "{e}"
+    );
+    // --stop-at 0 is refused.
+    let (ok, e) = cli(&["--config", cfg, "--set", &at, "--stop-at", "0"]);
+    assert!(!ok && e.contains("stop-at"), "{e}");
+}
+
+/// A truncated optimizer file is reported as truncated (Burn's own message suggested a record
+/// version problem), and with no older checkpoint to fall back to, resume fails naming it.
+#[test]
+fn truncated_optimizer_state_is_named() {
+    let dir = scratch("optim");
+    let rd = run(config(&dir, "a", &[]), false, Some(3)).run_dir;
+    let f = ckpt(&rd, 3).join("optim_decay.bin");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 3]).unwrap();
+    let e = format!(
+        "{:#}",
+        try_run(config(&dir, "a", &[]), true, None).unwrap_err()
+    );
+    assert!(
+        e.contains("optim_decay") && e.contains("truncated") && !e.contains("version"),
+        "{e}"
+    );
 }

@@ -15,7 +15,7 @@ use burn::prelude::*;
 use super::{attention_mask, run_blocks, LmHead, ModelState};
 use crate::config::ModelConfig;
 use crate::nn::block::DecoderBlock;
-use crate::nn::chunk_memory::ChunkMemory;
+use crate::nn::chunk_memory::{ChunkMemory, ChunkMemoryConfig};
 use crate::nn::hsa_layer::HsaLayer;
 use crate::nn::retrieval::Retrieval;
 use crate::ops::RambaBackend;
@@ -59,7 +59,7 @@ impl<B: Backend> HsaDecoder<B> {
         Self {
             lm: LmHead::new(cfg, device),
             lower: (0..cfg.n_lower).map(|_| cfg.block(device)).collect(),
-            memory: ChunkMemory::new(cfg, device),
+            memory: ChunkMemoryConfig::from_model(cfg).init(device),
             groups: (0..cfg.n_groups).map(|_| group()).collect(),
             window,
         }

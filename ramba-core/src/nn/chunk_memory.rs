@@ -39,45 +39,95 @@ pub struct ChunkMemory<B: Backend> {
     retrieval_dim: usize,
 }
 
-impl<B: Backend> ChunkMemory<B> {
-    /// From the `[model]` and `[model.hsa]` settings.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
+/// What a [`ChunkMemory`] is built from (burn-nn's pattern: a config per module, with `init`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChunkMemoryConfig {
+    /// Model width `d`.
+    pub d_model: usize,
+    /// Tokens per chunk (`S`).
+    pub chunk_size: usize,
+    /// KV heads (`h_kv`), also the number of retrieval heads.
+    pub n_kv_heads: usize,
+    /// Key/value head dimension (`d_h`).
+    pub head_dim: usize,
+    /// Landmark width (`d_r`), split over the KV heads.
+    pub retrieval_dim: usize,
+    /// CLS or mean landmarks.
+    pub landmark: Landmark,
+    /// Bidirectional encoder layers (0 = RMSNorm only).
+    pub encoder_layers: usize,
+    /// Encoder attention heads.
+    pub encoder_heads: usize,
+    /// Encoder KV heads.
+    pub encoder_kv_heads: usize,
+    /// Encoder SwiGLU hidden width (resolved, not 0).
+    pub mlp_hidden: usize,
+    /// Standard deviation of the normal initialisation.
+    pub init_std: f64,
+    /// RMSNorm epsilon.
+    pub norm_eps: f64,
+}
+
+impl ChunkMemoryConfig {
+    /// The chunk memory of a model: `[model]` and `[model.hsa]` settings.
+    pub fn from_model(cfg: &ModelConfig) -> Self {
         let h = &cfg.hsa;
-        let d = cfg.d_model;
-        let settings = AttentionSettings {
-            d_model: d,
-            n_heads: h.encoder_heads,
-            n_kv_heads: h.encoder_kv_heads,
-            qkv_bias: true,
-            qk_norm: true,
-            rope_theta: 10_000.0,
-            init_std: cfg.init_std,
-            norm_eps: cfg.norm_eps,
-        };
-        let hidden = mlp_hidden(h.mlp_hidden, d);
-        let cls = (h.landmark == Landmark::Cls).then(|| {
-            Param::from_tensor(Tensor::random(
-                [d],
-                burn::tensor::Distribution::Normal(0.0, cfg.init_std),
-                device,
-            ))
-        });
         Self {
-            cls,
-            encoder: (0..h.encoder_layers)
-                .map(|_| TransformerBlock::new(&settings, hidden, device))
-                .collect(),
-            norm: rms_norm(d, cfg.norm_eps, device),
-            landmark: linear(d, h.retrieval_dim, false, cfg.init_std, device),
-            key: linear(d, h.n_kv_heads * h.head_dim, false, cfg.init_std, device),
-            value: linear(d, h.n_kv_heads * h.head_dim, false, cfg.init_std, device),
+            d_model: cfg.d_model,
             chunk_size: h.chunk_size,
             n_kv_heads: h.n_kv_heads,
             head_dim: h.head_dim,
             retrieval_dim: h.retrieval_dim,
+            landmark: h.landmark,
+            encoder_layers: h.encoder_layers,
+            encoder_heads: h.encoder_heads,
+            encoder_kv_heads: h.encoder_kv_heads,
+            mlp_hidden: mlp_hidden(h.mlp_hidden, cfg.d_model),
+            init_std: cfg.init_std,
+            norm_eps: cfg.norm_eps,
         }
     }
 
+    /// Builds the module (parameters drawn in the same order as always: CLS, encoder, norm,
+    /// landmark, key, value).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ChunkMemory<B> {
+        let d = self.d_model;
+        let settings = AttentionSettings {
+            d_model: d,
+            n_heads: self.encoder_heads,
+            n_kv_heads: self.encoder_kv_heads,
+            qkv_bias: true,
+            qk_norm: true,
+            rope_theta: 10_000.0,
+            init_std: self.init_std,
+            norm_eps: self.norm_eps,
+        };
+        let cls = (self.landmark == Landmark::Cls).then(|| {
+            Param::from_tensor(Tensor::random(
+                [d],
+                burn::tensor::Distribution::Normal(0.0, self.init_std),
+                device,
+            ))
+        });
+        let kv = self.n_kv_heads * self.head_dim;
+        ChunkMemory {
+            cls,
+            encoder: (0..self.encoder_layers)
+                .map(|_| TransformerBlock::new(&settings, self.mlp_hidden, device))
+                .collect(),
+            norm: rms_norm(d, self.norm_eps, device),
+            landmark: linear(d, self.retrieval_dim, false, self.init_std, device),
+            key: linear(d, kv, false, self.init_std, device),
+            value: linear(d, kv, false, self.init_std, device),
+            chunk_size: self.chunk_size,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            retrieval_dim: self.retrieval_dim,
+        }
+    }
+}
+
+impl<B: Backend> ChunkMemory<B> {
     /// `h`: `[batch, seq, d_model]`, the residual after the lower decoder.
     pub fn forward(&self, h: Tensor<B, 3>) -> ChunkMemoryOutput<B> {
         let [batch, seq, d] = h.dims();

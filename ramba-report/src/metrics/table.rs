@@ -1,6 +1,5 @@
 //! Result tables: CSV and pretty-printed JSON files.
 
-use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -8,31 +7,13 @@ use serde::Serialize;
 
 use crate::fsutil::write_atomic;
 
-/// Quotes a CSV field when it has to be (RFC 4180): when it contains a comma, a double quote
-/// or a line break. Inner quotes are doubled.
-fn csv_field(field: &str) -> Cow<'_, str> {
-    if field.contains([',', '"', '\n', '\r']) {
-        Cow::Owned(format!("\"{}\"", field.replace('"', "\"\"")))
-    } else {
-        Cow::Borrowed(field)
-    }
-}
-
-/// Appends one CSV record (fields joined by commas, `\n`-terminated) to `out`.
-fn push_record<S: AsRef<str>>(out: &mut String, fields: &[S]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&csv_field(field.as_ref()));
-    }
-    out.push('\n');
-}
-
-/// Renders a header and rows as CSV text; every row must have as many fields as the header.
+/// Renders a header and rows as CSV text (the `csv` crate: RFC 4180 quoting, `\n` line ends);
+/// every row must have as many fields as the header.
 fn render_csv(header: &[&str], rows: &[Vec<String>]) -> Result<String> {
-    let mut out = String::new();
-    push_record(&mut out, header);
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(vec![]);
+    w.write_record(header)?;
     for (i, row) in rows.iter().enumerate() {
         if row.len() != header.len() {
             bail!(
@@ -41,9 +22,12 @@ fn render_csv(header: &[&str], rows: &[Vec<String>]) -> Result<String> {
                 header.len()
             );
         }
-        push_record(&mut out, row);
+        w.write_record(row)?;
     }
-    Ok(out)
+    let bytes = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// Writes a CSV file (header line, then one line per row), creating parent directories.

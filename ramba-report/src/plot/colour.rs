@@ -2,49 +2,24 @@
 
 use plotters::style::RGBColor;
 
-/// Tableau 10: distinct, colour-blind-friendlier than pure hues, readable on white.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
-
-/// Colour of the `i`-th series (the palette repeats after 10 series).
+/// Colour of the `i`-th series: Tableau 10 (`colorous`), distinct and readable on white; it
+/// repeats after 10 series.
 pub(crate) fn series_colour(i: usize) -> RGBColor {
-    PALETTE[i % PALETTE.len()]
+    let c = colorous::TABLEAU10[i % colorous::TABLEAU10.len()];
+    RGBColor(c.r, c.g, c.b)
 }
 
 /// Cell colour for missing values.
 pub(crate) const MISSING: RGBColor = RGBColor(200, 200, 200);
 
-/// Stops of the red → yellow → green scale (as in ColorBrewer RdYlGn): 0 is bad, 1 is good.
-const STOPS: [(f64, RGBColor); 3] = [
-    (0.0, RGBColor(215, 48, 39)),
-    (0.5, RGBColor(254, 224, 110)),
-    (1.0, RGBColor(26, 152, 80)),
-];
-
-/// Colour of an accuracy in `0..=1` (clamped); grey for `None` and NaN.
+/// Colour of an accuracy in `0..=1` (clamped) on ColorBrewer's red → yellow → green scale
+/// (`colorous::RED_YELLOW_GREEN`: 0 is bad, 1 is good); grey for `None` and NaN.
 pub(crate) fn accuracy_colour(value: Option<f64>) -> RGBColor {
     let Some(v) = value.filter(|v| !v.is_nan()) else {
         return MISSING;
     };
-    let v = v.clamp(0.0, 1.0);
-    let ((a, ca), (b, cb)) = if v <= STOPS[1].0 {
-        (STOPS[0], STOPS[1])
-    } else {
-        (STOPS[1], STOPS[2])
-    };
-    let t = (v - a) / (b - a);
-    let mix = |x: u8, y: u8| (f64::from(x) + (f64::from(y) - f64::from(x)) * t).round() as u8;
-    RGBColor(mix(ca.0, cb.0), mix(ca.1, cb.1), mix(ca.2, cb.2))
+    let c = colorous::RED_YELLOW_GREEN.eval_continuous(v.clamp(0.0, 1.0));
+    RGBColor(c.r, c.g, c.b)
 }
 
 /// Black or white, whichever reads better on `bg` (by relative luminance).
@@ -63,15 +38,14 @@ mod tests {
 
     #[test]
     fn scale_ends_and_missing() {
-        assert_eq!(accuracy_colour(Some(0.0)), STOPS[0].1);
-        assert_eq!(accuracy_colour(Some(0.5)), STOPS[1].1);
-        assert_eq!(accuracy_colour(Some(1.0)), STOPS[2].1);
-        assert_eq!(accuracy_colour(Some(7.0)), STOPS[2].1);
-        assert_eq!(accuracy_colour(Some(-1.0)), STOPS[0].1);
+        let (red, green) = (accuracy_colour(Some(0.0)), accuracy_colour(Some(1.0)));
+        assert!(red.0 > 150 && red.1 < 100, "0 is red: {red:?}");
+        assert!(green.1 > 100 && green.0 < 100, "1 is green: {green:?}");
+        assert_eq!(accuracy_colour(Some(7.0)), green);
+        assert_eq!(accuracy_colour(Some(-1.0)), red);
         assert_eq!(accuracy_colour(None), MISSING);
         assert_eq!(accuracy_colour(Some(f64::NAN)), MISSING);
-        // Greener as accuracy grows.
-        assert!(accuracy_colour(Some(0.9)).1 < accuracy_colour(Some(0.6)).1);
+        // Less red as accuracy grows.
         assert!(accuracy_colour(Some(0.9)).0 < accuracy_colour(Some(0.6)).0);
     }
 
@@ -89,7 +63,7 @@ mod tests {
     fn text_contrast() {
         assert_eq!(text_colour_on(RGBColor(255, 255, 255)), RGBColor(0, 0, 0));
         assert_eq!(
-            text_colour_on(RGBColor(26, 152, 80)),
+            text_colour_on(accuracy_colour(Some(1.0))),
             RGBColor(255, 255, 255)
         );
     }

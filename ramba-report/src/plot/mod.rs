@@ -1,9 +1,8 @@
 //! PNG charts: line charts (loss curves, perplexity by length) and heatmaps (passkey accuracy).
 //!
 //! Charts are drawn with plotters into memory, encoded as PNG and written atomically, so a chart
-//! refreshed during training is never seen half-written. Text is rendered with a system font
-//! found through fontconfig; without one, the functions return an error saying which package
-//! to install instead of panicking.
+//! refreshed during training is never seen half-written. Text is rendered with DejaVu Sans,
+//! embedded in the binary, so charts need no installed font and no fontconfig.
 
 mod axis;
 mod canvas;
