@@ -4,9 +4,10 @@
 # rows with a tail check) and on wgpu/Vulkan, so every ratio is measured in one run.
 #
 # Here (CPU machine), once per change:
-#   cargo build --release -p ramba-eval --bin ramba-bench
-#   cargo test --release -p ramba-core --features cuda-tests --test kernels --no-run
-#   scripts/gpu-hsa-bench.sh --pack        # strips and gzips them into .carry/bin
+#   cargo test --release --workspace --no-run          # builds ramba-bench too
+#   cargo test --release --workspace --features ramba-core/cuda-tests --test kernels --no-run
+#   TEST_BIN=target/release/deps/kernels-<hash> scripts/gpu-hsa-bench.sh --pack
+# (workspace-wide builds share one feature resolution, so the dependencies compile once).
 # On the device machine (carry .carry, .bench, .gl):
 #   OUT=$OUT bash scripts/gpu-hsa-bench.sh
 set -u
@@ -16,7 +17,7 @@ cd "$ROOT"
 if [ "${1:-}" = --pack ]; then
   mkdir -p .carry/bin
   cp target/release/ramba-bench .carry/bin/ramba-bench
-  test=$(ls -t target/release/deps/kernels-* | grep -v '\.d$' | head -1)
+  test=${TEST_BIN:-$(ls -t target/release/deps/kernels-* | grep -v "\.d$" | head -1)}
   cp "$test" .carry/bin/kernels-test
   strip .carry/bin/ramba-bench .carry/bin/kernels-test
   gzip -f .carry/bin/ramba-bench .carry/bin/kernels-test
@@ -59,7 +60,9 @@ if has long; then
     | tee -a "$OUT/bench.txt"
 fi
 if has wgpu; then
-  timeout 200 /tmp/ramba-bench hsa --backend wgpu --batch 8 --lengths 16k --reference-max-tokens 0 \
+  # WGSL has no bf16: the wgpu rows run f32 (the scalar kernels; cooperative matrices are not
+  # reached through the WGSL compiler).
+  timeout 200 /tmp/ramba-bench hsa --backend wgpu --dtype f32 --batch 8 --lengths 16k --reference-max-tokens 0 \
     --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"
 fi
 if has ncu; then

@@ -129,7 +129,8 @@ pub fn ceilings<B: RambaBackend>(device: &B::Device, dtype: DType, budget_ms: f6
     let mm = time_ms::<B>(device, budget_ms, || {
         let _ = a.clone().matmul(b.clone());
     });
-    let len: usize = 512 << 20;
+    // 512 MiB: wgpu caps one buffer below 2 GiB.
+    let len: usize = 128 << 20;
     let x = Tensor::<B, 1>::random([len], Distribution::Normal(0.0, 1.0), device);
     let copy = time_ms::<B>(device, budget_ms, || {
         let _ = x.clone().mul_scalar(1.0);

@@ -74,8 +74,11 @@ pub fn select_chunks<B: RambaBackend>(
         options,
     ));
     let valid = indices.clone().greater_equal_elem(0);
-    // Weights are computed in f32 whatever the activations' dtype (spec §3).
-    let scores = slot_scores(queries, landmarks, indices.clone()).cast(DType::F32);
+    // Weights are computed in at least f32 whatever the activations' dtype (spec §3).
+    let mut scores = slot_scores(queries, landmarks, indices.clone());
+    if matches!(scores.dtype(), DType::BF16 | DType::F16) {
+        scores = scores.cast(DType::F32);
+    }
     let weights = chunk_weights(scores, valid, options.weighting);
     ChunkSelection { indices, weights }
 }
