@@ -47,7 +47,7 @@ fn hsa_backward_dkdv_kernel<F: Float, W: Float>(
     #[comptime] h_kv: usize,
     #[define(F, W)] _dtypes: [StorageType; 2],
 ) {
-    let key = CUBE_POS as usize;
+    let key = CUBE_POS;
     let threads = comptime!(CHUNK_THREADS as usize);
     let tid = UNIT_POS as usize;
     if key >= n_keys {

@@ -105,7 +105,7 @@ fn hsa_backward_dkdv_cmma_kernel<F: Float, W: Float>(
     #[comptime] h_kv: usize,
     #[define(F, W)] _dtypes: [StorageType; 2],
 ) {
-    let key = CUBE_POS as usize;
+    let key = CUBE_POS;
     let warp = UNIT_POS_Y as usize;
     let lane = UNIT_POS_X as usize;
     let chunk = comptime!(CHUNK);

@@ -43,7 +43,7 @@ fn hsa_backward_dq_kernel<F: Float, W: Float, I: Int>(
     #[comptime] h_kv: usize,
     #[define(F, W, I)] _dtypes: [StorageType; 3],
 ) {
-    let item = CUBE_POS as usize;
+    let item = CUBE_POS;
     if item >= n_items {
         terminate!();
     }

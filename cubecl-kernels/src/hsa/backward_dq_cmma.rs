@@ -42,7 +42,7 @@ fn hsa_backward_dq_cmma_kernel<F: Float, W: Float, I: Int>(
 ) {
     let warp = UNIT_POS_Y as usize;
     let lane = UNIT_POS_X as usize;
-    let item = CUBE_POS as usize * comptime!(WARPS as usize) + warp;
+    let item = CUBE_POS * comptime!(WARPS as usize) + warp;
     if item >= n_items {
         terminate!();
     }

@@ -45,7 +45,7 @@ fn hsa_forward_kernel<F: Float, W: Float, I: Int>(
     #[comptime] h_kv: usize,
     #[define(F, W, I)] _dtypes: [StorageType; 3],
 ) {
-    let item = CUBE_POS as usize;
+    let item = CUBE_POS;
     if item >= n_items {
         terminate!();
     }

@@ -7,9 +7,11 @@
 //! cube-wide barriers. Per valid slot the plane:
 //! 1. `S = Q·K_cᵀ`: 4 column tiles × 4 k-steps, `Q` rows and `K_c` read straight from global
 //!    memory as fragments (`K_c` as a column-major `B`), stored to the plane's f32 scratch;
-//! 2. lanes 0..16 take a row each: max, `lse = m + log(n + Σ exp(s − m))`, `w·p` written as the
-//!    input dtype into the plane's `P` tile;
+//! 2. two lanes a row (interleaved columns, combined by a plane shuffle): max,
+//!    `lse = m + log(n + Σ exp(s − m))`, `w·p` written as the input dtype into the plane's `P`
+//!    tile;
 //! 3. `O += P·V_c` into four accumulator fragments that live across the slots.
+//!
 //! The accumulators go through the scratch once at the end to be written as the input dtype.
 //!
 //! Shapes and layouts: as [`super::forward`]. All fragment pointers are 32-byte aligned: rows of
@@ -158,7 +160,7 @@ fn hsa_forward_cmma_kernel<F: Float, W: Float, I: Int>(
 ) {
     let warp = UNIT_POS_Y as usize;
     let lane = UNIT_POS_X as usize;
-    let item = CUBE_POS as usize * comptime!(WARPS as usize) + warp;
+    let item = CUBE_POS * comptime!(WARPS as usize) + warp;
     if item >= n_items {
         terminate!();
     }

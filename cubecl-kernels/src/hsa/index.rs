@@ -41,7 +41,7 @@ fn keys_kernel<I: Int>(
     #[comptime] top_k: usize,
     #[define(I)] _dtype: StorageType,
 ) {
-    let e = CUBE_POS as usize * comptime!(THREADS as usize) + UNIT_POS as usize;
+    let e = CUBE_POS * comptime!(THREADS as usize) + UNIT_POS as usize;
     if e >= n_entries {
         terminate!();
     }
@@ -86,7 +86,7 @@ fn count_zeros_kernel(
     n_tiles: usize,
     bit: u32,
 ) {
-    let tile = CUBE_POS as usize;
+    let tile = CUBE_POS;
     if tile >= n_tiles {
         terminate!();
     }
@@ -145,7 +145,7 @@ fn scatter_kernel(
     n_tiles: usize,
     bit: u32,
 ) {
-    let tile = CUBE_POS as usize;
+    let tile = CUBE_POS;
     if tile >= n_tiles {
         terminate!();
     }
@@ -190,7 +190,7 @@ fn scatter_kernel(
 /// `offsets[kk]` = the first position whose key is `≥ kk` (binary search), for `kk ≤ n_keys`.
 #[cube(launch_unchecked)]
 fn offsets_kernel(keys: &Array<u32>, offsets: &mut Array<u32>, n_entries: usize, n_keys: usize) {
-    let kk = CUBE_POS as usize * comptime!(THREADS as usize) + UNIT_POS as usize;
+    let kk = CUBE_POS * comptime!(THREADS as usize) + UNIT_POS as usize;
     if kk > n_keys {
         terminate!();
     }

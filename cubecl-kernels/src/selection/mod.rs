@@ -44,7 +44,7 @@ fn select_kernel<F: Float, I: Int>(
     #[comptime] chunk: usize,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
-    let cube = CUBE_POS as usize;
+    let cube = CUBE_POS;
     if cube >= n_cubes {
         terminate!();
     }

@@ -341,8 +341,8 @@ fn check_tail<B: RambaBackend>(
     );
     let _ = batch;
     let f32s = |x: Tensor<B, 4>| x.cast(DType::F32);
-    let k = f32s(p.k.clone().slice([0..1]));
-    let v = f32s(p.v.clone().slice([0..1]));
+    let k = f32s(p.k.clone().narrow(0, 0, 1));
+    let v = f32s(p.v.clone().narrow(0, 0, 1));
     let idx = {
         let [_, _, h, kk] = indices.dims();
         indices.clone().slice([0..1, seq - n..seq, 0..h, 0..kk])
@@ -416,9 +416,9 @@ pub fn table(rows: &[HsaBenchRow], ceil: &Ceilings, s: &HsaBenchSettings) -> Str
 }
 
 fn format_len(n: usize) -> String {
-    if n % (1 << 20) == 0 {
+    if n.is_multiple_of(1 << 20) {
         format!("{}M", n >> 20)
-    } else if n % 1024 == 0 {
+    } else if n.is_multiple_of(1024) {
         format!("{}K", n >> 10)
     } else {
         n.to_string()
