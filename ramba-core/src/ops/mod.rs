@@ -55,14 +55,7 @@ pub trait RambaBackend: Backend {
         if Self::fused_hsa() {
             return Self::hsa_forward(q, k, v, indices, weights, options).out;
         }
-        into_float(hsa::reference::hsa::<Self>(
-            from_float(q),
-            from_float(k),
-            from_float(v),
-            Tensor::from_primitive(indices),
-            from_float(weights),
-            options,
-        ))
+        hsa::reference::hsa_primitive::<Self>(q, k, v, indices, weights, options)
     }
 
     /// HSA forward, keeping the per-slot log-sum-exp for [`hsa_backward`](Self::hsa_backward).
@@ -310,14 +303,7 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         if B::fused_hsa() {
             return hsa::autodiff::hsa::<B, C>(q, k, v, indices, weights, options);
         }
-        into_float(hsa::reference::hsa::<Self>(
-            from_float(q),
-            from_float(k),
-            from_float(v),
-            Tensor::from_primitive(indices),
-            from_float(weights),
-            options,
-        ))
+        hsa::reference::hsa_primitive::<Self>(q, k, v, indices, weights, options)
     }
 
     fn fused_selection() -> bool {

@@ -16,6 +16,8 @@
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::TensorPrimitive;
 
 use super::HsaOptions;
 
@@ -30,6 +32,29 @@ pub fn hsa<B: Backend>(
     options: HsaOptions,
 ) -> Tensor<B, 4> {
     attend(q, k, v, indices, weights, options, false).0
+}
+
+/// [`hsa`] on primitives: the backends' reference path (the trait default, and `Autodiff`
+/// over a backend without kernels).
+pub fn hsa_primitive<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    indices: IntTensor<B>,
+    weights: FloatTensor<B>,
+    options: HsaOptions,
+) -> FloatTensor<B> {
+    let float = |x| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+    hsa(
+        float(q),
+        float(k),
+        float(v),
+        Tensor::from_primitive(indices),
+        float(weights),
+        options,
+    )
+    .into_primitive()
+    .tensor()
 }
 
 /// The forward with the per-slot log-sum-exp the kernels save: `(out, lse [B, L, h_q, K])`,
