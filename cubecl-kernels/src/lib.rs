@@ -5,7 +5,11 @@
 //! - [`hsa`]: hierarchical sparse attention forward, backward (`dq`/`dw` pass, inverted index,
 //!   `dK`/`dV` pass).
 //! - [`selection`]: fused top-k chunk selection from retrieval queries and landmarks.
+//! - [`scan`]: Mamba-2 selective scan (chunked SSD), forward and backward.
+//! - [`conv`]: causal depthwise conv1d with carried state, forward and backward.
 
 pub mod hsa;
+pub mod conv;
 pub mod launch;
+pub mod scan;
 pub mod selection;

@@ -148,57 +148,60 @@ fn hsa_and_selection_gradients() {
     }
 }
 
-/// x, Δ, B, C and the initial state of the selective scan, through y and the final state.
+/// x, Δ, A, B, C, D and the initial state of the selective scan, through y and the final
+/// state (A and D are trained parameters, so they are differentiated too).
 #[test]
 fn selective_scan_gradients() {
     let device = device();
     let (l, h, p, g, n) = (11, 2, 2, 1, 3);
     let mut r = rng(9);
-    let a = from_vec::<Ad, 1>(vec![-0.7, -1.3], [h], &device);
-    let d = from_vec::<Ad, 1>(vec![0.3, -0.2], [h], &device);
     let values = [
         random_vec(&mut r, l * h * p, 1.0),
         random_vec(&mut r, l * h, 1.0)
             .iter()
             .map(|x| 0.1 + x.abs() * 0.3)
             .collect(),
+        vec![-0.7, -1.3],
         random_vec(&mut r, l * g * n, 1.0),
         random_vec(&mut r, l * g * n, 1.0),
+        vec![0.3, -0.2],
         random_vec(&mut r, h * p * n, 1.0),
     ];
     let proj_y = from_vec::<Ad, 4>(random_vec(&mut r, l * h * p, 1.0), [1, l, h, p], &device);
     let proj_s = from_vec::<Ad, 4>(random_vec(&mut r, h * p * n, 1.0), [1, h, p, n], &device);
-    // Δ travels as a 4-D tensor [1, L, H, 1] so every input fits one helper.
+    // Δ, A and D travel as 4-D tensors so every input fits one helper.
     let shapes = [
         [1, l, h, p],
         [1, l, h, 1],
+        [1, 1, 1, h],
         [1, l, g, n],
         [1, l, g, n],
+        [1, 1, 1, h],
         [1, h, p, n],
     ];
     let loss = |t: Vec<Tensor<Ad, 4>>| {
-        let [x, dt, bm, cm, init]: [Tensor<Ad, 4>; 5] = t.try_into().unwrap();
+        let [x, dt, a, bm, cm, d, init]: [Tensor<Ad, 4>; 7] = t.try_into().unwrap();
         let (y, s) = scan::selective_scan::<Ad>(
             x,
             dt.reshape([1, l, h]),
-            a.clone(),
+            a.reshape([h]),
             bm,
             cm,
-            d.clone(),
+            d.reshape([h]),
             Some(init),
             ScanOptions { chunk_size: 4 },
         );
         (y * proj_y.clone()).sum() + (s * proj_s.clone()).sum()
     };
     check_all(
-        ["x", "delta", "B", "C", "init_state"],
+        ["x", "delta", "A", "B", "C", "D", "init_state"],
         values,
         shapes,
         &loss,
     );
 }
 
-/// x, the weights and the initial state of the causal conv.
+/// x, the weights, the bias and the initial state of the causal conv.
 #[test]
 fn causal_conv1d_gradients() {
     let device = device();
@@ -207,6 +210,7 @@ fn causal_conv1d_gradients() {
     let values = [
         random_vec(&mut r, l * ch, 1.0),
         random_vec(&mut r, ch * w, 1.0),
+        random_vec(&mut r, ch, 1.0),
         random_vec(&mut r, ch * (w - 1), 1.0),
     ];
     let proj_y = from_vec::<Ad, 3>(random_vec(&mut r, l * ch, 1.0), [1, l, ch], &device);
@@ -215,16 +219,16 @@ fn causal_conv1d_gradients() {
         [1, ch, w - 1],
         &device,
     );
-    let shapes = [[1, 1, l, ch], [1, 1, ch, w], [1, 1, ch, w - 1]];
+    let shapes = [[1, 1, l, ch], [1, 1, ch, w], [1, 1, 1, ch], [1, 1, ch, w - 1]];
     let loss = |t: Vec<Tensor<Ad, 4>>| {
-        let [x, wt, init]: [Tensor<Ad, 4>; 3] = t.try_into().unwrap();
+        let [x, wt, bias, init]: [Tensor<Ad, 4>; 4] = t.try_into().unwrap();
         let (y, s) = conv::causal_conv1d::<Ad>(
             x.reshape([1, l, ch]),
             wt.reshape([ch, w]),
-            None,
+            Some(bias.reshape([ch])),
             Some(init.reshape([1, ch, w - 1])),
         );
         (y * proj_y.clone()).sum() + (s * proj_s.clone()).sum()
     };
-    check_all(["x", "weight", "init_state"], values, shapes, &loss);
+    check_all(["x", "weight", "bias", "init_state"], values, shapes, &loss);
 }

@@ -12,7 +12,10 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use ramba_core::config::{Arch, Landmark, ModelConfig};
-use ramba_core::ops::{hsa, selection, ChunkWeighting, HsaOptions, RambaBackend, SelectionOptions};
+use ramba_core::ops::{
+    conv, hsa, scan, selection, ChunkWeighting, HsaOptions, RambaBackend, ScanOptions,
+    SelectionOptions,
+};
 use ramba_core::testing::*;
 
 /// wgpu (lavapipe in CI); with `--features cuda-tests` the same tests run on CUDA, plus the
@@ -348,9 +351,38 @@ fn training_step_with_kernels_equals_reference() {
     cfg.hsa.landmark = Landmark::Mean;
     cfg.hsa.encoder_layers = 0;
     cfg.validate().expect("valid tiny config");
-    let (batch, seq) = (2, 43);
+    assert_training_step_matches(&cfg);
+}
 
-    let dir = std::env::temp_dir().join(format!("ramba-kernels-step-{}", std::process::id()));
+/// The same for a `mamba2` model, whose every layer runs the scan and conv kernels; 150 tokens
+/// span three of the scan kernels' chunks.
+#[test]
+fn mamba2_training_step_with_kernels_equals_reference() {
+    let mut cfg = ModelConfig {
+        arch: Arch::Mamba2,
+        vocab_size: 37,
+        d_model: 32,
+        n_lower: 2,
+        ..Default::default()
+    };
+    cfg.mamba.head_dim = 16;
+    cfg.mamba.d_state = 8;
+    cfg.mamba.chunk_size = 16;
+    cfg.validate().expect("valid tiny config");
+    assert_training_step_matches_at(&cfg, 2, 150);
+}
+
+fn assert_training_step_matches(cfg: &ModelConfig) {
+    assert_training_step_matches_at(cfg, 2, 43);
+}
+
+fn assert_training_step_matches_at(cfg: &ModelConfig, batch: usize, seq: usize) {
+
+    let dir = std::env::temp_dir().join(format!(
+        "ramba-kernels-step-{}-{:?}",
+        std::process::id(),
+        cfg.arch
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.safetensors");
     let cpu_dev = Default::default();
@@ -514,4 +546,359 @@ fn hsa_tensor_core_bf16_matches_reference() {
         loose("dv", tensor(g.v), dv);
         loose("dweights", tensor(g.weights), dw);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mamba-2 selective scan and causal conv1d kernels.
+
+fn assert_close_nd<const D: usize>(name: &str, got: Tensor<Gpu, D>, want: Tensor<TestCpu, D>) {
+    let (got, want) = (to_vec(got), to_vec(want));
+    assert!(
+        got.iter().all(|x| x.is_finite()),
+        "{name}: non-finite output (an element left unwritten?)"
+    );
+    assert!(
+        want.iter().any(|&x| x != 0.0),
+        "{name}: the reference is all zero, the comparison would be empty"
+    );
+    let err = rel_err_vec(&got, &want);
+    assert!(err < TOL, "{name}: relative error {err:.3e}");
+}
+
+fn float<B: Backend, const D: usize>(x: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
+}
+
+fn prim_nd<B: Backend, const D: usize>(x: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
+    x.into_primitive().tensor()
+}
+
+/// `(batch, seq, heads, head_dim, groups, d_state)`.
+type ScanCase = (usize, usize, usize, usize, usize, usize);
+
+/// Ragged lengths (not a multiple of the kernels' 64-token chunk), shorter than one chunk,
+/// exactly one chunk, several groups, `P·N` not a multiple of the cube's 256 threads.
+const SCAN_CASES: [ScanCase; 5] = [
+    (2, 150, 4, 16, 2, 8),
+    (1, 64, 2, 8, 1, 16),
+    (1, 7, 3, 4, 3, 4),
+    (1, 200, 2, 12, 1, 20),
+    (2, 131, 1, 32, 1, 32),
+];
+
+/// Random scan inputs: `Δ` in (0.01, 0.3) and `A` in (−4, −0.5), so decays span from nearly
+/// none to strong within a chunk.
+struct ScanInputs<B: Backend> {
+    x: Tensor<B, 4>,
+    delta: Tensor<B, 3>,
+    a: Tensor<B, 1>,
+    b: Tensor<B, 4>,
+    c: Tensor<B, 4>,
+    d: Tensor<B, 1>,
+    init: Tensor<B, 4>,
+    dy: Tensor<B, 4>,
+    d_final: Tensor<B, 4>,
+}
+
+fn scan_inputs<B: Backend>(cs: ScanCase, seed: u64, device: &B::Device) -> ScanInputs<B> {
+    let (bs, l, h, p, g, n) = cs;
+    let mut r = rng(seed);
+    let mut uniform = |len: usize, lo: f64, hi: f64| -> Vec<f64> {
+        random_vec(&mut r, len, 1.0)
+            .into_iter()
+            .map(|u| lo + (hi - lo) * (0.5 + 0.5 * u.tanh()))
+            .collect()
+    };
+    let delta = from_vec::<B, 3>(uniform(bs * l * h, 0.01, 0.3), [bs, l, h], device);
+    let a = from_vec::<B, 1>(uniform(h, -4.0, -0.5), [h], device);
+    ScanInputs {
+        x: random(&mut r, [bs, l, h, p], 1.0, device),
+        delta,
+        a,
+        b: random(&mut r, [bs, l, g, n], 1.0, device),
+        c: random(&mut r, [bs, l, g, n], 1.0, device),
+        d: random(&mut r, [h], 1.0, device),
+        init: random(&mut r, [bs, h, p, n], 1.0, device),
+        dy: random(&mut r, [bs, l, h, p], 1.0, device),
+        d_final: random(&mut r, [bs, h, p, n], 1.0, device),
+    }
+}
+
+const SCAN_OPTIONS: ScanOptions = ScanOptions { chunk_size: 16 };
+
+#[test]
+fn scan_forward_matches_reference() {
+    assert!(Gpu::fused_scan(), "the wgpu backend must run the scan kernels");
+    let device = Default::default();
+    for (i, cs) in SCAN_CASES.into_iter().enumerate() {
+        let (bs, l, h, p, _, n) = cs;
+        let x = scan_inputs::<Gpu>(cs, 600 + i as u64, &device);
+        let (want_y, want_state) = scan::reference::selective_scan(
+            cpu(&x.x),
+            cpu(&x.delta),
+            cpu(&x.a),
+            cpu(&x.b),
+            cpu(&x.c),
+            cpu(&x.d),
+            Some(cpu(&x.init)),
+            SCAN_OPTIONS,
+        );
+        poison::<Gpu>(&[[bs, l, h, p], [bs, h, p, n]], &device);
+        let (y, state) = Gpu::selective_scan(
+            prim_nd(x.x),
+            prim_nd(x.delta),
+            prim_nd(x.a),
+            prim_nd(x.b),
+            prim_nd(x.c),
+            prim_nd(x.d),
+            Some(prim_nd(x.init)),
+            SCAN_OPTIONS,
+        );
+        assert_close_nd(&format!("{cs:?} y"), float::<Gpu, 4>(y), want_y);
+        assert_close_nd(&format!("{cs:?} state"), float::<Gpu, 4>(state), want_state);
+    }
+}
+
+#[test]
+fn scan_backward_matches_reference() {
+    let device = Default::default();
+    for (i, cs) in SCAN_CASES.into_iter().enumerate() {
+        let (bs, l, h, p, g, n) = cs;
+        let x = scan_inputs::<Gpu>(cs, 700 + i as u64, &device);
+        let want = scan::reference::backward(
+            cpu(&x.x),
+            cpu(&x.delta),
+            cpu(&x.a),
+            cpu(&x.b),
+            cpu(&x.c),
+            cpu(&x.d),
+            cpu(&x.init),
+            cpu(&x.dy),
+            cpu(&x.d_final),
+            SCAN_OPTIONS,
+        );
+        poison::<Gpu>(
+            &[[bs, l, h, p], [bs, l, g, n], [bs, l, g, n], [bs, h, p, n], [1, bs, l, h]],
+            &device,
+        );
+        let got = Gpu::selective_scan_backward(
+            prim_nd(x.x),
+            prim_nd(x.delta),
+            prim_nd(x.a),
+            prim_nd(x.b),
+            prim_nd(x.c),
+            prim_nd(x.d),
+            prim_nd(x.init),
+            prim_nd(x.dy),
+            prim_nd(x.d_final),
+            SCAN_OPTIONS,
+        );
+        let name = |v: &str| format!("{cs:?} d{v}");
+        assert_close_nd::<4>(&name("x"), float(got.x), float(want.x));
+        assert_close_nd::<3>(&name("delta"), float(got.delta), float(want.delta));
+        assert_close_nd::<1>(&name("A"), float(got.a), float(want.a));
+        assert_close_nd::<4>(&name("B"), float(got.b), float(want.b));
+        assert_close_nd::<4>(&name("C"), float(got.c), float(want.c));
+        assert_close_nd::<1>(&name("D"), float(got.d), float(want.d));
+        assert_close_nd::<4>(&name("init"), float(got.init_state), float(want.init_state));
+    }
+}
+
+/// Two calls with the state carried between them equal one call over the whole sequence,
+/// through the kernels (the split falls inside a 64-token chunk).
+#[test]
+fn scan_kernel_state_carries_across_calls() {
+    let device = Default::default();
+    let cs = (2, 170, 2, 8, 1, 16);
+    let (bs, l, h, p, g, n) = cs;
+    let x = scan_inputs::<Gpu>(cs, 800, &device);
+    let run = |range: std::ops::Range<usize>, init: Option<Tensor<Gpu, 4>>| {
+        let (y, s) = scan::selective_scan(
+            x.x.clone().slice([0..bs, range.clone(), 0..h, 0..p]),
+            x.delta.clone().slice([0..bs, range.clone(), 0..h]),
+            x.a.clone(),
+            x.b.clone().slice([0..bs, range.clone(), 0..g, 0..n]),
+            x.c.clone().slice([0..bs, range, 0..g, 0..n]),
+            x.d.clone(),
+            init,
+            SCAN_OPTIONS,
+        );
+        (y, s)
+    };
+    let (whole, whole_state) = run(0..l, Some(x.init.clone()));
+    let (first, mid) = run(0..100, Some(x.init.clone()));
+    let (second, last) = run(100..l, Some(mid));
+    let joined = Tensor::cat(vec![first, second], 1);
+    assert_close_nd("y", joined, cpu(&whole));
+    assert_close_nd("state", last, cpu(&whole_state));
+}
+
+/// The gradient of a loss on outputs before `t` is exactly zero for every input at ≥ t.
+#[test]
+fn scan_kernel_gradients_are_causal() {
+    let device = Default::default();
+    let cs = (1, 150, 2, 8, 1, 8);
+    let t = 77;
+    let x = scan_inputs::<Autodiff<Gpu>>(cs, 900, &device);
+    let (xs, delta, b, c) = (
+        x.x.require_grad(),
+        x.delta.require_grad(),
+        x.b.require_grad(),
+        x.c.require_grad(),
+    );
+    let (y, _) = scan::selective_scan(
+        xs.clone(),
+        delta.clone(),
+        x.a,
+        b.clone(),
+        c.clone(),
+        x.d,
+        None,
+        SCAN_OPTIONS,
+    );
+    let loss = (y.slice([0..1, 0..t]) * x.dy.slice([0..1, 0..t])).sum();
+    let grads = loss.backward();
+    let check = |name: &str, g: Vec<f64>, row: usize| {
+        assert!(g[..t * row].iter().any(|&v| v != 0.0), "d{name} is all zero");
+        assert!(g[t * row..].iter().all(|&v| v == 0.0), "d{name} leaks from ≥ t");
+    };
+    check("x", to_vec(xs.grad(&grads).unwrap()), 2 * 8);
+    check("delta", to_vec(delta.grad(&grads).unwrap()), 2);
+    check("B", to_vec(b.grad(&grads).unwrap()), 8);
+    check("C", to_vec(c.grad(&grads).unwrap()), 8);
+}
+
+#[test]
+fn conv_forward_and_backward_match_reference() {
+    assert!(Gpu::fused_conv(), "the wgpu backend must run the conv kernels");
+    let device = Default::default();
+    // (batch, seq, channels, width, with bias, with state); seq > the 256-token tile once,
+    // and seq < width − 1 (the final state reaches into the initial one).
+    for (i, (bs, l, ch, w, with_bias, with_state)) in [
+        (2, 37, 24, 4, true, true),
+        (1, 300, 10, 4, true, false),
+        (2, 2, 6, 4, false, true),
+        (1, 19, 5, 2, true, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = rng(1000 + i as u64);
+        let x = random::<Gpu, 3>(&mut r, [bs, l, ch], 1.0, &device);
+        let weight = random::<Gpu, 2>(&mut r, [ch, w], 1.0, &device);
+        let bias = random::<Gpu, 1>(&mut r, [ch], 1.0, &device);
+        let state = random::<Gpu, 3>(&mut r, [bs, ch, w - 1], 1.0, &device);
+        let dy = random::<Gpu, 3>(&mut r, [bs, l, ch], 1.0, &device);
+        let d_final = random::<Gpu, 3>(&mut r, [bs, ch, w - 1], 1.0, &device);
+        let zero_bias = Tensor::<Gpu, 1>::zeros([ch], &device);
+        let zero_state = Tensor::<Gpu, 3>::zeros([bs, ch, w - 1], &device);
+        let bias_in = if with_bias { bias.clone() } else { zero_bias };
+        let state_in = if with_state { state.clone() } else { zero_state };
+        let name = format!("conv b={bs} l={l} d={ch} w={w}");
+
+        let (want_y, want_state) = conv::reference::causal_conv1d(
+            cpu(&x),
+            cpu(&weight),
+            Some(cpu(&bias_in)),
+            Some(cpu(&state_in)),
+        );
+        poison::<Gpu>(&[[1, bs, l, ch], [1, bs, ch, w - 1]], &device);
+        let (y, last) = Gpu::causal_conv1d(
+            prim_nd(x.clone()),
+            prim_nd(weight.clone()),
+            with_bias.then(|| prim_nd(bias.clone())),
+            with_state.then(|| prim_nd(state.clone())),
+        );
+        assert_close_nd(&format!("{name} y"), float::<Gpu, 3>(y), want_y);
+        assert_close_nd(&format!("{name} state"), float::<Gpu, 3>(last), want_state);
+
+        let want = conv::reference::backward(
+            cpu(&x),
+            cpu(&weight),
+            cpu(&bias_in),
+            cpu(&state_in),
+            cpu(&dy),
+            cpu(&d_final),
+        );
+        let got = Gpu::causal_conv1d_backward(
+            prim_nd(x),
+            prim_nd(weight),
+            prim_nd(bias_in),
+            prim_nd(state_in),
+            prim_nd(dy),
+            prim_nd(d_final),
+        );
+        assert_close_nd::<3>(&format!("{name} dx"), float(got.x), float(want.x));
+        assert_close_nd::<2>(&format!("{name} dw"), float(got.weight), float(want.weight));
+        assert_close_nd::<1>(&format!("{name} dbias"), float(got.bias), float(want.bias));
+        assert_close_nd::<3>(
+            &format!("{name} dstate"),
+            float(got.init_state),
+            float(want.init_state),
+        );
+    }
+}
+
+/// Decoding token by token with the one-token step kernels equals the whole-sequence
+/// reference (outputs and the state after), for the scan and the convolution.
+#[test]
+fn step_kernels_equal_the_sequence() {
+    let device = Default::default();
+    let cs = (2, 23, 4, 8, 2, 16);
+    let (bs, l, h, p, g, n) = cs;
+    let x = scan_inputs::<Gpu>(cs, 1100, &device);
+    let (want_y, want_state) = scan::reference::selective_scan(
+        cpu(&x.x),
+        cpu(&x.delta),
+        cpu(&x.a),
+        cpu(&x.b),
+        cpu(&x.c),
+        cpu(&x.d),
+        Some(cpu(&x.init)),
+        SCAN_OPTIONS,
+    );
+    let mut state = x.init.clone();
+    let mut ys = vec![];
+    for t in 0..l {
+        let (y, next) = scan::selective_scan_step(
+            x.x.clone().slice([0..bs, t..t + 1]).reshape([bs, h, p]),
+            x.delta.clone().slice([0..bs, t..t + 1]).reshape([bs, h]),
+            x.a.clone(),
+            x.b.clone().slice([0..bs, t..t + 1]).reshape([bs, g, n]),
+            x.c.clone().slice([0..bs, t..t + 1]).reshape([bs, g, n]),
+            x.d.clone(),
+            state,
+        );
+        ys.push(y.reshape([bs, 1, h, p]));
+        state = next;
+    }
+    assert_close_nd("scan step y", Tensor::cat(ys, 1), want_y);
+    assert_close_nd("scan step state", state, want_state);
+
+    let (ch, w) = (12, 4);
+    let mut r = rng(1101);
+    let xs = random::<Gpu, 3>(&mut r, [bs, l, ch], 1.0, &device);
+    let weight = random::<Gpu, 2>(&mut r, [ch, w], 1.0, &device);
+    let bias = random::<Gpu, 1>(&mut r, [ch], 1.0, &device);
+    let init = random::<Gpu, 3>(&mut r, [bs, ch, w - 1], 1.0, &device);
+    let (want_y, want_state) = conv::reference::causal_conv1d(
+        cpu(&xs),
+        cpu(&weight),
+        Some(cpu(&bias)),
+        Some(cpu(&init)),
+    );
+    let mut state = init;
+    let mut ys = vec![];
+    for t in 0..l {
+        let (y, next) = conv::causal_conv1d_step(
+            xs.clone().slice([0..bs, t..t + 1]).reshape([bs, ch]),
+            weight.clone(),
+            Some(bias.clone()),
+            state,
+        );
+        ys.push(y.reshape([bs, 1, ch]));
+        state = next;
+    }
+    assert_close_nd("conv step y", Tensor::cat(ys, 1), want_y);
+    assert_close_nd("conv step state", state, want_state);
 }

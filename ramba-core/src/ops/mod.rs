@@ -24,12 +24,13 @@ use burn::backend::ndarray::NdArray;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{TensorMetadata, TensorPrimitive};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 pub use activation::softplus;
 pub use hsa::{HsaForward, HsaGrads, HsaOptions};
-pub use scan::ScanOptions;
+pub use conv::ConvGrads;
+pub use scan::{ScanGrads, ScanOptions};
 pub use selection::{ChunkSelection, ChunkWeighting, SelectionOptions};
 
 /// Backend extension with the long-context ops of HSA and Mamba-2.
@@ -144,15 +145,60 @@ pub trait RambaBackend: Backend {
         init_state: Option<FloatTensor<Self>>,
         options: ScanOptions,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (y, state) = scan::reference::selective_scan::<Self>(
+        scan::reference::selective_scan_primitive::<Self>(x, delta, a, b, c, d, init_state, options)
+    }
+
+    /// Gradients of the scan's inputs given `dy` and the final state's gradient (`None`: the
+    /// final state was not used). Called by the `Autodiff` node when
+    /// [`fused_scan`](Self::fused_scan); the default differentiates the reference.
+    #[allow(clippy::too_many_arguments)]
+    fn selective_scan_backward(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        init_state: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        d_final_state: FloatTensor<Self>,
+        options: ScanOptions,
+    ) -> ScanGrads<Self> {
+        scan::reference::backward::<Self>(
             from_float(x),
             from_float(delta),
             from_float(a),
             from_float(b),
             from_float(c),
             from_float(d),
-            init_state.map(from_float),
+            from_float(init_state),
+            from_float(dy),
+            from_float(d_final_state),
             options,
+        )
+    }
+
+    /// One decoding step of the scan: `x [B, heads, P]`, `delta [B, heads]`, `b`, `c
+    /// [B, groups, N]`, `state [B, heads, P, N]` → `(y [B, heads, P], state after)`. Backends
+    /// with [`fused_scan`](Self::fused_scan) run it as one launch.
+    #[allow(clippy::too_many_arguments)]
+    fn selective_scan_step(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, state) = scan::reference::step::<Self>(
+            from_float(x),
+            from_float(delta),
+            from_float(a),
+            from_float(b),
+            from_float(c),
+            from_float(d),
+            from_float(state),
         );
         (into_float(y), into_float(state))
     }
@@ -170,11 +216,44 @@ pub trait RambaBackend: Backend {
         bias: Option<FloatTensor<Self>>,
         init_state: Option<FloatTensor<Self>>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (y, state) = conv::reference::causal_conv1d::<Self>(
+        conv::reference::causal_conv1d_primitive::<Self>(x, weight, bias, init_state)
+    }
+
+    /// Gradients of the convolution's inputs given `dy` and the final state's gradient.
+    /// Called by the `Autodiff` node when [`fused_conv`](Self::fused_conv); the default
+    /// differentiates the reference.
+    fn causal_conv1d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        init_state: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        d_final_state: FloatTensor<Self>,
+    ) -> ConvGrads<Self> {
+        conv::reference::backward::<Self>(
+            from_float(x),
+            from_float(weight),
+            from_float(bias),
+            from_float(init_state),
+            from_float(dy),
+            from_float(d_final_state),
+        )
+    }
+
+    /// One decoding step of the convolution: `x [B, D]`, `state [B, D, W − 1]` →
+    /// `(y [B, D], state after)`. Backends with [`fused_conv`](Self::fused_conv) run it as one
+    /// launch.
+    fn causal_conv1d_step(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, state) = conv::reference::step::<Self>(
             from_float(x),
             from_float(weight),
             bias.map(from_float),
-            init_state.map(from_float),
+            from_float(state),
         );
         (into_float(y), into_float(state))
     }
@@ -232,7 +311,7 @@ pub(crate) fn into_float<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTe
 impl RambaBackend for NdArray<f32> {}
 impl RambaBackend for NdArray<f64> {}
 
-/// Burn's CubeCL backends (CUDA, wgpu): HSA and selection run the kernels of `cubecl-kernels`.
+/// Burn's CubeCL backends (CUDA, wgpu): every op runs the kernels of `cubecl-kernels`.
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBackend
     for CubeBackend<R, F, I, BT>
 {
@@ -274,6 +353,103 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         options: SelectionOptions,
     ) -> IntTensor<Self> {
         selection::cube::select_chunks::<R, F, I, BT>(queries, landmarks, options)
+    }
+
+    fn fused_scan() -> bool {
+        true
+    }
+
+    fn selective_scan(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        init_state: Option<FloatTensor<Self>>,
+        options: ScanOptions,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        scan::cube::forward::<R, F, I, BT>(x, delta, a, b, c, d, init_state, options)
+    }
+
+    fn selective_scan_backward(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        init_state: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        d_final_state: FloatTensor<Self>,
+        options: ScanOptions,
+    ) -> ScanGrads<Self> {
+        scan::cube::backward::<R, F, I, BT>(
+            x,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            init_state,
+            dy,
+            d_final_state,
+            options,
+        )
+    }
+
+    fn selective_scan_step(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cubecl_kernels::scan::step::scan_step(x, delta, a, b, c, d, state)
+    }
+
+    fn fused_conv() -> bool {
+        true
+    }
+
+    fn causal_conv1d_step(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if weight.shape()[1] < 2 {
+            let (y, state) = conv::reference::step::<Self>(
+                from_float(x),
+                from_float(weight),
+                bias.map(from_float),
+                from_float(state),
+            );
+            return (into_float(y), into_float(state));
+        }
+        cubecl_kernels::conv::causal_conv1d_step(x, weight, bias, state)
+    }
+
+    fn causal_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        init_state: Option<FloatTensor<Self>>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        conv::cube::forward::<R, F, I, BT>(x, weight, bias, init_state)
+    }
+
+    fn causal_conv1d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        init_state: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        d_final_state: FloatTensor<Self>,
+    ) -> ConvGrads<Self> {
+        conv::cube::backward::<R, F, I, BT>(x, weight, bias, init_state, dy, d_final_state)
     }
 
     fn memory_usage(device: &Self::Device) -> Option<DeviceMemory> {
@@ -323,8 +499,38 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         B::fused_scan()
     }
 
+    fn selective_scan(
+        x: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        init_state: Option<FloatTensor<Self>>,
+        options: ScanOptions,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if B::fused_scan() {
+            return scan::autodiff::selective_scan::<B, C>(
+                x, delta, a, b, c, d, init_state, options,
+            );
+        }
+        scan::reference::selective_scan_primitive::<Self>(x, delta, a, b, c, d, init_state, options)
+    }
+
     fn fused_conv() -> bool {
         B::fused_conv()
+    }
+
+    fn causal_conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        init_state: Option<FloatTensor<Self>>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if B::fused_conv() {
+            return conv::autodiff::causal_conv1d::<B, C>(x, weight, bias, init_state);
+        }
+        conv::reference::causal_conv1d_primitive::<Self>(x, weight, bias, init_state)
     }
 
     fn memory_usage(device: &Self::Device) -> Option<DeviceMemory> {

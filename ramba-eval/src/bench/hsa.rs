@@ -8,12 +8,13 @@
 //! allocator's reserved bytes after the call minus before it (the pool keeps what the call
 //! reserved, so this is the call's peak), with freed pages released first.
 
-use std::time::Instant;
-
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, TensorPrimitive};
 use ramba_core::ops::{hsa, selection, ChunkWeighting, HsaOptions, RambaBackend, SelectionOptions};
 use serde::Serialize;
+
+use super::timing::{format_len, peak_mib, time_ms};
+pub use super::timing::{ceilings, Ceilings};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -67,78 +68,12 @@ pub struct HsaBenchRow {
     pub check_rel_err: Option<f64>,
 }
 
-/// Ceilings measured on the device: a square matmul in the bench dtype and a copy.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Ceilings {
-    pub matmul_tflops: f64,
-    pub copy_tbs: f64,
-}
-
 fn float<B: Backend, const D: usize>(x: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
     x.into_primitive().tensor()
 }
 
 fn tensor<B: Backend, const D: usize>(x: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(x))
-}
-
-/// Median milliseconds of `f`, the anchors' way.
-fn time_ms<B: Backend>(device: &B::Device, budget_ms: f64, mut f: impl FnMut()) -> f64 {
-    let flush = |device: &B::Device| {
-        let x = Tensor::<B, 1>::full([64 << 20], 1.0, device);
-        drop(x);
-        B::sync(device).expect("device sync");
-    };
-    let once = |f: &mut dyn FnMut()| {
-        flush(device);
-        let t0 = Instant::now();
-        f();
-        B::sync(device).expect("device sync");
-        t0.elapsed().as_secs_f64() * 1e3
-    };
-    once(&mut f);
-    once(&mut f);
-    let estimate = once(&mut f).max(1e-3);
-    let n = ((budget_ms / estimate) as usize).clamp(5, 100);
-    let mut times: Vec<f64> = (0..n).map(|_| once(&mut f)).collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[n / 2]
-}
-
-fn reserved_mib<B: RambaBackend>(device: &B::Device) -> f64 {
-    B::memory_usage(device)
-        .map(|m| m.reserved as f64 / (1 << 20) as f64)
-        .unwrap_or(f64::NAN)
-}
-
-/// Pool growth (MiB) while `f` runs, after releasing free pages.
-fn peak_mib<B: RambaBackend, T>(device: &B::Device, f: impl FnOnce() -> T) -> (f64, T) {
-    B::sync(device).expect("device sync");
-    B::memory_cleanup(device);
-    let before = reserved_mib::<B>(device);
-    let out = f();
-    B::sync(device).expect("device sync");
-    (reserved_mib::<B>(device) - before, out)
-}
-
-/// Ceilings in `dtype`: an 8192³ matmul and a 2 GiB copy.
-pub fn ceilings<B: RambaBackend>(device: &B::Device, dtype: DType, budget_ms: f64) -> Ceilings {
-    let n = 8192;
-    let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
-    let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
-    let mm = time_ms::<B>(device, budget_ms, || {
-        let _ = a.clone().matmul(b.clone());
-    });
-    // 512 MiB: wgpu caps one buffer below 2 GiB.
-    let len: usize = 128 << 20;
-    let x = Tensor::<B, 1>::random([len], Distribution::Normal(0.0, 1.0), device);
-    let copy = time_ms::<B>(device, budget_ms, || {
-        let _ = x.clone().mul_scalar(1.0);
-    });
-    Ceilings {
-        matmul_tflops: 2.0 * (n as f64).powi(3) / (mm * 1e-3) / 1e12,
-        copy_tbs: 2.0 * (len * 4) as f64 / (copy * 1e-3) / 1e12,
-    }
 }
 
 struct Problem<B: Backend> {
@@ -413,14 +348,4 @@ pub fn table(rows: &[HsaBenchRow], ceil: &Ceilings, s: &HsaBenchSettings) -> Str
         );
     }
     t
-}
-
-fn format_len(n: usize) -> String {
-    if n.is_multiple_of(1 << 20) {
-        format!("{}M", n >> 20)
-    } else if n.is_multiple_of(1024) {
-        format!("{}K", n >> 10)
-    } else {
-        n.to_string()
-    }
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! ramba-bench hsa --backend cuda --batch 8 --lengths 4k,16k,64k --dtype bf16
 //! ramba-bench hsa --backend cuda --batch 1 --lengths 256k,1m,4m --check 2048
+//! ramba-bench scan --backend cuda --batch 8 --lengths 4k,16k,64k --block 8x4k
+//! ramba-bench scan --backend cuda --batch 1 --lengths 1m --check 4096
 //! ```
 
 use std::io::Write;
@@ -14,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::ops::RambaBackend;
 use ramba_eval::bench::hsa::{self, HsaBenchSettings};
+use ramba_eval::bench::scan::{self, ScanBenchSettings};
+use ramba_eval::bench::timing;
 
 /// Kernel benchmarks.
 #[derive(Parser, Debug)]
@@ -27,6 +31,66 @@ struct Cli {
 enum Command {
     /// Chunk selection, HSA forward and forward+backward.
     Hsa(HsaArgs),
+    /// Mamba-2 selective scan forward and forward+backward; a Mamba-2 block training step.
+    Scan(ScanArgs),
+}
+
+#[derive(Args, Debug)]
+struct ScanArgs {
+    #[arg(long, default_value = "auto", help = "auto, cuda, wgpu or cpu")]
+    backend: BackendKind,
+    #[arg(long, default_value_t = 8, help = "batch size")]
+    batch: usize,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4k,16k,64k",
+        help = "sequence lengths (k = 1024, m = 1024k); empty for none"
+    )]
+    lengths: Vec<String>,
+    #[arg(long, default_value = "bf16", help = "input dtype: bf16, f16 or f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 32, help = "heads")]
+    heads: usize,
+    #[arg(long, default_value_t = 64, help = "head dim P")]
+    head_dim: usize,
+    #[arg(long, default_value_t = 1, help = "groups sharing B and C")]
+    groups: usize,
+    #[arg(long, default_value_t = 128, help = "state size N")]
+    d_state: usize,
+    #[arg(long, default_value_t = 256, help = "chunk of the reference")]
+    chunk: usize,
+    #[arg(
+        long,
+        default_value_t = 32768,
+        help = "run the reference where batch·seq is at most this"
+    )]
+    reference_max_tokens: usize,
+    #[arg(
+        long,
+        default_value_t = 0,
+        help = "check the last N tokens of row 0 against the reference, in f32"
+    )]
+    check: usize,
+    #[arg(
+        long,
+        help = "also time a Mamba-2 block (d_model 1024) training step at BxL, e.g. 8x4k"
+    )]
+    block: Option<String>,
+    #[arg(
+        long,
+        default_value_t = 0,
+        help = "instead of timing, run this many block steps (for counting launches under a profiler)"
+    )]
+    block_steps: usize,
+    #[arg(
+        long,
+        default_value_t = 300.0,
+        help = "timing budget per measurement, ms"
+    )]
+    budget_ms: f64,
+    #[arg(long, help = "append the rows as JSON lines to this file")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +199,66 @@ impl BackendTask for HsaTask {
     }
 }
 
+struct ScanTask {
+    settings: ScanBenchSettings,
+    block: Option<(usize, usize)>,
+    block_steps: usize,
+    json: Option<PathBuf>,
+}
+
+impl BackendTask for ScanTask {
+    type Output = Result<()>;
+
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Result<()> {
+        println!("{info}");
+        let s = &self.settings;
+        if let (Some((batch, seq)), true) = (self.block, self.block_steps > 0) {
+            scan::block_steps::<B>(&device, batch, seq, self.block_steps);
+            println!("ran {} Mamba-2 block steps at {batch} x {seq}", self.block_steps);
+            return Ok(());
+        }
+        let ceil = timing::ceilings::<B>(&device, s.dtype, s.budget_ms);
+        let rows = scan::run::<B>(&device, &info.kind.to_string(), s);
+        print!("{}", scan::table(&rows, &ceil, s));
+        let decode_batch = s.shapes.first().map_or(1, |&(b, _)| b);
+        let (scan_us, conv_us) = scan::decode_step_us::<B>(&device, s, decode_batch);
+        println!(
+            "decode step per layer, batch {decode_batch}: scan {scan_us:.1} µs, conv {conv_us:.1} µs (200 back-to-back steps)"
+        );
+        if let Some((batch, seq)) = self.block {
+            let ms = scan::block_step_ms::<B>(&device, batch, seq, s.budget_ms);
+            println!("Mamba-2 block (d_model 1024) training step, f32, {batch} x {seq}: {ms:.2} ms");
+        }
+        if let Some(path) = &self.json {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            writeln!(f, "{}", serde_json::json!({ "ceilings": ceil }))?;
+            for r in &rows {
+                writeln!(f, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `8x4k` → `(8, 4096)`.
+fn parse_batch_len(s: &str) -> Result<(usize, usize)> {
+    let (b, l) = s
+        .split_once('x')
+        .with_context(|| format!("--block: `{s}` is not BxL like 8x4k"))?;
+    let b: usize = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--block: `{b}` is not a batch size"))?;
+    if b == 0 {
+        bail!("--block: the batch size must be at least 1");
+    }
+    Ok((b, parse_len(l)?))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -164,6 +288,42 @@ fn main() -> Result<()> {
                 a.backend,
                 HsaTask {
                     settings,
+                    json: a.json,
+                },
+            )?
+        }
+        Command::Scan(a) => {
+            let lengths = a
+                .lengths
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_len(s))
+                .collect::<Result<Vec<_>>>()?;
+            if a.groups == 0 || a.heads % a.groups != 0 {
+                bail!("--heads must be a positive multiple of --groups");
+            }
+            let block = a.block.as_deref().map(parse_batch_len).transpose()?;
+            if a.block_steps > 0 && block.is_none() {
+                bail!("--block-steps needs --block BxL");
+            }
+            let settings = ScanBenchSettings {
+                shapes: lengths.iter().map(|&l| (a.batch, l)).collect(),
+                heads: a.heads,
+                head_dim: a.head_dim,
+                groups: a.groups,
+                d_state: a.d_state,
+                chunk: a.chunk,
+                dtype: parse_dtype(&a.dtype)?,
+                reference_max_tokens: a.reference_max_tokens,
+                check_tokens: a.check,
+                budget_ms: a.budget_ms,
+            };
+            dispatch(
+                a.backend,
+                ScanTask {
+                    settings,
+                    block,
+                    block_steps: a.block_steps,
                     json: a.json,
                 },
             )?

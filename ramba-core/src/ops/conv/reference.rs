@@ -4,7 +4,12 @@
 //! `W−1` carried inputs (`init_state`, zeros when absent). The returned state is the last `W−1`
 //! inputs of `x̃`, so running two segments with the state carried equals running them at once.
 
+use burn::backend::Autodiff;
 use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+
+use super::ConvGrads;
+use crate::ops::{from_float, into_float};
 
 /// See the module docs. `x [B, L, D]`, `weight [D, W]`, `init_state [B, D, W−1]`.
 pub fn causal_conv1d<B: Backend>(
@@ -33,4 +38,72 @@ pub fn causal_conv1d<B: Backend>(
     let total = seq + width - 1;
     let final_state = padded.slice([0..batch, seq..total]).swap_dims(1, 2);
     (y, final_state)
+}
+
+/// One decoding step: `x [B, D]`, `state [B, D, W − 1]` → `(y [B, D], state after)`.
+pub fn step<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    state: Tensor<B, 3>,
+) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    let [batch, channels] = x.dims();
+    let width = weight.dims()[1];
+    let window = Tensor::cat(vec![state, x.reshape([batch, channels, 1])], 2); // [B, D, W]
+    let mut y = (window.clone() * weight.reshape([1, channels, width]))
+        .sum_dim(2)
+        .reshape([batch, channels]);
+    if let Some(bias) = bias {
+        y = y + bias.reshape([1, channels]);
+    }
+    (y, window.slice([0..batch, 0..channels, 1..width]))
+}
+
+/// The reference on primitives (the trait's default, and `Autodiff`'s path for backends without
+/// the kernels).
+pub fn causal_conv1d_primitive<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    init_state: Option<FloatTensor<B>>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (y, state) = causal_conv1d::<B>(
+        from_float(x),
+        from_float(weight),
+        bias.map(from_float),
+        init_state.map(from_float),
+    );
+    (into_float(y), into_float(state))
+}
+
+/// Gradients of every input given `dy` and the final state's gradient, by differentiating
+/// [`causal_conv1d`] under `Autodiff<B>` (the oracle of the backward kernels).
+pub fn backward<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+    init_state: Tensor<B, 3>,
+    dy: Tensor<B, 3>,
+    d_final_state: Tensor<B, 3>,
+) -> ConvGrads<B> {
+    fn track<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<Autodiff<B>, D> {
+        Tensor::from_inner(t.clone()).require_grad()
+    }
+    let (tx, tw, tb, ts) = (track(&x), track(&weight), track(&bias), track(&init_state));
+    let (y, state) = causal_conv1d(tx.clone(), tw.clone(), Some(tb.clone()), Some(ts.clone()));
+    let loss =
+        (y * Tensor::from_inner(dy)).sum() + (state * Tensor::from_inner(d_final_state)).sum();
+    let grads = loss.backward();
+    fn grad<B: Backend, const D: usize>(
+        t: &Tensor<Autodiff<B>, D>,
+        grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
+    ) -> FloatTensor<B> {
+        into_float(t.grad(grads).unwrap_or_else(|| t.clone().inner().zeros_like()))
+    }
+    ConvGrads {
+        x: grad(&tx, &grads),
+        weight: grad(&tw, &grads),
+        bias: grad(&tb, &grads),
+        init_state: grad(&ts, &grads),
+    }
 }

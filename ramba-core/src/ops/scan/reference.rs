@@ -14,9 +14,12 @@
 //! decays nor feeds the state, so the final state is exact. Tests compare against the naive
 //! step-by-step recurrence.
 
+use burn::backend::Autodiff;
 use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
 
-use super::ScanOptions;
+use super::{ScanGrads, ScanOptions};
+use crate::ops::{from_float, into_float};
 
 /// See the module docs and [`RambaBackend::selective_scan`](crate::ops::RambaBackend).
 #[allow(clippy::too_many_arguments)]
@@ -115,6 +118,117 @@ pub fn selective_scan<B: Backend>(
         .reshape([batch, padded, heads, p])
         .slice([0..batch, 0..seq]);
     (y + skip, final_state)
+}
+
+/// The reference on primitives (the trait's default, and `Autodiff`'s path for backends without
+/// the kernels).
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan_primitive<B: Backend>(
+    x: FloatTensor<B>,
+    delta: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    init_state: Option<FloatTensor<B>>,
+    options: ScanOptions,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (y, state) = selective_scan::<B>(
+        from_float(x),
+        from_float(delta),
+        from_float(a),
+        from_float(b),
+        from_float(c),
+        from_float(d),
+        init_state.map(from_float),
+        options,
+    );
+    (into_float(y), into_float(state))
+}
+
+/// Gradients of every input given `dy` and the final state's gradient, by differentiating
+/// [`selective_scan`] under `Autodiff<B>` (the oracle of the backward kernels).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<B: Backend>(
+    x: Tensor<B, 4>,
+    delta: Tensor<B, 3>,
+    a: Tensor<B, 1>,
+    b: Tensor<B, 4>,
+    c: Tensor<B, 4>,
+    d: Tensor<B, 1>,
+    init_state: Tensor<B, 4>,
+    dy: Tensor<B, 4>,
+    d_final_state: Tensor<B, 4>,
+    options: ScanOptions,
+) -> ScanGrads<B> {
+    fn track<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<Autodiff<B>, D> {
+        Tensor::from_inner(t.clone()).require_grad()
+    }
+    let (tx, tdelta, ta, tb, tc, td, tinit) = (
+        track(&x),
+        track(&delta),
+        track(&a),
+        track(&b),
+        track(&c),
+        track(&d),
+        track(&init_state),
+    );
+    let (y, state) = selective_scan(
+        tx.clone(),
+        tdelta.clone(),
+        ta.clone(),
+        tb.clone(),
+        tc.clone(),
+        td.clone(),
+        Some(tinit.clone()),
+        options,
+    );
+    let loss = (y * Tensor::from_inner(dy)).sum() + (state * Tensor::from_inner(d_final_state)).sum();
+    let grads = loss.backward();
+    // An input the loss does not reach (e.g. everything when L = 0) has a zero gradient.
+    fn grad<B: Backend, const D: usize>(
+        t: &Tensor<Autodiff<B>, D>,
+        grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
+    ) -> FloatTensor<B> {
+        into_float(t.grad(grads).unwrap_or_else(|| t.clone().inner().zeros_like()))
+    }
+    ScanGrads {
+        x: grad(&tx, &grads),
+        delta: grad(&tdelta, &grads),
+        a: grad(&ta, &grads),
+        b: grad(&tb, &grads),
+        c: grad(&tc, &grads),
+        d: grad(&td, &grads),
+        init_state: grad(&tinit, &grads),
+    }
+}
+
+/// One decoding step: `x [B, heads, P]`, `delta [B, heads]`, `b`, `c [B, groups, N]`,
+/// `state [B, heads, P, N]` → `(y [B, heads, P], state after)`; the recurrence itself.
+#[allow(clippy::too_many_arguments)]
+pub fn step<B: Backend>(
+    x: Tensor<B, 3>,
+    delta: Tensor<B, 2>,
+    a: Tensor<B, 1>,
+    b: Tensor<B, 3>,
+    c: Tensor<B, 3>,
+    d: Tensor<B, 1>,
+    state: Tensor<B, 4>,
+) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    let [batch, heads, p] = x.dims();
+    let [_, groups, n] = b.dims();
+    let per_group = heads / groups;
+    let to_heads = |t: Tensor<B, 3>| {
+        t.reshape([batch, groups, 1, n])
+            .expand([batch, groups, per_group, n])
+            .reshape([batch, heads, 1, n])
+    };
+    let decay = (delta.clone() * a.reshape([1, heads])).exp().reshape([batch, heads, 1, 1]);
+    let input = (x.clone() * delta.unsqueeze_dim(2)).unsqueeze_dim::<4>(3); // [B, H, P, 1]
+    let state = state * decay + input * to_heads(b);
+    let y = (state.clone() * to_heads(c)).sum_dim(3).reshape([batch, heads, p])
+        + x * d.reshape([1, heads, 1]);
+    (y, state)
 }
 
 /// `exp(cum[.., i] − cum[.., j])` for `j ≤ i`, zero above the diagonal: `[.., T] -> [.., T, T]`.

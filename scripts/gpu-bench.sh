@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# One GPU call: the peers (ceilings, the authors' HSA kernels) from shared/anchors-bench, the
-# CUDA kernel tests, then `ramba-bench hsa` on CUDA (paper shape, B = 8 and the long B = 1
-# rows with a tail check) and on wgpu/Vulkan, so every ratio is measured in one run.
+# One GPU call: the peers (ceilings, the authors' HSA kernels, mamba_ssm's SSD) from
+# shared/anchors-bench, the CUDA kernel tests, then `ramba-bench hsa` and `ramba-bench scan` on
+# CUDA (B = 8 rows, the long B = 1 rows with a tail check) and on wgpu/Vulkan, so every ratio is
+# measured in one run. STAGES picks the parts (default: all but ncu).
 #
 # Here (CPU machine), once per change:
 #   cargo test --release --workspace --no-run          # builds ramba-bench too
 #   cargo test --release --workspace --features ramba-core/cuda-tests --test kernels --no-run
-#   TEST_BIN=target/release/deps/kernels-<hash> scripts/gpu-hsa-bench.sh --pack
+#   TEST_BIN=target/release/deps/kernels-<hash> scripts/gpu-bench.sh --pack
 # (workspace-wide builds share one feature resolution, so the dependencies compile once).
 # On the device machine (carry .carry, .bench, .gl):
-#   OUT=$OUT bash scripts/gpu-hsa-bench.sh
+#   OUT=$OUT bash scripts/gpu-bench.sh
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -35,11 +36,14 @@ for b in ramba-bench kernels-test; do
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 
-STAGES=${STAGES:-"anchors tests cuda long scalar wgpu"}
+STAGES=${STAGES:-"anchors tests cuda long scalar wgpu scan scanlong launches"}
 has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 if has anchors; then
-  SECTIONS=${ANCHOR_SECTIONS:-"ceil hsa"} BS=${ANCHOR_BS:-8} DEADLINE=${ANCHOR_DEADLINE:-200} \
+  # SSD with the autotuner choices pinned (no tuning pass): SSD_TUNE=pin:FILE.
+  SECTIONS=${ANCHOR_SECTIONS:-"ceil hsa ssd"} BS=${ANCHOR_BS:-8} DEADLINE=${ANCHOR_DEADLINE:-200} \
+    SSD_TUNE=${SSD_TUNE:-pin:.bench/anchors/ssd_pins_h200.json} \
+    SSD_SHAPES=${SSD_SHAPES:-8x4K,8x16K,8x64K,1x64K} \
     OUT="$OUT/anchors" bash .bench/anchors/run_all.sh > "$OUT/anchors.txt" 2>&1
   tail -n 40 "$OUT/anchors.txt"
 fi
@@ -74,4 +78,27 @@ if has ncu; then
       --reference-max-tokens 0 > "/tmp/ncu_$k.txt" 2>&1; cat "/tmp/ncu_$k.txt" >> "$OUT/ncu.txt"
     grep -E "Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Throughput|Memory Throughput|Shared Memory Config|Dynamic Shared|Static Shared|Warp Cycles Per Issued|Block Limit" "/tmp/ncu_$k.txt" | sed "s/^/$k: /"
   done
+fi
+if has scan; then
+  timeout 300 /tmp/ramba-bench scan --backend cuda --batch 8 --lengths ${SCAN_LENGTHS:-4k,16k,64k} \
+    --block 8x4k --json "$OUT/scan.jsonl" 2>&1 | tee -a "$OUT/scan.txt"
+fi
+if has scanlong; then
+  # B = 1: 64K, and 1M with the tail checked against the reference (the stored chunk states
+  # pass 2^32 elements at 1M + 8K).
+  timeout 400 /tmp/ramba-bench scan --backend cuda --batch 1 --lengths ${SCAN_LONG:-64k,1m} \
+    --reference-max-tokens 0 --budget-ms 200 --json "$OUT/scan.jsonl" 2>&1 | tee -a "$OUT/scan.txt"
+  timeout 300 /tmp/ramba-bench scan --backend cuda --batch 1 --lengths 1032k \
+    --reference-max-tokens 0 --check 4096 --budget-ms 1 --json "$OUT/scan.jsonl" 2>&1 | tee -a "$OUT/scan.txt"
+fi
+if has launches; then
+  # Kernel launches of one Mamba-2 block training step: two steps minus one step, counted by
+  # ncu (at a tiny shape, so profiling is quick).
+  for n in 1 2; do
+    timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      /tmp/ramba-bench scan --backend cuda --lengths "" --block 1x512 --block-steps $n \
+      > "/tmp/launches_$n.csv" 2>/dev/null
+    echo "launches with $n block steps: $(grep -c gpu__time_duration /tmp/launches_$n.csv)" | tee -a "$OUT/scan.txt"
+  done
+  cp /tmp/launches_1.csv "$OUT/launches_1.csv"
 fi

@@ -1,0 +1,123 @@
+//! The causal conv1d under `Autodiff<B>` when `B` has the kernels: one graph node whose
+//! backward calls `B::causal_conv1d_backward`. Like the scan's node (see
+//! `ops/scan/autodiff.rs`), its one output packs `[y ‖ final state]`, and a missing bias or
+//! initial state is a zero constant input.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorMetadata;
+
+use crate::ops::{from_float, into_float, RambaBackend};
+
+#[derive(Debug)]
+struct ConvBackward;
+
+#[derive(Clone, Debug)]
+struct ConvState {
+    /// x, weight, bias, init_state.
+    inputs: [NodeId; 4],
+    y_shape: Shape,
+    state_shape: Shape,
+}
+
+fn pack<B: Backend>(y: FloatTensor<B>, state: FloatTensor<B>) -> FloatTensor<B> {
+    let y: Tensor<B, 3> = from_float(y);
+    let state: Tensor<B, 3> = from_float(state);
+    let (ny, ns) = (y.shape().num_elements(), state.shape().num_elements());
+    into_float(Tensor::cat(vec![y.reshape([ny]), state.reshape([ns])], 0))
+}
+
+fn unpack<B: Backend>(packed: FloatTensor<B>, y: &Shape, state: &Shape) -> [FloatTensor<B>; 2] {
+    let packed: Tensor<B, 1> = from_float(packed);
+    let ny = y.num_elements();
+    let ns = state.num_elements();
+    let dims = |s: &Shape| [s[0], s[1], s[2]];
+    [
+        into_float(packed.clone().slice([0..ny]).reshape(dims(y))),
+        into_float(packed.slice([ny..ny + ns]).reshape(dims(state))),
+    ]
+}
+
+impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let d_packed = grads.consume::<B>(&ops.node);
+        let state = ops.state;
+        let [dy, d_final] = unpack::<B>(d_packed, &state.y_shape, &state.state_shape);
+        let [x, weight, bias, init] = state
+            .inputs
+            .map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+        let g = B::causal_conv1d_backward(x, weight, bias, init, dy, d_final);
+        let [nx, nw, nb, ns] = ops.parents;
+        for (node, grad) in [(nx, g.x), (nw, g.weight), (nb, g.bias), (ns, g.init_state)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// `Autodiff<B>::causal_conv1d` for a `B` with the kernels.
+pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+    init_state: Option<FloatTensor<Autodiff<B, C>>>,
+) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+    let y_shape = x.shape();
+    let w_shape = weight.shape();
+    let (channels, width) = (w_shape[0], w_shape[1]);
+    let state_shape = Shape::new([y_shape[0], channels, width - 1]);
+    let device = from_float::<Autodiff<B, C>, 3>(x.clone()).device();
+    let bias = bias.unwrap_or_else(|| {
+        into_float(Tensor::<Autodiff<B, C>, 1>::zeros([channels], &device))
+    });
+    let init_state = init_state.unwrap_or_else(|| {
+        into_float(Tensor::<Autodiff<B, C>, 3>::zeros(state_shape.clone(), &device))
+    });
+    let inputs = [&x, &weight, &bias, &init_state];
+    let packed = match ConvBackward
+        .prepare::<C>(inputs.map(|t| t.node.clone()))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let ids = inputs.map(|t| prep.checkpoint(t));
+            let (y, last) = B::causal_conv1d(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+                Some(init_state.primitive),
+            );
+            let state = ConvState {
+                inputs: ids,
+                y_shape: y_shape.clone(),
+                state_shape: state_shape.clone(),
+            };
+            prep.finish(state, pack::<B>(y, last))
+        }
+        OpsKind::UnTracked(prep) => {
+            let (y, last) = B::causal_conv1d(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+                Some(init_state.primitive),
+            );
+            prep.finish(pack::<B>(y, last))
+        }
+    };
+    let [y, last] = unpack::<Autodiff<B, C>>(packed, &y_shape, &state_shape);
+    (y, last)
+}
