@@ -8,8 +8,8 @@
 //! - [`scan`]: Mamba-2 selective scan (chunked SSD), forward and backward.
 //! - [`conv`]: causal depthwise conv1d with carried state, forward and backward.
 
-pub mod hsa;
 pub mod conv;
+pub mod hsa;
 pub mod launch;
 pub mod scan;
 pub mod selection;

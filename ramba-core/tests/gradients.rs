@@ -219,7 +219,12 @@ fn causal_conv1d_gradients() {
         [1, ch, w - 1],
         &device,
     );
-    let shapes = [[1, 1, l, ch], [1, 1, ch, w], [1, 1, 1, ch], [1, 1, ch, w - 1]];
+    let shapes = [
+        [1, 1, l, ch],
+        [1, 1, ch, w],
+        [1, 1, 1, ch],
+        [1, 1, ch, w - 1],
+    ];
     let loss = |t: Vec<Tensor<Ad, 4>>| {
         let [x, wt, bias, init]: [Tensor<Ad, 4>; 4] = t.try_into().unwrap();
         let (y, s) = conv::causal_conv1d::<Ad>(

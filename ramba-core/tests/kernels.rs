@@ -377,7 +377,6 @@ fn assert_training_step_matches(cfg: &ModelConfig) {
 }
 
 fn assert_training_step_matches_at(cfg: &ModelConfig, batch: usize, seq: usize) {
-
     let dir = std::env::temp_dir().join(format!(
         "ramba-kernels-step-{}-{:?}",
         std::process::id(),
@@ -628,7 +627,10 @@ const SCAN_OPTIONS: ScanOptions = ScanOptions { chunk_size: 16 };
 
 #[test]
 fn scan_forward_matches_reference() {
-    assert!(Gpu::fused_scan(), "the wgpu backend must run the scan kernels");
+    assert!(
+        Gpu::fused_scan(),
+        "the wgpu backend must run the scan kernels"
+    );
     let device = Default::default();
     for (i, cs) in SCAN_CASES.into_iter().enumerate() {
         let (bs, l, h, p, _, n) = cs;
@@ -678,7 +680,13 @@ fn scan_backward_matches_reference() {
             SCAN_OPTIONS,
         );
         poison::<Gpu>(
-            &[[bs, l, h, p], [bs, l, g, n], [bs, l, g, n], [bs, h, p, n], [1, bs, l, h]],
+            &[
+                [bs, l, h, p],
+                [bs, l, g, n],
+                [bs, l, g, n],
+                [bs, h, p, n],
+                [1, bs, l, h],
+            ],
             &device,
         );
         let got = Gpu::selective_scan_backward(
@@ -759,8 +767,14 @@ fn scan_kernel_gradients_are_causal() {
     let loss = (y.slice([0..1, 0..t]) * x.dy.slice([0..1, 0..t])).sum();
     let grads = loss.backward();
     let check = |name: &str, g: Vec<f64>, row: usize| {
-        assert!(g[..t * row].iter().any(|&v| v != 0.0), "d{name} is all zero");
-        assert!(g[t * row..].iter().all(|&v| v == 0.0), "d{name} leaks from ≥ t");
+        assert!(
+            g[..t * row].iter().any(|&v| v != 0.0),
+            "d{name} is all zero"
+        );
+        assert!(
+            g[t * row..].iter().all(|&v| v == 0.0),
+            "d{name} leaks from ≥ t"
+        );
     };
     check("x", to_vec(xs.grad(&grads).unwrap()), 2 * 8);
     check("delta", to_vec(delta.grad(&grads).unwrap()), 2);
@@ -770,7 +784,10 @@ fn scan_kernel_gradients_are_causal() {
 
 #[test]
 fn conv_forward_and_backward_match_reference() {
-    assert!(Gpu::fused_conv(), "the wgpu backend must run the conv kernels");
+    assert!(
+        Gpu::fused_conv(),
+        "the wgpu backend must run the conv kernels"
+    );
     let device = Default::default();
     // (batch, seq, channels, width, with bias, with state); seq > the 256-token tile once,
     // and seq < width − 1 (the final state reaches into the initial one).
@@ -793,7 +810,11 @@ fn conv_forward_and_backward_match_reference() {
         let zero_bias = Tensor::<Gpu, 1>::zeros([ch], &device);
         let zero_state = Tensor::<Gpu, 3>::zeros([bs, ch, w - 1], &device);
         let bias_in = if with_bias { bias.clone() } else { zero_bias };
-        let state_in = if with_state { state.clone() } else { zero_state };
+        let state_in = if with_state {
+            state.clone()
+        } else {
+            zero_state
+        };
         let name = format!("conv b={bs} l={l} d={ch} w={w}");
 
         let (want_y, want_state) = conv::reference::causal_conv1d(
@@ -881,12 +902,8 @@ fn step_kernels_equal_the_sequence() {
     let weight = random::<Gpu, 2>(&mut r, [ch, w], 1.0, &device);
     let bias = random::<Gpu, 1>(&mut r, [ch], 1.0, &device);
     let init = random::<Gpu, 3>(&mut r, [bs, ch, w - 1], 1.0, &device);
-    let (want_y, want_state) = conv::reference::causal_conv1d(
-        cpu(&xs),
-        cpu(&weight),
-        Some(cpu(&bias)),
-        Some(cpu(&init)),
-    );
+    let (want_y, want_state) =
+        conv::reference::causal_conv1d(cpu(&xs), cpu(&weight), Some(cpu(&bias)), Some(cpu(&init)));
     let mut state = init;
     let mut ys = vec![];
     for t in 0..l {

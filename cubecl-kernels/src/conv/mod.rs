@@ -83,7 +83,16 @@ fn conv_forward_kernel<F: Float>(
         let bd = s / carried;
         let d = bd % channels;
         let b = bd / channels;
-        last[s] = F::cast_from(padded_input::<F>(x, state, b, d, seq + k, seq, channels, width));
+        last[s] = F::cast_from(padded_input::<F>(
+            x,
+            state,
+            b,
+            d,
+            seq + k,
+            seq,
+            channels,
+            width,
+        ));
     }
 }
 

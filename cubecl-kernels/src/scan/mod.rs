@@ -208,9 +208,8 @@ pub fn selective_scan_backward<R: CubeRuntime>(
         x.dtype,
         shape,
     );
-    let g = chunk_scan_backward::chunk_scan_backward(
-        x, delta, a, b, c, d, dy, starts, local, shape,
-    );
+    let g =
+        chunk_scan_backward::chunk_scan_backward(x, delta, a, b, c, d, dy, starts, local, shape);
     ScanGradients {
         x: g.x,
         delta: g.delta,

@@ -28,8 +28,8 @@ use burn::tensor::{TensorMetadata, TensorPrimitive};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 pub use activation::softplus;
-pub use hsa::{HsaForward, HsaGrads, HsaOptions};
 pub use conv::ConvGrads;
+pub use hsa::{HsaForward, HsaGrads, HsaOptions};
 pub use scan::{ScanGrads, ScanOptions};
 pub use selection::{ChunkSelection, ChunkWeighting, SelectionOptions};
 
@@ -264,6 +264,9 @@ pub trait RambaBackend: Backend {
         None
     }
 }
+
+/// An op's output and the state after it (the scan's and the conv's return value).
+pub type OutputAndState<B> = (FloatTensor<B>, FloatTensor<B>);
 
 /// Device memory as the backend's allocator sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

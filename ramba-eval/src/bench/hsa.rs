@@ -13,8 +13,8 @@ use burn::tensor::{DType, Distribution, TensorPrimitive};
 use ramba_core::ops::{hsa, selection, ChunkWeighting, HsaOptions, RambaBackend, SelectionOptions};
 use serde::Serialize;
 
-use super::timing::{format_len, peak_mib, time_ms};
 pub use super::timing::{ceilings, Ceilings};
+use super::timing::{format_len, peak_mib, time_ms};
 
 /// What to measure.
 #[derive(Clone, Debug)]

@@ -97,8 +97,12 @@ fn problem<B: RambaBackend>(
     let normal = Distribution::Normal(0.0, 1.0);
     let (h, p, g, n) = (s.heads, s.head_dim, s.groups, s.d_state);
     let make = |shape: [usize; 4]| Tensor::<B, 4>::random(shape, normal, device).cast(s.dtype);
-    let dt0 = Tensor::<B, 1>::random([h], Distribution::Uniform(1e-3f64.ln(), 0.1f64.ln()), device)
-        .exp();
+    let dt0 = Tensor::<B, 1>::random(
+        [h],
+        Distribution::Uniform(1e-3f64.ln(), 0.1f64.ln()),
+        device,
+    )
+    .exp();
     let dt_bias = dt0.clone() + (dt0.neg().exp().neg() + 1.0).log();
     let delta = softplus(
         Tensor::<B, 3>::random([batch, seq, h], normal, device) + dt_bias.reshape([1, 1, h]),
@@ -418,7 +422,8 @@ pub fn decode_step_us<B: RambaBackend>(
     let xc = make(vec![batch, channels]).reshape([batch, channels]);
     let weight = make(vec![channels, width]).reshape([channels, width]);
     let bias = make(vec![channels]);
-    let mut conv_state = make(vec![batch, channels, width - 1]).reshape([batch, channels, width - 1]);
+    let mut conv_state =
+        make(vec![batch, channels, width - 1]).reshape([batch, channels, width - 1]);
     let conv_us = per_step_us(&mut || {
         let (_, next) = ramba_core::ops::conv::causal_conv1d_step(
             xc.clone(),

@@ -80,7 +80,6 @@ pub fn ceilings<B: RambaBackend>(device: &B::Device, dtype: DType, budget_ms: f6
     }
 }
 
-
 /// `4K`, `1M` or the plain number.
 pub fn format_len(n: usize) -> String {
     if n.is_multiple_of(1 << 20) {

@@ -214,7 +214,10 @@ impl BackendTask for ScanTask {
         let s = &self.settings;
         if let (Some((batch, seq)), true) = (self.block, self.block_steps > 0) {
             scan::block_steps::<B>(&device, batch, seq, self.block_steps);
-            println!("ran {} Mamba-2 block steps at {batch} x {seq}", self.block_steps);
+            println!(
+                "ran {} Mamba-2 block steps at {batch} x {seq}",
+                self.block_steps
+            );
             return Ok(());
         }
         let ceil = timing::ceilings::<B>(&device, s.dtype, s.budget_ms);
@@ -227,7 +230,9 @@ impl BackendTask for ScanTask {
         );
         if let Some((batch, seq)) = self.block {
             let ms = scan::block_step_ms::<B>(&device, batch, seq, s.budget_ms);
-            println!("Mamba-2 block (d_model 1024) training step, f32, {batch} x {seq}: {ms:.2} ms");
+            println!(
+                "Mamba-2 block (d_model 1024) training step, f32, {batch} x {seq}: {ms:.2} ms"
+            );
         }
         if let Some(path) = &self.json {
             let mut f = std::fs::OpenOptions::new()

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorMetadata;
 
-use crate::ops::{from_float, into_float, RambaBackend};
+use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
 struct ConvBackward;
@@ -39,8 +39,8 @@ fn unpack<B: Backend>(packed: FloatTensor<B>, y: &Shape, state: &Shape) -> [Floa
     let ns = state.num_elements();
     let dims = |s: &Shape| [s[0], s[1], s[2]];
     [
-        into_float(packed.clone().slice([0..ny]).reshape(dims(y))),
-        into_float(packed.slice([ny..ny + ns]).reshape(dims(state))),
+        into_float(packed.clone().narrow(0, 0, ny).reshape(dims(y))),
+        into_float(packed.narrow(0, ny, ns).reshape(dims(state))),
     ]
 }
 
@@ -75,17 +75,19 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
     weight: FloatTensor<Autodiff<B, C>>,
     bias: Option<FloatTensor<Autodiff<B, C>>>,
     init_state: Option<FloatTensor<Autodiff<B, C>>>,
-) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+) -> OutputAndState<Autodiff<B, C>> {
     let y_shape = x.shape();
     let w_shape = weight.shape();
     let (channels, width) = (w_shape[0], w_shape[1]);
     let state_shape = Shape::new([y_shape[0], channels, width - 1]);
     let device = from_float::<Autodiff<B, C>, 3>(x.clone()).device();
-    let bias = bias.unwrap_or_else(|| {
-        into_float(Tensor::<Autodiff<B, C>, 1>::zeros([channels], &device))
-    });
+    let bias =
+        bias.unwrap_or_else(|| into_float(Tensor::<Autodiff<B, C>, 1>::zeros([channels], &device)));
     let init_state = init_state.unwrap_or_else(|| {
-        into_float(Tensor::<Autodiff<B, C>, 3>::zeros(state_shape.clone(), &device))
+        into_float(Tensor::<Autodiff<B, C>, 3>::zeros(
+            state_shape.clone(),
+            &device,
+        ))
     });
     let inputs = [&x, &weight, &bias, &init_state];
     let packed = match ConvBackward

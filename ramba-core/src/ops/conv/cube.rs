@@ -8,7 +8,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use cubecl_kernels::conv as kernels;
 
 use super::{reference, ConvGrads};
-use crate::ops::{from_float, into_float};
+use crate::ops::{from_float, into_float, OutputAndState};
 
 type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 
@@ -22,7 +22,10 @@ pub(crate) fn forward<R, F, I, BT>(
     weight: FloatTensor<Cube<R, F, I, BT>>,
     bias: Option<FloatTensor<Cube<R, F, I, BT>>>,
     init_state: Option<FloatTensor<Cube<R, F, I, BT>>>,
-) -> (FloatTensor<Cube<R, F, I, BT>>, FloatTensor<Cube<R, F, I, BT>>)
+) -> (
+    FloatTensor<Cube<R, F, I, BT>>,
+    FloatTensor<Cube<R, F, I, BT>>,
+)
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -71,7 +74,10 @@ where
     ConvGrads {
         x: g.x,
         weight: into_float(sums.clone().slice([0..channels, 0..width])),
-        bias: into_float(sums.slice([0..channels, width..width + 1]).reshape([channels])),
+        bias: into_float(
+            sums.slice([0..channels, width..width + 1])
+                .reshape([channels]),
+        ),
         init_state: g.state,
     }
 }

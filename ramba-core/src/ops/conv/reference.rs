@@ -98,7 +98,10 @@ pub fn backward<B: Backend>(
         t: &Tensor<Autodiff<B>, D>,
         grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
     ) -> FloatTensor<B> {
-        into_float(t.grad(grads).unwrap_or_else(|| t.clone().inner().zeros_like()))
+        into_float(
+            t.grad(grads)
+                .unwrap_or_else(|| t.clone().inner().zeros_like()),
+        )
     }
     ConvGrads {
         x: grad(&tx, &grads),

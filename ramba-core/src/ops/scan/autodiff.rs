@@ -19,7 +19,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorMetadata;
 
 use super::ScanOptions;
-use crate::ops::{from_float, into_float, RambaBackend};
+use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
 struct ScanBackward;
@@ -48,8 +48,8 @@ fn unpack<B: Backend>(packed: FloatTensor<B>, y: &Shape, state: &Shape) -> [Floa
     let ns = state.num_elements();
     let dims = |s: &Shape| [s[0], s[1], s[2], s[3]];
     [
-        into_float(packed.clone().slice([0..ny]).reshape(dims(y))),
-        into_float(packed.slice([ny..ny + ns]).reshape(dims(state))),
+        into_float(packed.clone().narrow(0, 0, ny).reshape(dims(y))),
+        into_float(packed.narrow(0, ny, ns).reshape(dims(state))),
     ]
 }
 
@@ -97,7 +97,7 @@ pub(crate) fn selective_scan<B: RambaBackend, C: CheckpointStrategy>(
     d: FloatTensor<Autodiff<B, C>>,
     init_state: Option<FloatTensor<Autodiff<B, C>>>,
     options: ScanOptions,
-) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+) -> OutputAndState<Autodiff<B, C>> {
     let y_shape = x.shape();
     let b_shape = b.shape();
     let state_shape = Shape::new([y_shape[0], y_shape[2], y_shape[3], b_shape[3]]);

@@ -8,7 +8,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use cubecl_kernels::scan::{self as kernels, ScanShape};
 
 use super::{reference, ScanGrads, ScanOptions};
-use crate::ops::{from_float, into_float};
+use crate::ops::{from_float, into_float, OutputAndState};
 
 type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 
@@ -29,7 +29,10 @@ pub(crate) fn forward<R, F, I, BT>(
     d: FloatTensor<Cube<R, F, I, BT>>,
     init_state: Option<FloatTensor<Cube<R, F, I, BT>>>,
     options: ScanOptions,
-) -> (FloatTensor<Cube<R, F, I, BT>>, FloatTensor<Cube<R, F, I, BT>>)
+) -> (
+    FloatTensor<Cube<R, F, I, BT>>,
+    FloatTensor<Cube<R, F, I, BT>>,
+)
 where
     R: CubeRuntime,
     F: FloatElement,

@@ -183,14 +183,18 @@ pub fn backward<B: Backend>(
         Some(tinit.clone()),
         options,
     );
-    let loss = (y * Tensor::from_inner(dy)).sum() + (state * Tensor::from_inner(d_final_state)).sum();
+    let loss =
+        (y * Tensor::from_inner(dy)).sum() + (state * Tensor::from_inner(d_final_state)).sum();
     let grads = loss.backward();
     // An input the loss does not reach (e.g. everything when L = 0) has a zero gradient.
     fn grad<B: Backend, const D: usize>(
         t: &Tensor<Autodiff<B>, D>,
         grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
     ) -> FloatTensor<B> {
-        into_float(t.grad(grads).unwrap_or_else(|| t.clone().inner().zeros_like()))
+        into_float(
+            t.grad(grads)
+                .unwrap_or_else(|| t.clone().inner().zeros_like()),
+        )
     }
     ScanGrads {
         x: grad(&tx, &grads),
@@ -223,10 +227,14 @@ pub fn step<B: Backend>(
             .expand([batch, groups, per_group, n])
             .reshape([batch, heads, 1, n])
     };
-    let decay = (delta.clone() * a.reshape([1, heads])).exp().reshape([batch, heads, 1, 1]);
+    let decay = (delta.clone() * a.reshape([1, heads]))
+        .exp()
+        .reshape([batch, heads, 1, 1]);
     let input = (x.clone() * delta.unsqueeze_dim(2)).unsqueeze_dim::<4>(3); // [B, H, P, 1]
     let state = state * decay + input * to_heads(b);
-    let y = (state.clone() * to_heads(c)).sum_dim(3).reshape([batch, heads, p])
+    let y = (state.clone() * to_heads(c))
+        .sum_dim(3)
+        .reshape([batch, heads, p])
         + x * d.reshape([1, heads, 1]);
     (y, state)
 }
