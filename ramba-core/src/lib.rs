@@ -9,7 +9,6 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
-pub mod experiment;
 pub mod model;
 pub mod nn;
 pub mod ops;

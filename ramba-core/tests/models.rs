@@ -446,3 +446,186 @@ fn missing_vulkan_adapter_is_one_clear_line() {
     );
     assert!(!text.contains("unwrap()"), "{text}");
 }
+
+/// The HSA modules stand alone: built from their own configs (burn-nn style, no `ModelConfig`),
+/// they run together with the shapes the model's own copies have.
+#[test]
+fn hsa_modules_build_from_their_own_configs() {
+    use ramba_core::nn::chunk_memory::ChunkMemoryConfig;
+    use ramba_core::nn::hsa_layer::HsaLayerConfig;
+    use ramba_core::nn::retrieval::RetrievalConfig;
+    let device = Default::default();
+    let (batch, seq, d) = (2, 20, 32);
+    let memory = ChunkMemoryConfig::new(d, 16, 48)
+        .with_chunk_size(4)
+        .with_n_kv_heads(2)
+        .with_head_dim(8)
+        .with_encoder_heads(2)
+        .with_encoder_kv_heads(2)
+        .init::<TestCpu>(&device);
+    let retrieval = RetrievalConfig::new(d, 16)
+        .with_n_heads(2)
+        .with_chunk_size(4)
+        .with_top_k(3)
+        .init::<TestCpu>(&device);
+    let hsa = HsaLayerConfig::new(d)
+        .with_n_heads(4)
+        .with_head_dim(8)
+        .with_chunk_size(4)
+        .with_mlp_hidden(Some(48))
+        .init::<TestCpu>(&device);
+    let h: Tensor<TestCpu, 3> = random(&mut rng(5), [batch, seq, d], 1.0, &device);
+    let mem = memory.forward(h.clone());
+    assert_eq!(mem.landmarks.dims(), [batch, seq / 4, 2, 8]);
+    assert_eq!(mem.keys.dims(), [batch, seq, 2, 8]);
+    let selection = retrieval.forward(h.clone(), &mem);
+    assert_eq!(selection.indices.dims(), [batch, seq, 2, 3]);
+    let out = hsa.forward(h, &mem, &selection);
+    assert_eq!(out.dims(), [batch, seq, d]);
+    assert!(to_vec(out).iter().all(|x| x.is_finite()));
+
+    // The model maps its settings onto the same configs.
+    let cfg = variants()
+        .into_iter()
+        .find(|(n, _)| *n == "swa_hsa_mlp_2groups")
+        .map(|(_, c)| c)
+        .expect("variant exists");
+    let r = cfg.retrieval_config();
+    assert_eq!(
+        (r.d_model, r.retrieval_dim, r.n_heads, r.chunk_size, r.top_k),
+        (32, 16, 1, 8, 2)
+    );
+    let l = cfg.hsa_layer_config();
+    assert_eq!((l.n_heads, l.head_dim, l.mlp_hidden), (4, 8, Some(48)));
+    let m = cfg.chunk_memory_config();
+    assert_eq!((m.head_dim, m.mlp_hidden, m.encoder_heads), (8, 48, 2));
+    let plain = tiny(Arch::Ramba);
+    assert_eq!(plain.hsa_layer_config().mlp_hidden, None, "no bypass MLP");
+}
+
+/// Checkpoints load by parameter name (`model.safetensors` keys are module paths), so the HSA
+/// modules' names and shapes are pinned here: a refactor of their configs or constructors must
+/// leave them as they are, or old checkpoints stop loading.
+#[test]
+fn hsa_checkpoint_names_are_stable() {
+    use burn_store::ModuleSnapshot;
+    let device = Default::default();
+    for (name, want) in [
+        ("ramba", HSA_NAMES_RAMBA),
+        ("ramba_mean_softmax", HSA_NAMES_MEAN),
+        ("swa_hsa_mlp_2groups", HSA_NAMES_MLP),
+    ] {
+        let cfg = variants()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c)
+            .expect("variant exists");
+        let model = cfg.init::<TestCpu>(&device);
+        let got: Vec<String> = model
+            .collect(None, None, false)
+            .iter()
+            .map(|s| (s.full_path(), s.shape.to_vec()))
+            .filter(|(path, _)| {
+                (path.contains(".memory.") || path.contains(".groups."))
+                    && !path.contains(".blocks.")
+            })
+            .map(|(path, shape)| format!("{path} {shape:?}"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let want: Vec<&str> = want
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(got, want, "{name}: got\n{}", got.join("\n"));
+    }
+}
+
+/// `ramba`: CLS landmarks with a one-layer encoder, one group of two HSA layers.
+const HSA_NAMES_RAMBA: &str = "
+    Hsa.groups.0.retrieval.norm.gamma [32]
+    Hsa.groups.0.retrieval.query.weight [32, 16]
+    Hsa.groups.0.stages.0.hsa.norm.gamma [32]
+    Hsa.groups.0.stages.0.hsa.out.weight [32, 32]
+    Hsa.groups.0.stages.0.hsa.query.weight [32, 32]
+    Hsa.groups.0.stages.1.hsa.norm.gamma [32]
+    Hsa.groups.0.stages.1.hsa.out.weight [32, 32]
+    Hsa.groups.0.stages.1.hsa.query.weight [32, 32]
+    Hsa.memory.cls [32]
+    Hsa.memory.encoder.0.attn.k.bias [32]
+    Hsa.memory.encoder.0.attn.k.weight [32, 32]
+    Hsa.memory.encoder.0.attn.k_norm.gamma [16]
+    Hsa.memory.encoder.0.attn.o.weight [32, 32]
+    Hsa.memory.encoder.0.attn.q.bias [32]
+    Hsa.memory.encoder.0.attn.q.weight [32, 32]
+    Hsa.memory.encoder.0.attn.q_norm.gamma [16]
+    Hsa.memory.encoder.0.attn.v.bias [32]
+    Hsa.memory.encoder.0.attn.v.weight [32, 32]
+    Hsa.memory.encoder.0.attn_norm.gamma [32]
+    Hsa.memory.encoder.0.mlp.down.weight [48, 32]
+    Hsa.memory.encoder.0.mlp.gate.weight [32, 48]
+    Hsa.memory.encoder.0.mlp.up.weight [32, 48]
+    Hsa.memory.encoder.0.mlp_norm.gamma [32]
+    Hsa.memory.key.weight [32, 8]
+    Hsa.memory.landmark.weight [32, 16]
+    Hsa.memory.norm.gamma [32]
+    Hsa.memory.value.weight [32, 8]
+";
+
+/// `ramba_mean_softmax`: mean landmarks, no encoder (no CLS vector, no encoder weights).
+const HSA_NAMES_MEAN: &str = "
+    Hsa.groups.0.retrieval.norm.gamma [32]
+    Hsa.groups.0.retrieval.query.weight [32, 16]
+    Hsa.groups.0.stages.0.hsa.norm.gamma [32]
+    Hsa.groups.0.stages.0.hsa.out.weight [32, 32]
+    Hsa.groups.0.stages.0.hsa.query.weight [32, 32]
+    Hsa.groups.0.stages.1.hsa.norm.gamma [32]
+    Hsa.groups.0.stages.1.hsa.out.weight [32, 32]
+    Hsa.groups.0.stages.1.hsa.query.weight [32, 32]
+    Hsa.memory.key.weight [32, 8]
+    Hsa.memory.landmark.weight [32, 16]
+    Hsa.memory.norm.gamma [32]
+    Hsa.memory.value.weight [32, 8]
+";
+
+/// `swa_hsa_mlp_2groups`: two groups of one HSA layer each, with the bypassing MLP.
+const HSA_NAMES_MLP: &str = "
+    Hsa.groups.0.retrieval.norm.gamma [32]
+    Hsa.groups.0.retrieval.query.weight [32, 16]
+    Hsa.groups.0.stages.0.hsa.mlp.down.weight [48, 32]
+    Hsa.groups.0.stages.0.hsa.mlp.gate.weight [32, 48]
+    Hsa.groups.0.stages.0.hsa.mlp.up.weight [32, 48]
+    Hsa.groups.0.stages.0.hsa.mlp_norm.gamma [32]
+    Hsa.groups.0.stages.0.hsa.norm.gamma [32]
+    Hsa.groups.0.stages.0.hsa.out.weight [32, 32]
+    Hsa.groups.0.stages.0.hsa.query.weight [32, 32]
+    Hsa.groups.1.retrieval.norm.gamma [32]
+    Hsa.groups.1.retrieval.query.weight [32, 16]
+    Hsa.groups.1.stages.0.hsa.mlp.down.weight [48, 32]
+    Hsa.groups.1.stages.0.hsa.mlp.gate.weight [32, 48]
+    Hsa.groups.1.stages.0.hsa.mlp.up.weight [32, 48]
+    Hsa.groups.1.stages.0.hsa.mlp_norm.gamma [32]
+    Hsa.groups.1.stages.0.hsa.norm.gamma [32]
+    Hsa.groups.1.stages.0.hsa.out.weight [32, 32]
+    Hsa.groups.1.stages.0.hsa.query.weight [32, 32]
+    Hsa.memory.cls [32]
+    Hsa.memory.encoder.0.attn.k.bias [32]
+    Hsa.memory.encoder.0.attn.k.weight [32, 32]
+    Hsa.memory.encoder.0.attn.k_norm.gamma [16]
+    Hsa.memory.encoder.0.attn.o.weight [32, 32]
+    Hsa.memory.encoder.0.attn.q.bias [32]
+    Hsa.memory.encoder.0.attn.q.weight [32, 32]
+    Hsa.memory.encoder.0.attn.q_norm.gamma [16]
+    Hsa.memory.encoder.0.attn.v.bias [32]
+    Hsa.memory.encoder.0.attn.v.weight [32, 32]
+    Hsa.memory.encoder.0.attn_norm.gamma [32]
+    Hsa.memory.encoder.0.mlp.down.weight [48, 32]
+    Hsa.memory.encoder.0.mlp.gate.weight [32, 48]
+    Hsa.memory.encoder.0.mlp.up.weight [32, 48]
+    Hsa.memory.encoder.0.mlp_norm.gamma [32]
+    Hsa.memory.key.weight [32, 8]
+    Hsa.memory.landmark.weight [32, 16]
+    Hsa.memory.norm.gamma [32]
+    Hsa.memory.value.weight [32, 8]
+";

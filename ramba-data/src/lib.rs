@@ -18,6 +18,7 @@ pub mod pipeline;
 mod rng;
 pub mod shards;
 mod source;
+pub mod split;
 pub mod tasks;
 pub mod text;
 pub mod tokenizer;
@@ -26,7 +27,8 @@ pub mod tokenizer;
 mod test_util;
 
 pub use config::{DataConfig, ShardDtype, SourceConfig};
-pub use pipeline::{AnswerScore, Batch, DataPipeline, Split};
+pub use pipeline::{AnswerScore, Batch, DataPipeline};
+pub use split::Split;
 pub use tasks::{
     needle_prompt, passkey_prompt, score_answer, PasskeyPrompt, Sample, Task, TaskGenerator,
     FILLER, INSTRUCTION, QUESTION,

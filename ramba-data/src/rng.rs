@@ -7,7 +7,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::pipeline::Split;
+use crate::split::Split;
 
 /// The generator of row `row` of the `split` batch at `step`. The four words are the
 /// ChaCha key verbatim: distinct coordinates are distinct keys, so streams never collide,

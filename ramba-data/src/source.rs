@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use rand::Rng;
 
 use crate::config::{DataConfig, SourceConfig};
-use crate::pipeline::Split;
 use crate::shards::ShardSet;
-use crate::tasks::{Task, TaskGenerator};
+use crate::split::Split;
+use crate::tasks::TaskGenerator;
 use crate::text::load_text;
 use crate::tokenizer::Tokenizer;
 
@@ -74,6 +74,29 @@ fn split_ranges(n: usize, val_fraction: f64) -> (Range<usize>, Range<usize>) {
     (0..t, t..n)
 }
 
+/// A token source's body: its train/val ranges, checked to hold a row each.
+fn token_body(store: TokenStore, units: String, label: &str, data: &DataConfig) -> Result<Body> {
+    let window = data.seq_len + 1;
+    let n = store.len();
+    let (train, val) = split_ranges(n, data.val_fraction);
+    for (name, r) in [("train", &train), ("val", &val)] {
+        if r.len() < window {
+            bail!(
+                "{label}: the {name} split has {} tokens (of {n}, data.val_fraction = {}), \
+                 fewer than the data.seq_len + 1 = {window} each row needs",
+                r.len(),
+                data.val_fraction
+            );
+        }
+    }
+    Ok(Body::Tokens {
+        store,
+        train,
+        val,
+        units,
+    })
+}
+
 impl Source {
     /// Loads/prepares source `index` of `data`; relative paths resolve against `base_dir`.
     pub(crate) fn build(
@@ -88,67 +111,38 @@ impl Source {
             None => format!("data.sources[{index}] ({})", cfg.kind()),
         };
         let window = data.seq_len + 1;
-        let task = match *cfg {
-            SourceConfig::Text { .. } | SourceConfig::Shards { .. } => None,
-            SourceConfig::Filler { .. } => Some(Task::Filler),
-            SourceConfig::Passkey {
-                min_key,
-                max_key,
-                questions,
-                instruction,
-                ..
-            } => Some(Task::Passkey {
-                min_key,
-                max_key,
-                questions,
-                instruction,
-            }),
-            SourceConfig::MultiKey { n_keys, .. } => Some(Task::MultiKey { n_keys }),
-            SourceConfig::AssocRecall { n_pairs, .. } => Some(Task::AssocRecall { n_pairs }),
-            SourceConfig::Copy { span, .. } => Some(Task::Copy { span }),
-        };
-        let body = if let Some(task) = task {
-            let g = TaskGenerator::new(tok.clone(), task).with_context(|| label.clone())?;
-            g.check_fits(window).with_context(|| {
-                format!("{label} does not fit in data.seq_len + 1 = {window} tokens")
-            })?;
-            Body::Task(g)
-        } else {
-            let (store, units) = match cfg {
-                SourceConfig::Text { path, .. } => {
-                    let (t, docs) = load_text(&base_dir.join(path), tok.as_ref())
-                        .with_context(|| label.clone())?;
-                    (TokenStore::Memory(t), format!("{docs} documents"))
-                }
-                SourceConfig::Shards { path, dtype, .. } => {
-                    let set = ShardSet::open(&base_dir.join(path), *dtype)
-                        .and_then(|s| {
-                            s.check_vocab(tok.vocab_size(), &tok.name())?;
-                            Ok(s)
-                        })
-                        .with_context(|| label.clone())?;
-                    let files = set.n_files();
-                    (TokenStore::Shards(set), format!("{files} files"))
-                }
-                _ => bail!("{label}: not a token source"),
-            };
-            let n = store.len();
-            let (train, val) = split_ranges(n, data.val_fraction);
-            for (name, r) in [("train", &train), ("val", &val)] {
-                if r.len() < window {
-                    bail!(
-                        "{label}: the {name} split has {} tokens (of {n}, data.val_fraction = \
-                         {}), fewer than the data.seq_len + 1 = {window} each row needs",
-                        r.len(),
-                        data.val_fraction
-                    );
-                }
+        let body = match cfg {
+            SourceConfig::Task { task, .. } => {
+                let g = TaskGenerator::new(tok.clone(), *task).with_context(|| label.clone())?;
+                g.check_fits(window).with_context(|| {
+                    format!("{label} does not fit in data.seq_len + 1 = {window} tokens")
+                })?;
+                Body::Task(g)
             }
-            Body::Tokens {
-                store,
-                train,
-                val,
-                units,
+            SourceConfig::Text { path, .. } => {
+                let (t, docs) =
+                    load_text(&base_dir.join(path), tok.as_ref()).with_context(|| label.clone())?;
+                token_body(
+                    TokenStore::Memory(t),
+                    format!("{docs} documents"),
+                    &label,
+                    data,
+                )?
+            }
+            SourceConfig::Shards { path, dtype, .. } => {
+                let set = ShardSet::open(&base_dir.join(path), *dtype)
+                    .and_then(|s| {
+                        s.check_vocab(tok.vocab_size(), &tok.name())?;
+                        Ok(s)
+                    })
+                    .with_context(|| label.clone())?;
+                let files = set.n_files();
+                token_body(
+                    TokenStore::Shards(set),
+                    format!("{files} files"),
+                    &label,
+                    data,
+                )?
             }
         };
         Ok(Self {

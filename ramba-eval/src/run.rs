@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use ramba_core::checkpoint::{first_usable, load_weights};
-use ramba_core::experiment::ExperimentConfig;
 use ramba_core::model::LanguageModel;
 use ramba_data::{load_tokenizer_in, Tokenizer};
+use ramba_experiment::ExperimentConfig;
 
 /// A trained model with what is needed to evaluate it.
 pub struct LoadedRun<B: burn::prelude::Backend> {

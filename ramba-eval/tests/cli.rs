@@ -6,7 +6,7 @@ use std::process::Command;
 
 use ramba_core::backend::CpuBackend;
 use ramba_core::checkpoint::{checkpoint_dir, save_weights};
-use ramba_core::experiment::ExperimentConfig;
+use ramba_experiment::ExperimentConfig;
 
 const TINY: &str = r#"
 [model]

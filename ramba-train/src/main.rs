@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
-use ramba_core::experiment::ExperimentConfig;
 use ramba_core::ops::RambaBackend;
+use ramba_experiment::ExperimentConfig;
 use ramba_train::trainer::{absolutize_paths, train, RunRequest, TrainOutcome};
 
 /// Train a ramba model from a TOML experiment file.

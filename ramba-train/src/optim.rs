@@ -7,7 +7,7 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use ramba_core::experiment::TrainConfig;
+use ramba_experiment::TrainConfig;
 
 /// Parameters that get weight decay: matrices, except the embedding. Norm gains, biases, SSM
 /// scalars (`dt_bias`, `A_log`, `D`) and the CLS vector are 1-D and excluded, as in mamba_ssm and

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ramba_core::backend::{open, BackendKind, CpuBackend};
-use ramba_core::experiment::ExperimentConfig;
+use ramba_experiment::ExperimentConfig;
 use ramba_report::read_jsonl;
 use ramba_train::trainer::{train, RunRequest, TrainOutcome};
 

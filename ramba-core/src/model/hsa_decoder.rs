@@ -13,11 +13,11 @@
 use burn::prelude::*;
 
 use super::{attention_mask, run_blocks, LmHead, ModelState};
-use crate::config::ModelConfig;
+use crate::config::{mlp_hidden, ModelConfig};
 use crate::nn::block::DecoderBlock;
 use crate::nn::chunk_memory::{ChunkMemory, ChunkMemoryConfig};
-use crate::nn::hsa_layer::HsaLayer;
-use crate::nn::retrieval::Retrieval;
+use crate::nn::hsa_layer::{HsaLayer, HsaLayerConfig};
+use crate::nn::retrieval::{Retrieval, RetrievalConfig};
 use crate::ops::RambaBackend;
 
 /// One HSA layer and the blocks after it.
@@ -48,18 +48,19 @@ impl<B: Backend> HsaDecoder<B> {
     /// From a validated config with `arch = ramba | swa_hsa`.
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
         let window = cfg.attention_window();
+        let (hsa, retrieval) = (cfg.hsa_layer_config(), cfg.retrieval_config());
         let stage = || HsaStage {
-            hsa: HsaLayer::new(cfg, device),
+            hsa: hsa.init(device),
             blocks: (0..cfg.blocks_per_hsa).map(|_| cfg.block(device)).collect(),
         };
         let group = || HsaGroup {
-            retrieval: Retrieval::new(cfg, device),
+            retrieval: retrieval.init(device),
             stages: (0..cfg.hsa_per_group).map(|_| stage()).collect(),
         };
         Self {
             lm: LmHead::new(cfg, device),
             lower: (0..cfg.n_lower).map(|_| cfg.block(device)).collect(),
-            memory: ChunkMemoryConfig::from_model(cfg).init(device),
+            memory: cfg.chunk_memory_config().init(device),
             groups: (0..cfg.n_groups).map(|_| group()).collect(),
             window,
         }
@@ -74,6 +75,54 @@ impl<B: Backend> HsaDecoder<B> {
                 .flat_map(|g| &g.stages)
                 .map(|s| s.blocks.len())
                 .sum::<usize>()
+    }
+}
+
+/// The HSA modules' own configs, from the `[model]` and `[model.hsa]` settings: the modules
+/// take only what they use, the model maps its settings onto them here.
+impl ModelConfig {
+    /// The shared chunk memory.
+    pub fn chunk_memory_config(&self) -> ChunkMemoryConfig {
+        let h = &self.hsa;
+        ChunkMemoryConfig::new(
+            self.d_model,
+            h.retrieval_dim,
+            mlp_hidden(h.mlp_hidden, self.d_model),
+        )
+        .with_chunk_size(h.chunk_size)
+        .with_n_kv_heads(h.n_kv_heads)
+        .with_head_dim(h.head_dim)
+        .with_landmark(h.landmark)
+        .with_encoder_layers(h.encoder_layers)
+        .with_encoder_heads(h.encoder_heads)
+        .with_encoder_kv_heads(h.encoder_kv_heads)
+        .with_init_std(self.init_std)
+        .with_norm_eps(self.norm_eps)
+    }
+
+    /// Each group's chunk selection.
+    pub fn retrieval_config(&self) -> RetrievalConfig {
+        let h = &self.hsa;
+        RetrievalConfig::new(self.d_model, h.retrieval_dim)
+            .with_n_heads(h.n_kv_heads)
+            .with_chunk_size(h.chunk_size)
+            .with_top_k(h.top_k)
+            .with_weighting(h.weighting)
+            .with_init_std(self.init_std)
+            .with_norm_eps(self.norm_eps)
+    }
+
+    /// Every HSA layer.
+    pub fn hsa_layer_config(&self) -> HsaLayerConfig {
+        let h = &self.hsa;
+        HsaLayerConfig::new(self.d_model)
+            .with_n_heads(h.n_heads)
+            .with_head_dim(h.head_dim)
+            .with_chunk_size(h.chunk_size)
+            .with_softmax_off_by_one(h.softmax_off_by_one)
+            .with_mlp_hidden(h.hsa_mlp.then(|| mlp_hidden(h.mlp_hidden, self.d_model)))
+            .with_init_std(self.init_std)
+            .with_norm_eps(self.norm_eps)
     }
 }
 

@@ -4,6 +4,7 @@
 //! encoder output. Bidirectional encoding is causal from the reader's side, since a chunk becomes
 //! readable only once complete.
 
+use burn::config::Config;
 use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
@@ -11,7 +12,7 @@ use burn::prelude::*;
 use super::attention::{AttentionMask, AttentionSettings};
 use super::block::TransformerBlock;
 use super::{linear, rms_norm};
-use crate::config::{mlp_hidden, Landmark, ModelConfig};
+use crate::config::Landmark;
 
 /// The memory HSA layers read.
 #[derive(Clone, Debug)]
@@ -24,7 +25,7 @@ pub struct ChunkMemoryOutput<B: Backend> {
     pub values: Tensor<B, 4>,
 }
 
-/// See the module docs.
+/// See the module docs; built by [`ChunkMemoryConfig::init`].
 #[derive(Module, Debug)]
 pub struct ChunkMemory<B: Backend> {
     cls: Option<Param<Tensor<B, 1>>>,
@@ -39,55 +40,46 @@ pub struct ChunkMemory<B: Backend> {
     retrieval_dim: usize,
 }
 
-/// What a [`ChunkMemory`] is built from (burn-nn's pattern: a config per module, with `init`).
-#[derive(Clone, Debug, PartialEq)]
+/// What a [`ChunkMemory`] is built from; defaults are RAMba-370M's `[model.hsa]` values. A
+/// model builds it from its `ModelConfig`; the module itself knows nothing of the model.
+#[derive(Config, Debug)]
 pub struct ChunkMemoryConfig {
     /// Model width `d`.
     pub d_model: usize,
+    /// Landmark width (`d_r`), split over the KV heads: the retrieval queries' width.
+    pub retrieval_dim: usize,
+    /// SwiGLU hidden width of the encoder layers (resolved, not 0).
+    pub mlp_hidden: usize,
     /// Tokens per chunk (`S`).
+    #[config(default = 64)]
     pub chunk_size: usize,
     /// KV heads (`h_kv`), also the number of retrieval heads.
+    #[config(default = 1)]
     pub n_kv_heads: usize,
     /// Key/value head dimension (`d_h`).
+    #[config(default = 64)]
     pub head_dim: usize,
-    /// Landmark width (`d_r`), split over the KV heads.
-    pub retrieval_dim: usize,
     /// CLS or mean landmarks.
+    #[config(default = "Landmark::Cls")]
     pub landmark: Landmark,
     /// Bidirectional encoder layers (0 = RMSNorm only).
+    #[config(default = 1)]
     pub encoder_layers: usize,
     /// Encoder attention heads.
+    #[config(default = 16)]
     pub encoder_heads: usize,
     /// Encoder KV heads.
+    #[config(default = 16)]
     pub encoder_kv_heads: usize,
-    /// Encoder SwiGLU hidden width (resolved, not 0).
-    pub mlp_hidden: usize,
     /// Standard deviation of the normal initialisation.
+    #[config(default = 0.02)]
     pub init_std: f64,
     /// RMSNorm epsilon.
+    #[config(default = 1e-5)]
     pub norm_eps: f64,
 }
 
 impl ChunkMemoryConfig {
-    /// The chunk memory of a model: `[model]` and `[model.hsa]` settings.
-    pub fn from_model(cfg: &ModelConfig) -> Self {
-        let h = &cfg.hsa;
-        Self {
-            d_model: cfg.d_model,
-            chunk_size: h.chunk_size,
-            n_kv_heads: h.n_kv_heads,
-            head_dim: h.head_dim,
-            retrieval_dim: h.retrieval_dim,
-            landmark: h.landmark,
-            encoder_layers: h.encoder_layers,
-            encoder_heads: h.encoder_heads,
-            encoder_kv_heads: h.encoder_kv_heads,
-            mlp_hidden: mlp_hidden(h.mlp_hidden, cfg.d_model),
-            init_std: cfg.init_std,
-            norm_eps: cfg.norm_eps,
-        }
-    }
-
     /// Builds the module (parameters drawn in the same order as always: CLS, encoder, norm,
     /// landmark, key, value).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ChunkMemory<B> {

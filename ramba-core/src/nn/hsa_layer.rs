@@ -1,17 +1,73 @@
 //! HSA layer (spec §4): NoPE queries from the layer's own residual attend inside the chunks the
 //! group's [`Retrieval`](super::retrieval::Retrieval) selected, over the shared chunk memory.
 
+use burn::config::Config;
 use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
 
 use super::chunk_memory::ChunkMemoryOutput;
 use super::mlp::SwiGluMlp;
 use super::{linear, rms_norm};
-use crate::config::{mlp_hidden, ModelConfig};
 use crate::ops::{ChunkSelection, HsaOptions, RambaBackend};
 
-/// See the module docs. With `hsa_mlp` the output is `h + MLP(norm(h + W_O·O))` (the follow-up
-/// paper's bypassing residual), else `h + W_O·O`.
+/// What an [`HsaLayer`] is built from; defaults are RAMba-370M's `[model.hsa]` values. A model
+/// builds it from its `ModelConfig`; the module itself knows nothing of the model.
+#[derive(Config, Debug)]
+pub struct HsaLayerConfig {
+    /// Model width `d`.
+    pub d_model: usize,
+    /// Query heads (`h_q`); groups of them share one of the chunk memory's KV heads.
+    #[config(default = 16)]
+    pub n_heads: usize,
+    /// Head dimension (`d_h`), the same as the chunk memory's keys and values.
+    #[config(default = 64)]
+    pub head_dim: usize,
+    /// Tokens per chunk (`S`), the chunk memory's.
+    #[config(default = 64)]
+    pub chunk_size: usize,
+    /// Softmax-off-by-one inside each chunk (a token may attend to nothing in a chunk).
+    #[config(default = false)]
+    pub softmax_off_by_one: bool,
+    /// Hidden width of the follow-up paper's bypassing MLP: with it the output is
+    /// `h + MLP(norm(h + W_O·O))`, without it (`None`) `h + W_O·O`.
+    pub mlp_hidden: Option<usize>,
+    /// Standard deviation of the normal initialisation of the projections.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Epsilon of the RMSNorms.
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+}
+
+impl HsaLayerConfig {
+    /// Builds the layer (parameters drawn in the order checkpoints were always written:
+    /// norm, query, out, then the MLP's norm and MLP).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> HsaLayer<B> {
+        let (d, std, eps) = (self.d_model, self.init_std, self.norm_eps);
+        let inner = self.n_heads * self.head_dim;
+        let norm = rms_norm(d, eps, device);
+        let query = linear(d, inner, false, std, device);
+        let out = linear(inner, d, false, std, device);
+        let mlp_norm = self.mlp_hidden.map(|_| rms_norm(d, eps, device));
+        let mlp = self
+            .mlp_hidden
+            .map(|hidden| SwiGluMlp::new(d, hidden, std, device));
+        HsaLayer {
+            norm,
+            query,
+            out,
+            mlp_norm,
+            mlp,
+            n_heads: self.n_heads,
+            head_dim: self.head_dim,
+            chunk_size: self.chunk_size,
+            softmax_off_by_one: self.softmax_off_by_one,
+        }
+    }
+}
+
+/// See the module docs; built by [`HsaLayerConfig::init`]. With the bypassing MLP the output
+/// is `h + MLP(norm(h + W_O·O))`, else `h + W_O·O`.
 #[derive(Module, Debug)]
 pub struct HsaLayer<B: Backend> {
     norm: RmsNorm<B>,
@@ -23,34 +79,6 @@ pub struct HsaLayer<B: Backend> {
     head_dim: usize,
     chunk_size: usize,
     softmax_off_by_one: bool,
-}
-
-impl<B: Backend> HsaLayer<B> {
-    /// From the `[model.hsa]` settings.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        let h = &cfg.hsa;
-        let inner = h.n_heads * h.head_dim;
-        Self {
-            norm: rms_norm(cfg.d_model, cfg.norm_eps, device),
-            query: linear(cfg.d_model, inner, false, cfg.init_std, device),
-            out: linear(inner, cfg.d_model, false, cfg.init_std, device),
-            mlp_norm: h
-                .hsa_mlp
-                .then(|| rms_norm(cfg.d_model, cfg.norm_eps, device)),
-            mlp: h.hsa_mlp.then(|| {
-                SwiGluMlp::new(
-                    cfg.d_model,
-                    mlp_hidden(h.mlp_hidden, cfg.d_model),
-                    cfg.init_std,
-                    device,
-                )
-            }),
-            n_heads: h.n_heads,
-            head_dim: h.head_dim,
-            chunk_size: h.chunk_size,
-            softmax_off_by_one: h.softmax_off_by_one,
-        }
-    }
 }
 
 impl<B: RambaBackend> HsaLayer<B> {

@@ -1,5 +1,7 @@
-//! Building blocks, in the shape of `burn-nn` modules: a config (or a section of
-//! [`ModelConfig`](crate::config::ModelConfig)), an `init`, the module, and `forward` with shapes.
+//! Building blocks, in the shape of `burn-nn` modules: a config (a `#[derive(Config)]` struct
+//! of the module's own, or a section of [`ModelConfig`](crate::config::ModelConfig)), an `init`,
+//! the module, and `forward` with shapes. The HSA modules (chunk memory, retrieval, HSA layer)
+//! have configs of their own, which the model fills from its `ModelConfig`.
 
 pub mod attention;
 pub mod block;

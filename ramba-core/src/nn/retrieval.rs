@@ -1,16 +1,66 @@
 //! Retrieval (spec §3): scores every complete past chunk's landmark against a per-token query
 //! and selects the top-k, once per group of HSA layers.
 
+use burn::config::Config;
 use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
 
 use super::chunk_memory::ChunkMemoryOutput;
 use super::{linear, rms_norm};
-use crate::config::ModelConfig;
 use crate::ops::selection;
 use crate::ops::{ChunkSelection, ChunkWeighting, RambaBackend, SelectionOptions};
 
-/// See the module docs.
+/// What a [`Retrieval`] is built from; defaults are RAMba-370M's `[model.hsa]` values. A
+/// model builds it from its `ModelConfig`; the module itself knows nothing of the model.
+#[derive(Config, Debug)]
+pub struct RetrievalConfig {
+    /// Model width `d`: the residual the queries are projected from.
+    pub d_model: usize,
+    /// Width of the queries (and of the chunk memory's landmarks), `d_r`, split over the heads.
+    pub retrieval_dim: usize,
+    /// Retrieval heads: the HSA layers' KV heads (`h_kv`), each selecting its own chunks.
+    #[config(default = 1)]
+    pub n_heads: usize,
+    /// Tokens per chunk (`S`): with it, a token's visible chunks are the complete ones before it.
+    #[config(default = 64)]
+    pub chunk_size: usize,
+    /// Chunks selected per token (`K`).
+    #[config(default = 8)]
+    pub top_k: usize,
+    /// How the selected chunks' scores become weights.
+    #[config(default = "ChunkWeighting::StickBreaking")]
+    pub weighting: ChunkWeighting,
+    /// Standard deviation of the normal initialisation of the query projection.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Epsilon of the input RMSNorm.
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+}
+
+impl RetrievalConfig {
+    /// Builds the module (parameters drawn in the order checkpoints were always written:
+    /// norm, then query).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Retrieval<B> {
+        Retrieval {
+            norm: rms_norm(self.d_model, self.norm_eps, device),
+            query: linear(
+                self.d_model,
+                self.retrieval_dim,
+                false,
+                self.init_std,
+                device,
+            ),
+            n_heads: self.n_heads,
+            head_dim: self.retrieval_dim / self.n_heads,
+            chunk_size: self.chunk_size,
+            top_k: self.top_k,
+            softmax_weights: self.weighting == ChunkWeighting::Softmax,
+        }
+    }
+}
+
+/// See the module docs; built by [`RetrievalConfig::init`].
 #[derive(Module, Debug)]
 pub struct Retrieval<B: Backend> {
     norm: RmsNorm<B>,
@@ -20,22 +70,6 @@ pub struct Retrieval<B: Backend> {
     chunk_size: usize,
     top_k: usize,
     softmax_weights: bool,
-}
-
-impl<B: Backend> Retrieval<B> {
-    /// From the `[model.hsa]` settings.
-    pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
-        let h = &cfg.hsa;
-        Self {
-            norm: rms_norm(cfg.d_model, cfg.norm_eps, device),
-            query: linear(cfg.d_model, h.retrieval_dim, false, cfg.init_std, device),
-            n_heads: h.n_kv_heads,
-            head_dim: h.retrieval_dim / h.n_kv_heads,
-            chunk_size: h.chunk_size,
-            top_k: h.top_k,
-            softmax_weights: h.weighting == ChunkWeighting::Softmax,
-        }
-    }
 }
 
 impl<B: RambaBackend> Retrieval<B> {

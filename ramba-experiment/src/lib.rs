@@ -1,15 +1,18 @@
 //! Experiment files: `[model] [data] [train] [eval] [run]` in one TOML document, with
 //! `--set section.key=value` overrides. Unknown keys and bad values are errors that name the key
 //! and the file; the resolved config is what a run folder stores.
+//!
+//! A crate of its own because an experiment combines the model config (`ramba-core`) with the
+//! data config (`ramba-data`): here, neither of those has to depend on the other, and both
+//! `ramba-train` and `ramba-eval` (which `ramba-train` uses) read experiments from one place.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ramba_core::backend::BackendKind;
+use ramba_core::config::ModelConfig;
 use ramba_data::DataConfig;
 use serde::{Deserialize, Serialize};
-
-use crate::backend::BackendKind;
-use crate::config::ModelConfig;
 
 /// A whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -330,4 +333,56 @@ pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
     }
     table.insert(last.to_string(), value);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resolved config a run folder stores reads back as the same experiment, in the
+    /// TOML layout experiment files use (flat `[[data.sources]]` tables).
+    #[test]
+    fn resolved_config_round_trips() {
+        let cfg = ExperimentConfig::default();
+        let text = cfg.to_toml().unwrap();
+        assert_eq!(ExperimentConfig::from_toml_str(&text).unwrap(), cfg);
+        assert!(
+            text.contains("[[data.sources]]\nkind = \"passkey\"\nweight = 1.0\n"),
+            "{text}"
+        );
+        for section in ["[model]", "[data]", "[train]", "[eval]", "[run]"] {
+            assert!(text.contains(section), "{section} in {text}");
+        }
+    }
+
+    /// The model library stays free of the data crate (and the data crate of the model
+    /// library): only this crate joins them.
+    #[test]
+    fn core_and_data_do_not_depend_on_each_other() {
+        let manifest = |krate: &str| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(krate)
+                .join("Cargo.toml");
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        };
+        assert!(!manifest("ramba-core").contains("ramba-data"));
+        assert!(!manifest("ramba-data").contains("ramba-core"));
+    }
+
+    #[test]
+    fn overrides_set_nested_keys_and_parse_values() {
+        let mut doc = toml::Table::new();
+        apply_override(&mut doc, "train.lr=3e-4").unwrap();
+        apply_override(&mut doc, "run.name=quick").unwrap();
+        apply_override(&mut doc, "model.hsa.top_k = 4").unwrap();
+        assert_eq!(doc["train"]["lr"].as_float(), Some(3e-4));
+        assert_eq!(doc["run"]["name"].as_str(), Some("quick"));
+        assert_eq!(doc["model"]["hsa"]["top_k"].as_integer(), Some(4));
+        assert!(apply_override(&mut doc, "no_equals").is_err());
+        assert!(apply_override(&mut doc, "train..lr=1").is_err());
+        // `train.lr` is a value, not a section.
+        assert!(apply_override(&mut doc, "train.lr.x=1").is_err());
+    }
 }

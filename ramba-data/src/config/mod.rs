@@ -1,12 +1,16 @@
 //! The `[data]` section of an experiment TOML: what to read or generate, how to cut it
 //! into windows, and how much to hold out for validation.
 
-use std::path::{Path, PathBuf};
+mod source;
+
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::tasks::MULTI_KEY_WORDS;
+pub use source::{ShardDtype, SourceConfig, SourceParseError, DEFAULT_WEIGHT};
+
+use crate::tasks::{PasskeyTask, Task};
 
 /// Data settings of one experiment (`[data]` in the experiment TOML).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,243 +40,8 @@ impl Default for DataConfig {
             seed: 0,
             tokenizer: "byte".to_string(),
             val_fraction: 0.05,
-            sources: vec![SourceConfig::Passkey {
-                weight: default_weight(),
-                min_key: default_min_key(),
-                max_key: default_max_key(),
-                questions: default_questions(),
-                instruction: true,
-            }],
+            sources: vec![SourceConfig::task(Task::Passkey(PasskeyTask::default()))],
         }
-    }
-}
-
-/// Element type of a pre-tokenized shard file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ShardDtype {
-    /// Little-endian u16 (nanoGPT / llm.c GPT-2 shards).
-    #[default]
-    U16,
-    /// Little-endian u32 (vocabularies above 65 536, llm.c Llama-3 shards).
-    U32,
-}
-
-impl std::fmt::Display for ShardDtype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Same spelling as in the TOML.
-        f.write_str(match self {
-            ShardDtype::U16 => "u16",
-            ShardDtype::U32 => "u32",
-        })
-    }
-}
-
-impl ShardDtype {
-    /// Bytes per token.
-    pub fn width(self) -> usize {
-        match self {
-            ShardDtype::U16 => 2,
-            ShardDtype::U32 => 4,
-        }
-    }
-}
-
-/// One data source (`[[data.sources]]`), selected by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// Plain UTF-8 text: a file, or a folder searched recursively for `*.txt` / `*.md`
-    /// (sorted). Each file is one document, followed by EOS.
-    Text {
-        /// Relative share of rows drawn from this source.
-        #[serde(default = "default_weight")]
-        weight: f64,
-        /// File or folder, relative to the config file's directory.
-        path: PathBuf,
-    },
-    /// Pre-tokenized token files: a file, or a folder searched recursively for `*.bin`
-    /// (sorted), memory-mapped. Raw little-endian arrays (nanoGPT) and llm.c files (with
-    /// their 1024-byte header, detected by its magic number) are both accepted.
-    Shards {
-        /// Relative share of rows drawn from this source.
-        #[serde(default = "default_weight")]
-        weight: f64,
-        /// File or folder, relative to the config file's directory.
-        path: PathBuf,
-        /// Token element type of raw files ("u16" or "u32"); llm.c headers must agree.
-        #[serde(default)]
-        dtype: ShardDtype,
-    },
-    /// The passkey filler sentences repeated (the haystack without a needle).
-    Filler {
-        /// Relative share of rows drawn from this source.
-        #[serde(default = "default_weight")]
-        weight: f64,
-    },
-    /// Passkey retrieval samples (Landmark Attention's format) at a random depth.
-    Passkey {
-        /// Relative share of rows drawn from this source.
-        #[serde(default = "default_weight")]
-        weight: f64,
-        /// Smallest pass key (inclusive).
-        #[serde(default = "default_min_key")]
-        min_key: u64,
-        /// Largest pass key (inclusive).
-        #[serde(default = "default_max_key")]
-        max_key: u64,
-        /// Times the question is asked and answered after the key sentence (the last time at
-        /// the end of the row, as in evaluation). Every answer is a retrieval target, so more
-        /// questions pack more of them into a row; evaluation always asks once.
-        #[serde(default = "default_questions")]
-        questions: usize,
-        /// Start rows with the task instruction (the evaluation prompt has it). Without it a
-        /// row has room for more filler and questions.
-        #[serde(default = "default_true")]
-        instruction: bool,
-    },
-    /// Several named pass keys in the filler; the question asks for one of them.
-    MultiKey {
-        /// Relative share of rows drawn from this source.
-        #[serde(default = "default_weight")]
-        weight: f64,
-        /// Number of needles per sample.
-        #[serde(default = "default_n_keys")]
-        n_keys: usize,
-    },
-    /// `key: value` pairs, filler, then one key whose value must be recalled.
-    AssocRecall {
-        /// Relative share of rows drawn from this source.
-        #[serde(default = "default_weight")]
-        weight: f64,
-        /// Number of pairs per sample.
-        #[serde(default = "default_n_pairs")]
-        n_pairs: usize,
-    },
-    /// A random letter string, filler, then `Copy:` and the string again.
-    Copy {
-        /// Relative share of rows drawn from this source.
-        #[serde(default = "default_weight")]
-        weight: f64,
-        /// Letters in the string to copy.
-        #[serde(default = "default_span")]
-        span: usize,
-    },
-}
-
-fn default_weight() -> f64 {
-    1.0
-}
-fn default_min_key() -> u64 {
-    10_000
-}
-fn default_max_key() -> u64 {
-    99_999
-}
-fn default_questions() -> usize {
-    1
-}
-fn default_true() -> bool {
-    true
-}
-fn default_n_keys() -> usize {
-    4
-}
-fn default_n_pairs() -> usize {
-    16
-}
-fn default_span() -> usize {
-    32
-}
-
-/// Upper bound on `assoc_recall.n_pairs`: keys are distinct 4-letter words, and far more
-/// pairs than this could never fit a realistic window anyway.
-pub const MAX_ASSOC_PAIRS: usize = 10_000;
-
-/// Upper bound on `passkey.questions` (each question and answer takes ~45 byte tokens).
-pub const MAX_QUESTIONS: usize = 1_000;
-
-impl SourceConfig {
-    /// Relative sampling weight.
-    pub fn weight(&self) -> f64 {
-        match self {
-            SourceConfig::Text { weight, .. }
-            | SourceConfig::Shards { weight, .. }
-            | SourceConfig::Filler { weight }
-            | SourceConfig::Passkey { weight, .. }
-            | SourceConfig::MultiKey { weight, .. }
-            | SourceConfig::AssocRecall { weight, .. }
-            | SourceConfig::Copy { weight, .. } => *weight,
-        }
-    }
-
-    /// The `kind` string as written in TOML.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Text { .. } => "text",
-            SourceConfig::Shards { .. } => "shards",
-            SourceConfig::Filler { .. } => "filler",
-            SourceConfig::Passkey { .. } => "passkey",
-            SourceConfig::MultiKey { .. } => "multi_key",
-            SourceConfig::AssocRecall { .. } => "assoc_recall",
-            SourceConfig::Copy { .. } => "copy",
-        }
-    }
-
-    /// The file/folder of text and shard sources.
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            SourceConfig::Text { path, .. } | SourceConfig::Shards { path, .. } => Some(path),
-            _ => None,
-        }
-    }
-
-    /// Checks this source's own fields; `key` is its config path (`data.sources[i]`).
-    fn validate(&self, key: &str) -> Result<()> {
-        let weight = self.weight();
-        if !(weight.is_finite() && weight > 0.0) {
-            bail!("{key}.weight must be > 0 (got {weight})");
-        }
-        match self {
-            SourceConfig::Text { path, .. } | SourceConfig::Shards { path, .. } => {
-                if path.as_os_str().is_empty() {
-                    bail!("{key}.path must not be empty");
-                }
-            }
-            SourceConfig::Filler { .. } => {}
-            SourceConfig::Passkey {
-                min_key,
-                max_key,
-                questions,
-                ..
-            } => {
-                if min_key > max_key {
-                    bail!("{key}.min_key ({min_key}) must be <= {key}.max_key ({max_key})");
-                }
-                if *questions == 0 || *questions > MAX_QUESTIONS {
-                    bail!("{key}.questions must be in 1..={MAX_QUESTIONS} (got {questions})");
-                }
-            }
-            SourceConfig::MultiKey { n_keys, .. } => {
-                if *n_keys == 0 || *n_keys > MULTI_KEY_WORDS.len() {
-                    bail!(
-                        "{key}.n_keys must be in 1..={} (got {n_keys})",
-                        MULTI_KEY_WORDS.len()
-                    );
-                }
-            }
-            SourceConfig::AssocRecall { n_pairs, .. } => {
-                if *n_pairs == 0 || *n_pairs > MAX_ASSOC_PAIRS {
-                    bail!("{key}.n_pairs must be in 1..={MAX_ASSOC_PAIRS} (got {n_pairs})");
-                }
-            }
-            SourceConfig::Copy { span, .. } => {
-                if *span == 0 {
-                    bail!("{key}.span must be > 0");
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -330,6 +99,7 @@ impl DataConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tasks::{AssocRecallTask, CopyTask, FillerTask, MultiKeyTask};
 
     #[test]
     fn defaults_are_valid_and_documented_values() {
@@ -340,12 +110,14 @@ mod tests {
         assert_eq!(c.val_fraction, 0.05);
         assert_eq!(
             c.sources,
-            vec![SourceConfig::Passkey {
+            vec![SourceConfig::Task {
                 weight: 1.0,
-                min_key: 10_000,
-                max_key: 99_999,
-                questions: 1,
-                instruction: true,
+                task: Task::Passkey(PasskeyTask {
+                    min_key: 10_000,
+                    max_key: 99_999,
+                    questions: 1,
+                    instruction: true,
+                })
             }]
         );
         // An empty [data] table and a missing one both give the defaults.
@@ -412,38 +184,21 @@ mod tests {
                 dtype: ShardDtype::U32
             }
         );
-        assert_eq!(c.sources[2], SourceConfig::Filler { weight: 1.0 });
-        assert_eq!(
-            c.sources[3],
-            SourceConfig::Passkey {
-                weight: 1.0,
+        let tasks = [
+            Task::Filler(FillerTask {}),
+            Task::Passkey(PasskeyTask {
                 min_key: 100,
                 max_key: 999,
                 questions: 1,
                 instruction: true,
-            }
-        );
-        assert_eq!(
-            c.sources[4],
-            SourceConfig::MultiKey {
-                weight: 1.0,
-                n_keys: 4
-            }
-        );
-        assert_eq!(
-            c.sources[5],
-            SourceConfig::AssocRecall {
-                weight: 1.0,
-                n_pairs: 4
-            }
-        );
-        assert_eq!(
-            c.sources[6],
-            SourceConfig::Copy {
-                weight: 1.0,
-                span: 32
-            }
-        );
+            }),
+            Task::MultiKey(MultiKeyTask { n_keys: 4 }),
+            Task::AssocRecall(AssocRecallTask { n_pairs: 4 }),
+            Task::Copy(CopyTask { span: 32 }),
+        ];
+        for (source, task) in c.sources[2..].iter().zip(tasks) {
+            assert_eq!(*source, SourceConfig::task(task));
+        }
     }
 
     #[test]

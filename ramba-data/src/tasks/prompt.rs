@@ -1,17 +1,14 @@
-//! Synthetic long-context tasks (passkey retrieval and friends), shared by the training
-//! pipeline and the evaluator so both build prompts the exact same way.
+//! The prompts the synthetic tasks and the evaluator share: the passkey instruction, filler,
+//! key sentence and question, exact-length haystacks with needles, and answer scoring.
 //!
 //! Prompts are assembled from separately tokenized pieces (instruction, filler sentences,
 //! needle, question, answer). Every piece starts with a space (except the instruction),
 //! so with word-boundary pre-tokenizers (GPT-2/Llama BPE) piecewise tokenization equals
 //! tokenizing the joined text, and lengths can be hit exactly at token level.
 
-use std::sync::Arc;
-
 use anyhow::{bail, ensure, Result};
 use rand::Rng;
 
-use crate::config::MAX_ASSOC_PAIRS;
 use crate::tokenizer::Tokenizer;
 
 /// Passkey task description (Landmark Attention, Mohtashami & Jaggi 2023).
@@ -25,21 +22,10 @@ pub const FILLER: &str =
 /// Question closing a passkey prompt; the answer is [`answer_text`].
 pub const QUESTION: &str = " What is the pass key? The pass key is";
 
-/// Marker before the repeated string of the copy task.
-pub const COPY_PROMPT: &str = " Copy:";
-
 /// Smallest default pass key (five digits, as in the paper's setup).
 pub const DEFAULT_MIN_KEY: u64 = 10_000;
 /// Largest default pass key.
 pub const DEFAULT_MAX_KEY: u64 = 99_999;
-
-/// Names the needles of the multi-key task are filed under.
-pub const MULTI_KEY_WORDS: [&str; 32] = [
-    "apple", "river", "falcon", "marble", "candle", "forest", "copper", "violet", "harbor",
-    "pepper", "meadow", "silver", "rocket", "garden", "lantern", "walnut", "canyon", "ember",
-    "glacier", "island", "jasmine", "kettle", "lemon", "mirror", "nickel", "orchid", "pebble",
-    "quartz", "saddle", "thunder", "velvet", "willow",
-];
 
 /// The needle sentence of the passkey task (leading space: it follows a sentence).
 pub fn key_sentence(key: u64) -> String {
@@ -163,15 +149,17 @@ impl Filler {
 /// Tokenized constant pieces of the retrieval prompts, built once per tokenizer.
 #[derive(Debug, Clone)]
 pub(crate) struct PromptParts {
-    instruction: Vec<u32>,
-    question: Vec<u32>,
-    filler: Filler,
+    pub(crate) instruction: Vec<u32>,
+    pub(crate) question: Vec<u32>,
+    pub(crate) filler: Filler,
 }
 
 /// A piece inserted into the filler at a relative depth.
-struct Needle {
-    depth: f64,
-    tokens: Vec<u32>,
+pub(crate) struct Needle {
+    /// Where, as a fraction of the filler: 0 = its start, 1 = its end.
+    pub(crate) depth: f64,
+    /// The piece itself.
+    pub(crate) tokens: Vec<u32>,
 }
 
 impl PromptParts {
@@ -187,7 +175,7 @@ impl PromptParts {
     /// Needles go to the sentence boundary nearest `depth × filler length`. Returns the
     /// prompt and each needle's start index (in input order), or `None` when the fixed
     /// pieces alone exceed the budget.
-    fn haystack(
+    pub(crate) fn haystack(
         &self,
         total: usize,
         head: &[u32],
@@ -386,331 +374,6 @@ pub fn needle_prompt<R: Rng + ?Sized>(
     })
 }
 
-/// A synthetic training task (the generated kinds of `SourceConfig`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Task {
-    /// Filler sentences only; no answer.
-    Filler,
-    /// One pass key in filler ([`passkey_prompt`] at a random depth).
-    Passkey {
-        /// Smallest key (inclusive).
-        min_key: u64,
-        /// Largest key (inclusive).
-        max_key: u64,
-        /// Times the question is asked and answered after the key (the last at the end).
-        questions: usize,
-        /// Start with [`INSTRUCTION`].
-        instruction: bool,
-    },
-    /// `n_keys` named pass keys in filler; asks for one.
-    MultiKey {
-        /// Needles per sample.
-        n_keys: usize,
-    },
-    /// `n_pairs` `key: value` pairs, filler, then one key to complete.
-    AssocRecall {
-        /// Pairs per sample.
-        n_pairs: usize,
-    },
-    /// `span` random letters, filler, [`COPY_PROMPT`], the letters again.
-    Copy {
-        /// Letters to copy.
-        span: usize,
-    },
-}
-
-/// One generated sequence and where its answers are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sample {
-    /// The whole sequence (prompt then answer).
-    pub tokens: Vec<u32>,
-    /// Token ranges `[start, end)` of the answers in `tokens`, in order; the last one ends the
-    /// sequence. Empty for tasks without an answer.
-    pub answers: Vec<(usize, usize)>,
-}
-
-impl Sample {
-    /// Tokens before the final answer (all of them when there is no answer).
-    pub fn prompt(&self) -> &[u32] {
-        &self.tokens[..self.answers.last().map_or(self.tokens.len(), |a| a.0)]
-    }
-
-    /// The final answer's tokens (empty when there is none).
-    pub fn answer_tokens(&self) -> &[u32] {
-        self.answers
-            .last()
-            .map_or(&[], |&(s, e)| &self.tokens[s..e])
-    }
-}
-
-/// Generates exact-length samples of one [`Task`].
-#[derive(Clone)]
-pub struct TaskGenerator {
-    task: Task,
-    tok: Arc<dyn Tokenizer>,
-    parts: PromptParts,
-}
-
-impl std::fmt::Debug for TaskGenerator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskGenerator")
-            .field("task", &self.task)
-            .field("tokenizer", &self.tok.name())
-            .finish()
-    }
-}
-
-impl TaskGenerator {
-    /// Tokenizes the task's constant pieces once. Errors on parameters that could not
-    /// generate a sample (the config's `validate` reports them with their keys first).
-    pub fn new(tok: Arc<dyn Tokenizer>, task: Task) -> Result<Self> {
-        match task {
-            Task::Filler => {}
-            Task::Passkey {
-                min_key,
-                max_key,
-                questions,
-                ..
-            } => {
-                ensure!(
-                    min_key <= max_key,
-                    "passkey min_key {min_key} > max_key {max_key}"
-                );
-                ensure!(questions >= 1, "passkey questions must be ≥ 1");
-            }
-            Task::MultiKey { n_keys } => ensure!(
-                (1..=MULTI_KEY_WORDS.len()).contains(&n_keys),
-                "multi_key n_keys must be in 1..={} (got {n_keys})",
-                MULTI_KEY_WORDS.len()
-            ),
-            Task::AssocRecall { n_pairs } => ensure!(
-                (1..=MAX_ASSOC_PAIRS).contains(&n_pairs),
-                "assoc_recall n_pairs must be in 1..={MAX_ASSOC_PAIRS} (got {n_pairs})"
-            ),
-            Task::Copy { span } => ensure!(span > 0, "copy span must be > 0"),
-        }
-        let parts = PromptParts::new(tok.as_ref())?;
-        Ok(Self { task, tok, parts })
-    }
-
-    /// The task generated.
-    pub fn task(&self) -> Task {
-        self.task
-    }
-
-    /// Errors when samples of `len` tokens cannot be built (fixed pieces too long).
-    /// Checks the longest variants (largest keys, longest words), so with the byte
-    /// tokenizer a pass here means every sample fits.
-    pub fn check_fits(&self, len: usize) -> Result<()> {
-        let tok = self.tok.as_ref();
-        match self.task {
-            Task::Filler => Ok(()),
-            Task::Passkey {
-                min_key,
-                max_key,
-                questions,
-                instruction,
-            } => {
-                let asked_at = vec![0.5; questions - 1];
-                for key in [min_key, max_key] {
-                    self.parts
-                        .passkey_with(tok, len, 0.5, key, &asked_at, instruction)?;
-                }
-                Ok(())
-            }
-            Task::MultiKey { n_keys } => {
-                let mut words: Vec<&str> = MULTI_KEY_WORDS.to_vec();
-                words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-                let keys = vec![DEFAULT_MAX_KEY; n_keys];
-                self.multi_key_from(len, &words[..n_keys], &keys, &vec![0.5; n_keys], 0)
-                    .map(|_| ())
-            }
-            Task::AssocRecall { n_pairs } => {
-                let keys: Vec<String> = (0..n_pairs).map(|i| four_letters(i as u64)).collect();
-                let values = vec![9999; n_pairs];
-                self.assoc_from(len, &keys, &values, 0).map(|_| ())
-            }
-            Task::Copy { span } => self.copy_from(len, &"z".repeat(span)).map(|_| ()),
-        }
-    }
-
-    /// A fresh sample of exactly `len` tokens drawn with `rng`.
-    pub fn sample<R: Rng + ?Sized>(&self, len: usize, rng: &mut R) -> Result<Sample> {
-        let tok = self.tok.as_ref();
-        let sample = match self.task {
-            Task::Filler => Sample {
-                tokens: self.parts.filler.window(len, rng),
-                answers: Vec::new(),
-            },
-            Task::Passkey {
-                min_key,
-                max_key,
-                questions,
-                instruction,
-            } => {
-                let key = rng.random_range(min_key..=max_key);
-                let depth = rng.random_range(0.0..=1.0);
-                let mut asked_at: Vec<f64> = (1..questions)
-                    .map(|_| rng.random_range(depth..=1.0))
-                    .collect();
-                asked_at.sort_by(f64::total_cmp);
-                let (p, mut answers) =
-                    self.parts
-                        .passkey_with(tok, len, depth, key, &asked_at, instruction)?;
-                let start = p.prompt.len();
-                answers.push((start, start + p.answer.len()));
-                Sample {
-                    tokens: p.tokens(),
-                    answers,
-                }
-            }
-            Task::MultiKey { n_keys } => {
-                let words: Vec<&str> = rand::seq::index::sample(rng, MULTI_KEY_WORDS.len(), n_keys)
-                    .into_iter()
-                    .map(|i| MULTI_KEY_WORDS[i])
-                    .collect();
-                let keys: Vec<u64> = (0..n_keys)
-                    .map(|_| rng.random_range(DEFAULT_MIN_KEY..=DEFAULT_MAX_KEY))
-                    .collect();
-                let depths: Vec<f64> = (0..n_keys).map(|_| rng.random_range(0.0..=1.0)).collect();
-                let query = rng.random_range(0..n_keys);
-                self.multi_key_from(len, &words, &keys, &depths, query)?
-            }
-            Task::AssocRecall { n_pairs } => {
-                // Distinct keys: a duplicate would make the query ambiguous.
-                let mut seen = std::collections::HashSet::with_capacity(n_pairs);
-                let mut keys: Vec<String> = Vec::with_capacity(n_pairs);
-                while keys.len() < n_pairs {
-                    let k = four_letters(rng.random());
-                    if seen.insert(k.clone()) {
-                        keys.push(k);
-                    }
-                }
-                let values: Vec<u32> = (0..n_pairs)
-                    .map(|_| rng.random_range(1000..=9999))
-                    .collect();
-                let query = rng.random_range(0..n_pairs);
-                self.assoc_from(len, &keys, &values, query)?
-            }
-            Task::Copy { span } => {
-                let s: String = (0..span)
-                    .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
-                    .collect();
-                self.copy_from(len, &s)?
-            }
-        };
-        // Guards the invariant the pipeline relies on (row = exactly seq_len + 1).
-        ensure!(
-            sample.tokens.len() == len,
-            "{:?} sample has {} tokens, expected {len}",
-            self.task,
-            sample.tokens.len()
-        );
-        Ok(sample)
-    }
-
-    fn multi_key_from(
-        &self,
-        len: usize,
-        words: &[&str],
-        keys: &[u64],
-        depths: &[f64],
-        query: usize,
-    ) -> Result<Sample> {
-        let tok = self.tok.as_ref();
-        let needles: Vec<Needle> = words
-            .iter()
-            .zip(keys)
-            .zip(depths)
-            .map(|((w, k), &depth)| Needle {
-                depth,
-                tokens: tok.encode(&format!(" The pass key for {w} is {k}.")),
-            })
-            .collect();
-        let w = words[query];
-        let question = tok.encode(&format!(
-            " What is the pass key for {w}? The pass key for {w} is"
-        ));
-        let answer = tok.encode(&answer_text(keys[query]));
-        let Some((prompt, _)) = self.parts.haystack(
-            len,
-            &self.parts.instruction,
-            &needles,
-            &question,
-            answer.len(),
-        ) else {
-            bail!(
-                "multi_key with {} keys does not fit in {len} tokens with tokenizer {}",
-                words.len(),
-                tok.name()
-            );
-        };
-        Ok(with_answer(prompt, &answer))
-    }
-
-    fn assoc_from(
-        &self,
-        len: usize,
-        keys: &[String],
-        values: &[u32],
-        query: usize,
-    ) -> Result<Sample> {
-        let tok = self.tok.as_ref();
-        let mut head = Vec::new();
-        for (k, v) in keys.iter().zip(values) {
-            head.extend(tok.encode(&format!(" {k}: {v}.")));
-        }
-        let tail = tok.encode(&format!(" {}:", keys[query]));
-        let answer = tok.encode(&format!(" {}", values[query]));
-        self.padded(len, &head, &tail, &answer, "assoc_recall")
-    }
-
-    fn copy_from(&self, len: usize, s: &str) -> Result<Sample> {
-        let tok = self.tok.as_ref();
-        let text = tok.encode(&format!(" {s}"));
-        let tail = tok.encode(COPY_PROMPT);
-        self.padded(len, &text, &tail, &text, "copy")
-    }
-
-    /// `head ++ filler ++ tail ++ answer`, filler sized to make exactly `len` tokens.
-    fn padded(
-        &self,
-        len: usize,
-        head: &[u32],
-        tail: &[u32],
-        answer: &[u32],
-        what: &str,
-    ) -> Result<Sample> {
-        let fixed = head.len() + tail.len() + answer.len();
-        let Some(pad) = len.checked_sub(fixed) else {
-            bail!(
-                "{what} needs {fixed} tokens but the sample is {len} tokens (tokenizer {})",
-                self.tok.name()
-            );
-        };
-        let mut prompt = head.to_vec();
-        prompt.extend(self.parts.filler.take(pad, 0).0);
-        prompt.extend_from_slice(tail);
-        Ok(with_answer(prompt, answer))
-    }
-}
-
-fn with_answer(mut tokens: Vec<u32>, answer: &[u32]) -> Sample {
-    let start = tokens.len();
-    tokens.extend_from_slice(answer);
-    Sample {
-        answers: vec![(start, tokens.len())],
-        tokens,
-    }
-}
-
-/// A 4-letter lowercase word from the low bits of `x`.
-fn four_letters(x: u64) -> String {
-    (0..4)
-        .map(|i| char::from(b'a' + ((x >> (8 * i)) % 26) as u8))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -880,156 +543,5 @@ mod tests {
             assert_eq!(w.len(), 64);
             assert!(cycle.contains(&w), "{w}");
         }
-    }
-
-    fn generator(task: Task) -> TaskGenerator {
-        TaskGenerator::new(Arc::new(ByteTokenizer), task).unwrap()
-    }
-
-    /// The evaluation's passkey task: one question, with the instruction.
-    fn passkey(min_key: u64, max_key: u64) -> Task {
-        Task::Passkey {
-            min_key,
-            max_key,
-            questions: 1,
-            instruction: true,
-        }
-    }
-
-    #[test]
-    fn passkey_questions_repeat_the_key() {
-        let tok = ByteTokenizer;
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let task = Task::Passkey {
-            min_key: 10_000,
-            max_key: 99_999,
-            questions: 4,
-            instruction: false,
-        };
-        for _ in 0..20 {
-            let s = generator(task).sample(600, &mut rng).unwrap();
-            assert_eq!(s.tokens.len(), 600);
-            assert_eq!(s.answers.len(), 4);
-            assert_eq!(
-                s.answers.last().unwrap().1,
-                600,
-                "the last answer ends the row"
-            );
-            let text = tok.decode(&s.tokens);
-            assert!(!text.contains(INSTRUCTION));
-            let key = tok.decode(s.answer_tokens());
-            let key_at = text
-                .find(&key_sentence(key.trim().parse().unwrap()))
-                .unwrap();
-            for &(a, b) in &s.answers {
-                // Every answer is the key, right after the question, after the key sentence.
-                assert_eq!(tok.decode(&s.tokens[a..b]), key);
-                assert!(tok.decode(&s.tokens[..a]).ends_with(QUESTION));
-                assert!(a > key_at);
-            }
-            assert!(
-                s.answers.windows(2).all(|w| w[0].1 <= w[1].0),
-                "in order, apart"
-            );
-        }
-    }
-
-    #[test]
-    fn task_samples_have_exact_length_and_correct_answers() {
-        let tok = ByteTokenizer;
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let len = 513;
-        for _ in 0..10 {
-            // Passkey: the answer span holds the key that appears in the key sentence.
-            let s = generator(passkey(10, 99)).sample(len, &mut rng).unwrap();
-            assert_eq!(s.tokens.len(), len);
-            let ans = tok.decode(s.answer_tokens());
-            let key: u64 = ans.trim().parse().unwrap();
-            assert!((10..=99).contains(&key));
-            assert!(tok.decode(s.prompt()).contains(&key_sentence(key)));
-            assert_eq!(
-                s.answers,
-                vec![(len - ans.len(), len)],
-                "one answer, ending the sample"
-            );
-
-            // Multi-key: the asked word's needle holds the answer.
-            let s = generator(Task::MultiKey { n_keys: 4 })
-                .sample(len, &mut rng)
-                .unwrap();
-            assert_eq!(s.tokens.len(), len);
-            let prompt = tok.decode(s.prompt());
-            let ans = tok.decode(s.answer_tokens());
-            let word = prompt
-                .rsplit("The pass key for ")
-                .next()
-                .unwrap()
-                .trim_end_matches(" is");
-            assert!(
-                prompt.contains(&format!(" The pass key for {word} is{ans}.")),
-                "{prompt}"
-            );
-            assert_eq!(prompt.matches(" The pass key for ").count(), 4 + 1);
-
-            // Assoc recall: the queried key's value is the answer.
-            let s = generator(Task::AssocRecall { n_pairs: 8 })
-                .sample(len, &mut rng)
-                .unwrap();
-            assert_eq!(s.tokens.len(), len);
-            let prompt = tok.decode(s.prompt());
-            let ans = tok.decode(s.answer_tokens());
-            let key = prompt.rsplit(' ').next().unwrap();
-            assert!(key.ends_with(':') && key.len() == 5, "{key}");
-            assert!(prompt.starts_with(' '));
-            assert_eq!(
-                prompt.matches(&format!(" {key}{ans}.")).count(),
-                1,
-                "{prompt}"
-            );
-
-            // Copy: the answer repeats the leading string.
-            let s = generator(Task::Copy { span: 16 })
-                .sample(len, &mut rng)
-                .unwrap();
-            assert_eq!(s.tokens.len(), len);
-            let ans = tok.decode(s.answer_tokens());
-            assert_eq!(ans.len(), 17);
-            assert!(tok.decode(s.prompt()).starts_with(&ans));
-            assert!(tok.decode(s.prompt()).ends_with(COPY_PROMPT));
-
-            let s = generator(Task::Filler).sample(len, &mut rng).unwrap();
-            assert_eq!((s.tokens.len(), s.answers), (len, vec![]));
-        }
-    }
-
-    #[test]
-    fn check_fits_reports_too_short_samples() {
-        generator(passkey(1, 99_999)).check_fits(257).unwrap();
-        assert!(generator(passkey(1, 99_999)).check_fits(200).is_err());
-        // Three questions without the instruction: key sentence 59 + 3 × (38 + 6) = 191 bytes.
-        let drill = Task::Passkey {
-            min_key: 10_000,
-            max_key: 99_999,
-            questions: 3,
-            instruction: false,
-        };
-        generator(drill).check_fits(191).unwrap();
-        assert!(generator(drill).check_fits(190).is_err());
-        generator(Task::AssocRecall { n_pairs: 16 })
-            .check_fits(257)
-            .unwrap();
-        assert!(generator(Task::AssocRecall { n_pairs: 64 })
-            .check_fits(257)
-            .is_err());
-        generator(Task::MultiKey { n_keys: 4 })
-            .check_fits(500)
-            .unwrap();
-        assert!(generator(Task::MultiKey { n_keys: 4 })
-            .check_fits(257)
-            .is_err());
-        // " " + 32 letters, " Copy:", " " + 32 letters.
-        generator(Task::Copy { span: 32 }).check_fits(72).unwrap();
-        assert!(generator(Task::Copy { span: 32 }).check_fits(71).is_err());
-        generator(Task::Filler).check_fits(1).unwrap();
     }
 }

@@ -1,0 +1,383 @@
+//! Synthetic long-context tasks (passkey retrieval and friends), shared by the training
+//! pipeline and the evaluator so both build prompts the exact same way.
+//!
+//! [`Task`] is the one definition of the tasks: each variant holds its task's settings (a type
+//! of its own module, with the TOML fields, their defaults and limits), and the module's
+//! [`SyntheticTask`] impl gives the task's `kind` name, its validation and its generator. The
+//! `[data]` config parses and validates sources through [`Task`], the data sources build a
+//! [`TaskGenerator`] from it, and the tests run every entry of [`Task::all`] through all of
+//! that. Adding a task is a module here, a variant, and its line in [`Task::spec`] and
+//! [`Task::all`].
+
+mod assoc_recall;
+mod copy;
+mod filler;
+mod multi_key;
+mod passkey;
+mod prompt;
+
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Result};
+use rand::{Rng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::tokenizer::Tokenizer;
+pub use assoc_recall::{AssocRecallTask, MAX_ASSOC_PAIRS};
+pub use copy::{CopyTask, COPY_PROMPT};
+pub use filler::FillerTask;
+pub use multi_key::{MultiKeyTask, MULTI_KEY_WORDS};
+pub use passkey::{PasskeyTask, MAX_QUESTIONS};
+pub use prompt::{
+    answer_text, filler_sentences, haystack_alphabet, key_sentence, needle_prompt, passkey_prompt,
+    score_answer, PasskeyPrompt, DEFAULT_MAX_KEY, DEFAULT_MIN_KEY, FILLER, INSTRUCTION, QUESTION,
+};
+pub(crate) use prompt::{Needle, PromptParts};
+
+/// A synthetic training task and its settings. Serialized as a `kind` tag (the variant in
+/// snake case, which is [`Task::name`]) next to the settings' fields: a `[[data.sources]]`
+/// entry without its `weight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    /// The passkey filler sentences repeated (the haystack without a needle); no answer.
+    Filler(FillerTask),
+    /// Passkey retrieval samples (Landmark Attention's format) at a random depth.
+    Passkey(PasskeyTask),
+    /// Several named pass keys in the filler; the question asks for one of them.
+    MultiKey(MultiKeyTask),
+    /// `key: value` pairs, filler, then one key whose value must be recalled.
+    AssocRecall(AssocRecallTask),
+    /// A random letter string, filler, then [`COPY_PROMPT`] and the string again.
+    Copy(CopyTask),
+}
+
+impl Task {
+    /// The task's own definition, which every other method here goes through.
+    pub(crate) fn spec(&self) -> &dyn SyntheticTask {
+        match self {
+            Task::Filler(t) => t,
+            Task::Passkey(t) => t,
+            Task::MultiKey(t) => t,
+            Task::AssocRecall(t) => t,
+            Task::Copy(t) => t,
+        }
+    }
+
+    /// Every task, with default settings.
+    pub fn all() -> [Task; 5] {
+        [
+            Task::Filler(FillerTask::default()),
+            Task::Passkey(PasskeyTask::default()),
+            Task::MultiKey(MultiKeyTask::default()),
+            Task::AssocRecall(AssocRecallTask::default()),
+            Task::Copy(CopyTask::default()),
+        ]
+    }
+
+    /// The `kind` of the task in TOML (`"passkey"`, `"multi_key"`, …).
+    pub fn name(&self) -> &'static str {
+        self.spec().name()
+    }
+
+    /// Checks the settings serde cannot (ranges); errors name the field as `{key}.field`,
+    /// with `key` the config path of the source (e.g. `data.sources[2]`).
+    pub fn validate(&self, key: &str) -> Result<()> {
+        self.spec().validate(key)
+    }
+}
+
+/// What each task defines; [`Task`] dispatches to it.
+pub(crate) trait SyntheticTask {
+    /// The `kind` in TOML: the snake-case name of the task's [`Task`] variant.
+    fn name(&self) -> &'static str;
+
+    /// Checks the settings; errors name the field as `{key}.field`.
+    fn validate(&self, key: &str) -> Result<()>;
+
+    /// Errors when samples of `len` tokens cannot be built (fixed pieces too long). Checks
+    /// the longest variants (largest keys, longest words), so with the byte tokenizer a pass
+    /// here means every sample fits.
+    fn check_fits(&self, ctx: &TaskContext, len: usize) -> Result<()>;
+
+    /// A fresh sample of exactly `len` tokens drawn with `rng`.
+    fn sample(&self, ctx: &TaskContext, len: usize, rng: &mut dyn RngCore) -> Result<Sample>;
+}
+
+/// What the generators share: the tokenizer and the constant prompt pieces, tokenized once.
+#[derive(Clone)]
+pub(crate) struct TaskContext {
+    pub(crate) tok: Arc<dyn Tokenizer>,
+    pub(crate) parts: PromptParts,
+}
+
+impl TaskContext {
+    /// `head ++ filler ++ tail ++ answer`, filler sized to make exactly `len` tokens; `what`
+    /// names the task in the error when the fixed pieces alone are longer.
+    pub(crate) fn padded(
+        &self,
+        len: usize,
+        head: &[u32],
+        tail: &[u32],
+        answer: &[u32],
+        what: &str,
+    ) -> Result<Sample> {
+        let fixed = head.len() + tail.len() + answer.len();
+        let Some(pad) = len.checked_sub(fixed) else {
+            bail!(
+                "{what} needs {fixed} tokens but the sample is {len} tokens (tokenizer {})",
+                self.tok.name()
+            );
+        };
+        let mut prompt = head.to_vec();
+        prompt.extend(self.parts.filler.take(pad, 0).0);
+        prompt.extend_from_slice(tail);
+        Ok(Sample::with_answer(prompt, answer))
+    }
+}
+
+/// One generated sequence and where its answers are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The whole sequence (prompt then answer).
+    pub tokens: Vec<u32>,
+    /// Token ranges `[start, end)` of the answers in `tokens`, in order; the last one ends the
+    /// sequence. Empty for tasks without an answer.
+    pub answers: Vec<(usize, usize)>,
+}
+
+impl Sample {
+    /// `prompt` followed by its one `answer`.
+    pub(crate) fn with_answer(mut prompt: Vec<u32>, answer: &[u32]) -> Self {
+        let start = prompt.len();
+        prompt.extend_from_slice(answer);
+        Self {
+            answers: vec![(start, prompt.len())],
+            tokens: prompt,
+        }
+    }
+
+    /// Tokens before the final answer (all of them when there is no answer).
+    pub fn prompt(&self) -> &[u32] {
+        &self.tokens[..self.answers.last().map_or(self.tokens.len(), |a| a.0)]
+    }
+
+    /// The final answer's tokens (empty when there is none).
+    pub fn answer_tokens(&self) -> &[u32] {
+        self.answers
+            .last()
+            .map_or(&[], |&(s, e)| &self.tokens[s..e])
+    }
+}
+
+/// Generates exact-length samples of one [`Task`].
+#[derive(Clone)]
+pub struct TaskGenerator {
+    task: Task,
+    ctx: TaskContext,
+}
+
+impl std::fmt::Debug for TaskGenerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskGenerator")
+            .field("task", &self.task)
+            .field("tokenizer", &self.ctx.tok.name())
+            .finish()
+    }
+}
+
+impl TaskGenerator {
+    /// Validates the settings (the same check the config runs, with the task's name as the
+    /// key) and tokenizes the task's constant pieces once.
+    pub fn new(tok: Arc<dyn Tokenizer>, task: Task) -> Result<Self> {
+        task.validate(task.name())?;
+        let parts = PromptParts::new(tok.as_ref())?;
+        Ok(Self {
+            task,
+            ctx: TaskContext { tok, parts },
+        })
+    }
+
+    /// The task generated.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// Errors when samples of `len` tokens cannot be built (fixed pieces too long).
+    /// Checks the longest variants (largest keys, longest words), so with the byte
+    /// tokenizer a pass here means every sample fits.
+    pub fn check_fits(&self, len: usize) -> Result<()> {
+        self.task.spec().check_fits(&self.ctx, len)
+    }
+
+    /// A fresh sample of exactly `len` tokens drawn with `rng`.
+    pub fn sample<R: Rng + ?Sized>(&self, len: usize, mut rng: &mut R) -> Result<Sample> {
+        // `&mut R` is a sized `RngCore`, so it passes as `dyn RngCore` even when `R` is not;
+        // the draws are the same as from `rng` itself.
+        let sample = self.task.spec().sample(&self.ctx, len, &mut rng)?;
+        // Guards the invariant the pipeline relies on (row = exactly seq_len + 1).
+        ensure!(
+            sample.tokens.len() == len,
+            "{:?} sample has {} tokens, expected {len}",
+            self.task,
+            sample.tokens.len()
+        );
+        Ok(sample)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::tokenizer::ByteTokenizer;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// A generator of `task` with the byte tokenizer.
+    pub(crate) fn generator(task: Task) -> TaskGenerator {
+        TaskGenerator::new(Arc::new(ByteTokenizer), task).unwrap()
+    }
+
+    /// The registry is the single definition: each task's name is the serde tag, parses back
+    /// to the same task, validates with its defaults, and generates exact-length samples.
+    #[test]
+    fn every_task_round_trips_through_its_single_definition() {
+        let mut names: Vec<&str> = Task::all().iter().map(Task::name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Task::all().len(), "names are distinct");
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for task in Task::all() {
+            let name = task.name();
+            // Serde's tag is the name, and `kind` alone gives the defaults.
+            let table = toml::Table::try_from(task).unwrap();
+            assert_eq!(table["kind"].as_str(), Some(name));
+            let parsed: Task = toml::from_str(&format!("kind = \"{name}\"")).unwrap();
+            assert_eq!(parsed, task);
+            assert_eq!(toml::Value::Table(table).try_into::<Task>().unwrap(), task);
+            task.validate("k")
+                .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            let g = generator(task);
+            g.check_fits(1000)
+                .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            let s = g.sample(1000, &mut rng).unwrap();
+            assert_eq!(s.tokens.len(), 1000, "{name}");
+        }
+    }
+
+    #[test]
+    fn generator_validates_like_the_config() {
+        let bad = Task::MultiKey(MultiKeyTask { n_keys: 0 });
+        let from_config = format!("{:#}", bad.validate("data.sources[0]").unwrap_err());
+        assert_eq!(
+            from_config,
+            "data.sources[0].n_keys must be in 1..=32 (got 0)"
+        );
+        let msg = format!(
+            "{:#}",
+            TaskGenerator::new(Arc::new(ByteTokenizer), bad).unwrap_err()
+        );
+        assert_eq!(msg, "multi_key.n_keys must be in 1..=32 (got 0)");
+    }
+
+    #[test]
+    fn task_samples_have_exact_length_and_correct_answers() {
+        let tok = ByteTokenizer;
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let len = 513;
+        for _ in 0..10 {
+            // Passkey: the answer span holds the key that appears in the key sentence.
+            let s = generator(passkey::tests::passkey(10, 99))
+                .sample(len, &mut rng)
+                .unwrap();
+            assert_eq!(s.tokens.len(), len);
+            let ans = tok.decode(s.answer_tokens());
+            let key: u64 = ans.trim().parse().unwrap();
+            assert!((10..=99).contains(&key));
+            assert!(tok.decode(s.prompt()).contains(&key_sentence(key)));
+            assert_eq!(
+                s.answers,
+                vec![(len - ans.len(), len)],
+                "one answer, ending the sample"
+            );
+
+            // Multi-key: the asked word's needle holds the answer.
+            let s = generator(Task::MultiKey(MultiKeyTask { n_keys: 4 }))
+                .sample(len, &mut rng)
+                .unwrap();
+            assert_eq!(s.tokens.len(), len);
+            let prompt = tok.decode(s.prompt());
+            let ans = tok.decode(s.answer_tokens());
+            let word = prompt
+                .rsplit("The pass key for ")
+                .next()
+                .unwrap()
+                .trim_end_matches(" is");
+            assert!(
+                prompt.contains(&format!(" The pass key for {word} is{ans}.")),
+                "{prompt}"
+            );
+            assert_eq!(prompt.matches(" The pass key for ").count(), 4 + 1);
+
+            // Assoc recall: the queried key's value is the answer.
+            let s = generator(Task::AssocRecall(AssocRecallTask { n_pairs: 8 }))
+                .sample(len, &mut rng)
+                .unwrap();
+            assert_eq!(s.tokens.len(), len);
+            let prompt = tok.decode(s.prompt());
+            let ans = tok.decode(s.answer_tokens());
+            let key = prompt.rsplit(' ').next().unwrap();
+            assert!(key.ends_with(':') && key.len() == 5, "{key}");
+            assert!(prompt.starts_with(' '));
+            assert_eq!(
+                prompt.matches(&format!(" {key}{ans}.")).count(),
+                1,
+                "{prompt}"
+            );
+
+            // Copy: the answer repeats the leading string.
+            let s = generator(Task::Copy(CopyTask { span: 16 }))
+                .sample(len, &mut rng)
+                .unwrap();
+            assert_eq!(s.tokens.len(), len);
+            let ans = tok.decode(s.answer_tokens());
+            assert_eq!(ans.len(), 17);
+            assert!(tok.decode(s.prompt()).starts_with(&ans));
+            assert!(tok.decode(s.prompt()).ends_with(COPY_PROMPT));
+
+            let s = generator(Task::Filler(FillerTask {}))
+                .sample(len, &mut rng)
+                .unwrap();
+            assert_eq!((s.tokens.len(), s.answers), (len, vec![]));
+        }
+    }
+
+    #[test]
+    fn check_fits_reports_too_short_samples() {
+        let passkey = passkey::tests::passkey;
+        generator(passkey(1, 99_999)).check_fits(257).unwrap();
+        assert!(generator(passkey(1, 99_999)).check_fits(200).is_err());
+        // Three questions without the instruction: key sentence 59 + 3 × (38 + 6) = 191 bytes.
+        let drill = Task::Passkey(PasskeyTask {
+            min_key: 10_000,
+            max_key: 99_999,
+            questions: 3,
+            instruction: false,
+        });
+        generator(drill).check_fits(191).unwrap();
+        assert!(generator(drill).check_fits(190).is_err());
+        let assoc = |n_pairs| generator(Task::AssocRecall(AssocRecallTask { n_pairs }));
+        assoc(16).check_fits(257).unwrap();
+        assert!(assoc(64).check_fits(257).is_err());
+        let multi = generator(Task::MultiKey(MultiKeyTask { n_keys: 4 }));
+        multi.check_fits(500).unwrap();
+        assert!(multi.check_fits(257).is_err());
+        // " " + 32 letters, " Copy:", " " + 32 letters.
+        let copy = generator(Task::Copy(CopyTask { span: 32 }));
+        copy.check_fits(72).unwrap();
+        assert!(copy.check_fits(71).is_err());
+        generator(Task::Filler(FillerTask {}))
+            .check_fits(1)
+            .unwrap();
+    }
+}
