@@ -102,3 +102,11 @@ if has launches; then
   done
   cp /tmp/launches_1.csv "$OUT/launches_1.csv"
 fi
+if has ncuscan; then
+  # Duration, throughput and stall reasons of the first launch of each scan kernel (8 × 4K).
+  timeout 200 ncu --clock-control none -k "regex:chunk_|state_passing" -c 6 --section SpeedOfLight \
+    --section LaunchStats --section Occupancy --section WarpStateStats \
+    /tmp/ramba-bench scan --backend cuda --batch 8 --lengths 4k --budget-ms 1 \
+    --reference-max-tokens 0 > /tmp/ncu_scan.txt 2>&1; cp /tmp/ncu_scan.txt "$OUT/ncu_scan.txt"
+  grep -E "^  [a-z_]+kernel|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput|Warp Cycles Per Issued|Stall" /tmp/ncu_scan.txt | head -80
+fi

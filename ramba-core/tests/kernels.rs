@@ -919,3 +919,96 @@ fn step_kernels_equal_the_sequence() {
     assert_close_nd("conv step y", Tensor::cat(ys, 1), want_y);
     assert_close_nd("conv step state", state, want_state);
 }
+
+/// The scan and conv kernels with bf16 inputs (what training in bf16 runs) against the f32
+/// reference on the same bf16-rounded inputs: outputs and every gradient within 1e-2.
+#[cfg(feature = "cuda-tests")]
+#[test]
+fn scan_and_conv_bf16_match_reference() {
+    use burn::tensor::DType;
+    let device = Default::default();
+    let cs = (2, 64 * 5 + 17, 4, 64, 1, 128);
+    let x = scan_inputs::<Gpu>(cs, 1200, &device);
+    let bf = |t: Tensor<Gpu, 4>| t.cast(DType::BF16);
+    let f = |t: &Tensor<Gpu, 4>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+    let f3 = |t: &Tensor<Gpu, 3>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+    let f1 = |t: &Tensor<Gpu, 1>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+    let loose = |name: &str, got: Vec<f64>, want: Vec<f64>| {
+        assert!(got.iter().all(|x| x.is_finite()), "{name}: non-finite");
+        let err = rel_err_vec(&got, &want);
+        eprintln!("{name}: {err:.2e}");
+        assert!(err < 1e-2, "{name}: relative error {err:.3e}");
+    };
+    let (want_y, want_state) = scan::reference::selective_scan(
+        f(&x.x),
+        f3(&x.delta),
+        f1(&x.a),
+        f(&x.b),
+        f(&x.c),
+        f1(&x.d),
+        Some(f(&x.init)),
+        SCAN_OPTIONS,
+    );
+    let (y, state) = Gpu::selective_scan(
+        prim_nd(bf(x.x.clone())),
+        prim_nd(x.delta.clone().cast(DType::BF16)),
+        prim_nd(x.a.clone().cast(DType::BF16)),
+        prim_nd(bf(x.b.clone())),
+        prim_nd(bf(x.c.clone())),
+        prim_nd(x.d.clone().cast(DType::BF16)),
+        Some(prim_nd(bf(x.init.clone()))),
+        SCAN_OPTIONS,
+    );
+    let f32v = |t: burn::tensor::ops::FloatTensor<Gpu>| to_vec(float::<Gpu, 4>(t).cast(DType::F32));
+    loose("y", f32v(y), to_vec(want_y));
+    loose("state", f32v(state), to_vec(want_state));
+    let want = scan::reference::backward(
+        f(&x.x),
+        f3(&x.delta),
+        f1(&x.a),
+        f(&x.b),
+        f(&x.c),
+        f1(&x.d),
+        f(&x.init),
+        f(&x.dy),
+        f(&x.d_final),
+        SCAN_OPTIONS,
+    );
+    let got = Gpu::selective_scan_backward(
+        prim_nd(bf(x.x)),
+        prim_nd(x.delta.cast(DType::BF16)),
+        prim_nd(x.a.cast(DType::BF16)),
+        prim_nd(bf(x.b)),
+        prim_nd(bf(x.c)),
+        prim_nd(x.d.cast(DType::BF16)),
+        prim_nd(bf(x.init)),
+        prim_nd(bf(x.dy)),
+        prim_nd(bf(x.d_final)),
+        SCAN_OPTIONS,
+    );
+    let flat_gpu = |t: burn::tensor::ops::FloatTensor<Gpu>, n: usize| -> Vec<f64> {
+        match n {
+            1 => to_vec(float::<Gpu, 1>(t).cast(DType::F32)),
+            3 => to_vec(float::<Gpu, 3>(t).cast(DType::F32)),
+            _ => to_vec(float::<Gpu, 4>(t).cast(DType::F32)),
+        }
+    };
+    let flat_cpu = |t: burn::tensor::ops::FloatTensor<TestCpu>, n: usize| -> Vec<f64> {
+        match n {
+            1 => to_vec(float::<TestCpu, 1>(t)),
+            3 => to_vec(float::<TestCpu, 3>(t)),
+            _ => to_vec(float::<TestCpu, 4>(t)),
+        }
+    };
+    for (name, g, r, rank) in [
+        ("dx", got.x, want.x, 4),
+        ("ddelta", got.delta, want.delta, 3),
+        ("dA", got.a, want.a, 1),
+        ("dB", got.b, want.b, 4),
+        ("dC", got.c, want.c, 4),
+        ("dD", got.d, want.d, 1),
+        ("dinit", got.init_state, want.init_state, 4),
+    ] {
+        loose(name, flat_gpu(g, rank), flat_cpu(r, rank));
+    }
+}

@@ -7,8 +7,9 @@
 //! [`super::state_passing`]).
 //!
 //! Grid: one cube per `(batch, group, chunk)`; it computes the chunk's `C·Bᵀ` once into shared
-//! memory (`CHUNK × CHUNK`, lower triangle) and then walks the group's heads, each thread owning
-//! `CHUNK·P / THREADS` outputs.
+//! memory (packed lower triangle) and then walks the group's heads: per head the mixing matrix
+//! `(C·Bᵀ) ∘ decay ∘ Δ` (another triangle), then the outputs, each thread one column `p` and
+//! every `THREADS / P`-th row (so `P ≤ THREADS`).
 
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
@@ -16,7 +17,10 @@ use cubecl::prelude::*;
 use super::{empty_like_shape, load_chunk_decay, ScanShape, CHUNK, THREADS};
 use crate::launch::{address_type_of, cube_count_for};
 
-/// `C_t · B_s` for `s ≤ t` (zero above the diagonal and past `L`) into `cb[t·CHUNK + s]`.
+/// Entries of a packed `CHUNK × CHUNK` lower triangle (row `t` starts at `t (t + 1) / 2`).
+pub(crate) const TRI: usize = CHUNK * (CHUNK + 1) / 2;
+
+/// `C_t · B_s` for `s ≤ t` (zero past `L`) into the packed lower triangle `cb`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn chunk_cb<F: Float>(
@@ -35,15 +39,17 @@ pub(crate) fn chunk_cb<F: Float>(
     while i < comptime!(CHUNK * CHUNK) {
         let t = i / CHUNK;
         let s = i % CHUNK;
-        let mut dot = f32::new(0.0);
-        if s <= t && t0 + t < seq {
-            let ct = ((batch * seq + t0 + t) * groups + g) * d_state;
-            let bs = ((batch * seq + t0 + s) * groups + g) * d_state;
-            for n in 0..d_state {
-                dot += f32::cast_from(c[ct + n]) * f32::cast_from(b[bs + n]);
+        if s <= t {
+            let mut dot = f32::new(0.0);
+            if t0 + t < seq {
+                let ct = ((batch * seq + t0 + t) * groups + g) * d_state;
+                let bs = ((batch * seq + t0 + s) * groups + g) * d_state;
+                for n in 0..d_state {
+                    dot += f32::cast_from(c[ct + n]) * f32::cast_from(b[bs + n]);
+                }
             }
+            cb[t * (t + 1) / 2 + s] = dot;
         }
-        cb[i] = dot;
         i += threads;
     }
 }
@@ -81,40 +87,81 @@ fn chunk_scan_kernel<F: Float>(
     let t0 = chunk * CHUNK;
     let per_group = comptime!(heads / groups);
 
-    let mut cb = SharedMemory::<f32>::new(comptime!(CHUNK * CHUNK));
+    let mut cb = SharedMemory::<f32>::new(TRI);
+    // The head's intra-chunk mixing matrix `(C_t·B_s) exp(cum_t − cum_s) Δ_s`: one `exp` per
+    // (t, s) pair per head instead of one per output element and pair.
+    let mut mix = SharedMemory::<f32>::new(TRI);
     let mut dt = SharedMemory::<f32>::new(CHUNK);
     let mut cum = SharedMemory::<f32>::new(CHUNK);
     chunk_cb::<F>(b, c, &mut cb, batch, g, t0, seq, groups, d_state);
 
-    let n_out = comptime!(CHUNK * head_dim);
-    let per_thread = comptime!(n_out.div_ceil(THREADS as usize));
+    // Each thread owns one column `p` and the rows `r0, r0 + rows, …` of the head's
+    // `CHUNK × P` outputs, so the loads of `x[s, p]` and of the state row `H[p, ·]` serve all
+    // of its rows.
+    let rows = comptime!(THREADS as usize / head_dim);
+    let passes = comptime!(CHUNK.div_ceil(THREADS as usize / head_dim));
+    let p = tid % head_dim;
+    let r0 = tid / head_dim;
+    let mut acc = Array::<f32>::new(passes);
+    let mut carried = Array::<f32>::new(passes);
     for j in 0..per_group {
         let h = g * per_group + j;
         // Its barriers publish `cb` (first head); the barrier closing each head retires that
-        // head's reads of `dt` and `cum` before the next one overwrites them.
+        // head's reads of `dt`, `cum` and `mix` before the next one overwrites them.
         load_chunk_decay::<F>(delta, a, &mut dt, &mut cum, batch, h, t0, seq, heads);
-        let d_h = f32::cast_from(d[h]);
-        let start = ((batch * heads + h) * n_chunks + chunk) * comptime!(head_dim * d_state);
-        #[unroll]
-        for k in 0..per_thread {
-            let o = tid + k * threads;
-            let t = o / head_dim;
-            let p = o % head_dim;
-            if o < n_out && t0 + t < seq {
-                let mut acc = f32::new(0.0);
-                for s in 0..t + 1 {
+        let mut i = tid;
+        while i < comptime!(CHUNK * CHUNK) {
+            let t = i / CHUNK;
+            let s = i % CHUNK;
+            if s <= t {
+                let at = t * (t + 1) / 2 + s;
+                mix[at] = cb[at] * f32::exp(cum[t] - cum[s]) * dt[s];
+            }
+            i += threads;
+        }
+        sync_cube();
+        if r0 < rows {
+            #[unroll]
+            for k in 0..passes {
+                acc[k] = 0.0;
+                carried[k] = 0.0;
+            }
+            // Within the chunk: Σ_{s≤t} mix[t, s] x[s, p].
+            for s in 0..CHUNK {
+                if t0 + s < seq {
                     let xs = f32::cast_from(x[((batch * seq + t0 + s) * heads + h) * head_dim + p]);
-                    acc += cb[t * CHUNK + s] * f32::exp(cum[t] - cum[s]) * dt[s] * xs;
+                    #[unroll]
+                    for k in 0..passes {
+                        let t = r0 + k * rows;
+                        if t < CHUNK && s <= t {
+                            acc[k] += mix[t * (t + 1) / 2 + s] * xs;
+                        }
+                    }
                 }
-                let ct = ((batch * seq + t0 + t) * groups + g) * d_state;
-                let hp = start + p * d_state;
-                let mut carried = f32::new(0.0);
-                for n in 0..d_state {
-                    carried += f32::cast_from(c[ct + n]) * starts[hp + n];
+            }
+            // The carried state: Σ_n C[t, n] H[p, n].
+            let hp = ((batch * heads + h) * n_chunks + chunk) * comptime!(head_dim * d_state)
+                + p * d_state;
+            for n in 0..d_state {
+                let hn = starts[hp + n];
+                #[unroll]
+                for k in 0..passes {
+                    let t = r0 + k * rows;
+                    if t < CHUNK && t0 + t < seq {
+                        let ct = ((batch * seq + t0 + t) * groups + g) * d_state;
+                        carried[k] += f32::cast_from(c[ct + n]) * hn;
+                    }
                 }
-                let at = ((batch * seq + t0 + t) * heads + h) * head_dim + p;
-                acc += f32::exp(cum[t]) * carried + d_h * f32::cast_from(x[at]);
-                y[at] = F::cast_from(acc);
+            }
+            let d_h = f32::cast_from(d[h]);
+            #[unroll]
+            for k in 0..passes {
+                let t = r0 + k * rows;
+                if t < CHUNK && t0 + t < seq {
+                    let at = ((batch * seq + t0 + t) * heads + h) * head_dim + p;
+                    let v = acc[k] + f32::exp(cum[t]) * carried[k] + d_h * f32::cast_from(x[at]);
+                    y[at] = F::cast_from(v);
+                }
             }
         }
         sync_cube();

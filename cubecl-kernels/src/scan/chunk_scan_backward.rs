@@ -24,7 +24,7 @@
 //!
 //! Grid: one cube per `(batch, group, chunk)`, walking the group's heads so `dB` and `dC`
 //! (shared by the group) accumulate in registers and are written once. Shared memory holds
-//! `CB` and `K` as packed lower triangles (8.3 KiB each) and per-token vectors.
+//! `CB`, `K` and `CB ∘ decay` as packed lower triangles (8.3 KiB each) and per-token vectors.
 
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
@@ -32,8 +32,7 @@ use cubecl::prelude::*;
 use super::{empty_like_shape, load_chunk_decay, ScanShape, CHUNK, THREADS};
 use crate::launch::{address_type_of, cube_count_for};
 
-/// Entries of a packed `CHUNK × CHUNK` lower triangle.
-const TRI: usize = CHUNK * (CHUNK + 1) / 2;
+use super::chunk_scan::TRI;
 
 /// Gradients from [`chunk_scan_backward`].
 pub struct ChunkScanGradients<R: CubeRuntime> {
@@ -51,36 +50,25 @@ pub struct ChunkScanGradients<R: CubeRuntime> {
     pub d_partials: CubeTensor<R>,
 }
 
-/// Adds, for each row of the `CHUNK × width` item grid covered by round `round` (items
-/// `round·THREADS ..`), the values the cube's threads put in `red` to `rows[row]`. One thread
-/// per row sums, so the result does not depend on scheduling. Ends with a barrier.
+/// Adds row sums of `red` to `rows`: thread `r < n_rows` sums `red[r·width .. (r+1)·width]`
+/// into `rows[first_row + r]` (rows past the chunk are skipped). One thread per row, so the
+/// result does not depend on scheduling. Barriers before and after.
 #[cube]
-fn add_round_to_rows(
+fn add_rows(
     red: &SharedMemory<f32>,
     rows: &mut SharedMemory<f32>,
-    round: usize,
+    first_row: usize,
+    #[comptime] n_rows: usize,
     #[comptime] width: usize,
 ) {
-    let threads = comptime!(THREADS as usize);
     let tid = UNIT_POS as usize;
     sync_cube();
-    let first = round * threads;
-    let row = first / width + tid;
-    let row_start = row * width;
-    if row < CHUNK && row_start < first + threads {
-        let mut lo = row_start;
-        if first > lo {
-            lo = first;
-        }
-        let mut hi = row_start + width;
-        if first + threads < hi {
-            hi = first + threads;
-        }
+    if tid < n_rows && first_row + tid < CHUNK {
         let mut s = f32::new(0.0);
-        for i in lo..hi {
-            s += red[i - first];
+        for i in 0..width {
+            s += red[tid * width + i];
         }
-        rows[row] += s;
+        rows[first_row + tid] += s;
     }
     sync_cube();
 }
@@ -142,6 +130,8 @@ fn chunk_scan_backward_kernel<F: Float>(
 
     let mut cb = SharedMemory::<f32>::new(TRI);
     let mut km = SharedMemory::<f32>::new(TRI);
+    // The head's `CB[t,s] exp(cum_t − cum_s)`, so the dx loop needs no `exp`.
+    let mut cbl = SharedMemory::<f32>::new(TRI);
     let mut dt = SharedMemory::<f32>::new(CHUNK);
     let mut cum = SharedMemory::<f32>::new(CHUNK);
     // Per token: x_sᵀ G B_s, dy_tᵀ H C_t, Σ_{t≥s} CB·K, dcum.
@@ -173,8 +163,14 @@ fn chunk_scan_backward_kernel<F: Float>(
         i0 += threads;
     }
 
-    let n_x = comptime!(CHUNK * head_dim);
-    let per_x = comptime!(n_x.div_ceil(THREADS as usize));
+    // The dx items' thread mapping: column p, rows r0 + k·rows (so P ≤ THREADS).
+    let rows = comptime!(THREADS as usize / head_dim);
+    let passes = comptime!(CHUNK.div_ceil(THREADS as usize / head_dim));
+    let col = tid % head_dim;
+    let r0 = tid / head_dim;
+    let mut intra = Array::<f32>::new(passes);
+    let mut gb = Array::<f32>::new(passes);
+    let mut hc = Array::<f32>::new(passes);
     let n_n = comptime!(CHUNK * d_state);
     let per_n = comptime!(n_n.div_ceil(THREADS as usize));
     let mut db_acc = Array::<f32>::new(per_n);
@@ -205,15 +201,18 @@ fn chunk_scan_backward_kernel<F: Float>(
             let s = i % CHUNK;
             if s <= t {
                 let mut dot = f32::new(0.0);
+                let decay = f32::exp(cum[t] - cum[s]);
                 if t0 + t < seq {
                     let yt = ((batch * seq + t0 + t) * heads + h) * head_dim;
                     let xs = ((batch * seq + t0 + s) * heads + h) * head_dim;
                     for p in 0..head_dim {
                         dot += f32::cast_from(dy[yt + p]) * f32::cast_from(x[xs + p]);
                     }
-                    dot *= f32::exp(cum[t] - cum[s]);
+                    dot *= decay;
                 }
-                km[t * (t + 1) / 2 + s] = dot;
+                let at = t * (t + 1) / 2 + s;
+                km[at] = dot;
+                cbl[at] = cb[at] * decay;
             }
             i += threads;
         }
@@ -227,47 +226,65 @@ fn chunk_scan_backward_kernel<F: Float>(
         red[tid] = gh;
         sum_cube(&red, &mut sums, 0usize);
 
-        // dx, and the per-token x_sᵀ G B_s and dy_tᵀ H C_t, over the CHUNK × P items.
+        // dx, and the per-token x_sᵀ G B_s and dy_tᵀ H C_t, over the CHUNK × P items: each
+        // thread owns column `col` and rows r0, r0 + rows, …, so a load of dy[t, col] or of a state
+        // row serves all of its rows.
         let mut dxy = f32::new(0.0);
+        if r0 < rows {
+            #[unroll]
+            for k in 0..passes {
+                intra[k] = 0.0;
+                gb[k] = 0.0;
+                hc[k] = 0.0;
+            }
+            for t in 0..CHUNK {
+                if t0 + t < seq {
+                    let dyt =
+                        f32::cast_from(dy[((batch * seq + t0 + t) * heads + h) * head_dim + col]);
+                    #[unroll]
+                    for k in 0..passes {
+                        let s = r0 + k * rows;
+                        if s <= t {
+                            intra[k] += cbl[t * (t + 1) / 2 + s] * dyt;
+                        }
+                    }
+                }
+            }
+            let gp = st + col * d_state;
+            for n in 0..d_state {
+                let gn = ends[gp + n];
+                let hn = starts[gp + n];
+                #[unroll]
+                for k in 0..passes {
+                    let s = r0 + k * rows;
+                    if s < CHUNK && t0 + s < seq {
+                        let bs = ((batch * seq + t0 + s) * groups + g) * d_state + n;
+                        gb[k] += gn * f32::cast_from(b[bs]);
+                        hc[k] += hn * f32::cast_from(c[bs]);
+                    }
+                }
+            }
+        }
         #[unroll]
-        for k in 0..per_x {
-            let o = tid + k * threads;
-            let s = o / head_dim;
-            let p = o % head_dim;
+        for k in 0..passes {
+            let s = r0 + k * rows;
             let mut v1 = f32::new(0.0);
             let mut v2 = f32::new(0.0);
-            if o < n_x && t0 + s < seq {
-                let row = ((batch * seq + t0 + s) * heads + h) * head_dim;
-                let mut intra = f32::new(0.0);
-                for t in s..CHUNK {
-                    let yt = ((batch * seq + t0 + t) * heads + h) * head_dim;
-                    let mut dyt = f32::new(0.0);
-                    if t0 + t < seq {
-                        dyt = f32::cast_from(dy[yt + p]);
-                    }
-                    intra += cb[t * (t + 1) / 2 + s] * f32::exp(cum[t] - cum[s]) * dyt;
-                }
-                let bs = ((batch * seq + t0 + s) * groups + g) * d_state;
-                let gp = st + p * d_state;
-                let mut gb = f32::new(0.0);
-                let mut hc = f32::new(0.0);
-                for n in 0..d_state {
-                    gb += ends[gp + n] * f32::cast_from(b[bs + n]);
-                    hc += starts[gp + n] * f32::cast_from(c[bs + n]);
-                }
-                let xs = f32::cast_from(x[row + p]);
-                let dys = f32::cast_from(dy[row + p]);
+            if r0 < rows && s < CHUNK && t0 + s < seq {
+                let at = ((batch * seq + t0 + s) * heads + h) * head_dim + col;
+                let xs = f32::cast_from(x[at]);
+                let dys = f32::cast_from(dy[at]);
                 let e_s = f32::exp(last - cum[s]);
-                dx[row + p] = F::cast_from(dt[s] * (intra + e_s * gb) + d_h * dys);
-                v1 = xs * gb;
-                v2 = dys * hc;
+                dx[at] = F::cast_from(dt[s] * (intra[k] + e_s * gb[k]) + d_h * dys);
+                v1 = xs * gb[k];
+                v2 = dys * hc[k];
                 dxy += dys * xs;
             }
             red[tid] = v1;
             red2[tid] = v2;
-            add_round_to_rows(&red, &mut xgb, k, head_dim);
+            add_rows(&red, &mut xgb, k * rows, rows, head_dim);
             red[tid] = red2[tid];
-            add_round_to_rows(&red, &mut dyhc, k, head_dim);
+            add_rows(&red, &mut dyhc, k * rows, rows, head_dim);
         }
         red[tid] = dxy;
         sum_cube(&red, &mut sums, 1usize);
@@ -310,19 +327,19 @@ fn chunk_scan_backward_kernel<F: Float>(
         // Per token: Σ_{t≥s} CB·K, then dcum.
         if tid < CHUNK {
             let s = tid;
-            let mut col = f32::new(0.0);
+            let mut colsum = f32::new(0.0);
             for t in s..CHUNK {
                 let at = t * (t + 1) / 2 + s;
-                col += cb[at] * km[at];
+                colsum += cb[at] * km[at];
             }
             let mut row = f32::new(0.0);
             for r in 0..s + 1 {
                 let at = s * (s + 1) / 2 + r;
                 row += cb[at] * km[at] * dt[r];
             }
-            cbk[s] = col;
+            cbk[s] = colsum;
             let w = dt[s] * f32::exp(last - cum[s]) * xgb[s];
-            dcum[s] = row - dt[s] * col + f32::exp(cum[s]) * dyhc[s] - w;
+            dcum[s] = row - dt[s] * colsum + f32::exp(cum[s]) * dyhc[s] - w;
             red[s] = w;
         }
         sync_cube();

@@ -98,8 +98,8 @@ impl ScanShape {
     /// falls back to the reference when a device offers less.
     pub fn shared_bytes(&self) -> usize {
         let tri = CHUNK * (CHUNK + 1) / 2;
-        let backward = 2 * tri + 8 * CHUNK + 2 * THREADS as usize;
-        let forward = CHUNK * CHUNK + 2 * CHUNK;
+        let backward = 3 * tri + 8 * CHUNK + 2 * THREADS as usize + 2;
+        let forward = 2 * tri + 2 * CHUNK;
         let state = state_tile_tokens() * (self.head_dim + self.d_state) + 2 * CHUNK;
         4 * backward.max(forward).max(state)
     }

@@ -22,10 +22,7 @@ pub(crate) fn forward<R, F, I, BT>(
     weight: FloatTensor<Cube<R, F, I, BT>>,
     bias: Option<FloatTensor<Cube<R, F, I, BT>>>,
     init_state: Option<FloatTensor<Cube<R, F, I, BT>>>,
-) -> (
-    FloatTensor<Cube<R, F, I, BT>>,
-    FloatTensor<Cube<R, F, I, BT>>,
-)
+) -> OutputAndState<Cube<R, F, I, BT>>
 where
     R: CubeRuntime,
     F: FloatElement,

@@ -13,10 +13,13 @@ use crate::ops::{from_float, into_float, OutputAndState};
 type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 
 /// Whether the kernels fit the device at this shape (shared memory; heads divisible into
-/// groups).
+/// groups; a head dim of at most a cube's threads).
 fn fits<R: CubeRuntime>(x: &burn_cubecl::tensor::CubeTensor<R>, shape: &ScanShape) -> bool {
     let limit = x.client.properties().hardware.max_shared_memory_size;
-    shape.groups > 0 && shape.heads.is_multiple_of(shape.groups) && shape.shared_bytes() <= limit
+    shape.groups > 0
+        && shape.heads.is_multiple_of(shape.groups)
+        && (1..=kernels::THREADS as usize).contains(&shape.head_dim)
+        && shape.shared_bytes() <= limit
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -29,10 +32,7 @@ pub(crate) fn forward<R, F, I, BT>(
     d: FloatTensor<Cube<R, F, I, BT>>,
     init_state: Option<FloatTensor<Cube<R, F, I, BT>>>,
     options: ScanOptions,
-) -> (
-    FloatTensor<Cube<R, F, I, BT>>,
-    FloatTensor<Cube<R, F, I, BT>>,
-)
+) -> OutputAndState<Cube<R, F, I, BT>>
 where
     R: CubeRuntime,
     F: FloatElement,
