@@ -14,7 +14,7 @@
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use super::{empty_like_shape, load_chunk_decay, ScanShape, CHUNK, THREADS};
+use super::{empty_like_shape, load_chunk_decay, stage_rows, ScanShape, CHUNK, THREADS};
 use crate::launch::{address_type_of, cube_count_for};
 
 /// Entries of a packed `CHUNK × CHUNK` lower triangle (row `t` starts at `t (t + 1) / 2`).
@@ -72,6 +72,7 @@ fn chunk_scan_kernel<F: Float>(
     #[comptime] groups: usize,
     #[comptime] head_dim: usize,
     #[comptime] d_state: usize,
+    #[comptime] stage: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let item = CUBE_POS;
@@ -94,6 +95,12 @@ fn chunk_scan_kernel<F: Float>(
     let mut dt = SharedMemory::<f32>::new(CHUNK);
     let mut cum = SharedMemory::<f32>::new(CHUNK);
     chunk_cb::<F>(b, c, &mut cb, batch, g, t0, seq, groups, d_state);
+    // Where shared memory allows, the chunk's C rows once for all heads (the carried-state
+    // product reads each 64 times per head).
+    let mut c_s = SharedMemory::<f32>::new(comptime!(if stage { CHUNK * d_state } else { 1 }));
+    if stage {
+        stage_rows::<F>(c, &mut c_s, batch, g, t0, seq, groups, d_state);
+    }
 
     // Each thread owns one column `p` and the rows `r0, r0 + rows, …` of the head's
     // `CHUNK × P` outputs, so the loads of `x[s, p]` and of the state row `H[p, ·]` serve all
@@ -148,8 +155,12 @@ fn chunk_scan_kernel<F: Float>(
                 for k in 0..passes {
                     let t = r0 + k * rows;
                     if t < CHUNK && t0 + t < seq {
-                        let ct = ((batch * seq + t0 + t) * groups + g) * d_state;
-                        carried[k] += f32::cast_from(c[ct + n]) * hn;
+                        let cv = if stage {
+                            c_s[t * d_state + n]
+                        } else {
+                            f32::cast_from(c[((batch * seq + t0 + t) * groups + g) * d_state + n])
+                        };
+                        carried[k] += cv * hn;
                     }
                 }
             }
@@ -188,6 +199,7 @@ pub fn chunk_scan<R: CubeRuntime>(
     }
     let dtype = x.dtype.into();
     let address = address_type_of(&[&x, &b, &starts]);
+    let stage = shape.forward_bytes(true) <= client.properties().hardware.max_shared_memory_size;
     unsafe {
         chunk_scan_kernel::launch_unchecked::<R>(
             &client,
@@ -209,6 +221,7 @@ pub fn chunk_scan<R: CubeRuntime>(
             shape.groups,
             shape.head_dim,
             shape.d_state,
+            stage,
             dtype,
         )
     };

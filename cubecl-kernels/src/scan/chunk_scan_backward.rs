@@ -29,7 +29,7 @@
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use super::{empty_like_shape, load_chunk_decay, ScanShape, CHUNK, THREADS};
+use super::{empty_like_shape, load_chunk_decay, stage_rows, ScanShape, CHUNK, THREADS};
 use crate::launch::{address_type_of, cube_count_for};
 
 use super::chunk_scan::TRI;
@@ -112,6 +112,7 @@ fn chunk_scan_backward_kernel<F: Float>(
     #[comptime] groups: usize,
     #[comptime] head_dim: usize,
     #[comptime] d_state: usize,
+    #[comptime] stage: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let item = CUBE_POS;
@@ -143,6 +144,15 @@ fn chunk_scan_backward_kernel<F: Float>(
     let mut red2 = SharedMemory::<f32>::new(THREADS as usize);
     // [⟨G, H⟩, Σ dy·x] of the current head.
     let mut sums = SharedMemory::<f32>::new(2usize);
+
+    // Where shared memory allows, the chunk's B and C rows once for all heads.
+    let staged = comptime!(if stage { CHUNK * d_state } else { 1 });
+    let mut b_s = SharedMemory::<f32>::new(staged);
+    let mut c_s = SharedMemory::<f32>::new(staged);
+    if stage {
+        stage_rows::<F>(b, &mut b_s, batch, g, t0, seq, groups, d_state);
+        stage_rows::<F>(c, &mut c_s, batch, g, t0, seq, groups, d_state);
+    }
 
     // C·Bᵀ of the chunk, shared by the group's heads.
     let mut i0 = tid;
@@ -258,9 +268,14 @@ fn chunk_scan_backward_kernel<F: Float>(
                 for k in 0..passes {
                     let s = r0 + k * rows;
                     if s < CHUNK && t0 + s < seq {
-                        let bs = ((batch * seq + t0 + s) * groups + g) * d_state + n;
-                        gb[k] += gn * f32::cast_from(b[bs]);
-                        hc[k] += hn * f32::cast_from(c[bs]);
+                        if stage {
+                            gb[k] += gn * b_s[s * d_state + n];
+                            hc[k] += hn * c_s[s * d_state + n];
+                        } else {
+                            let bs = ((batch * seq + t0 + s) * groups + g) * d_state + n;
+                            gb[k] += gn * f32::cast_from(b[bs]);
+                            hc[k] += hn * f32::cast_from(c[bs]);
+                        }
                     }
                 }
             }
@@ -301,7 +316,13 @@ fn chunk_scan_backward_kernel<F: Float>(
                 for t in s..CHUNK {
                     let mut ct = f32::new(0.0);
                     if t0 + t < seq {
-                        ct = f32::cast_from(c[((batch * seq + t0 + t) * groups + g) * d_state + n]);
+                        if stage {
+                            ct = c_s[t * d_state + n];
+                        } else {
+                            ct = f32::cast_from(
+                                c[((batch * seq + t0 + t) * groups + g) * d_state + n],
+                            );
+                        }
                     }
                     kc += km[t * (t + 1) / 2 + s] * ct;
                 }
@@ -317,7 +338,11 @@ fn chunk_scan_backward_kernel<F: Float>(
                 // dC_t (t = s here): Σ_{r≤t} K[t,r] Δ_r B_r + exp(cum_t) Hᵀ dy_t
                 let mut kb = f32::new(0.0);
                 for r in 0..s + 1 {
-                    let br = f32::cast_from(b[((batch * seq + t0 + r) * groups + g) * d_state + n]);
+                    let br = if stage {
+                        b_s[r * d_state + n]
+                    } else {
+                        f32::cast_from(b[((batch * seq + t0 + r) * groups + g) * d_state + n])
+                    };
                     kb += km[s * (s + 1) / 2 + r] * dt[r] * br;
                 }
                 dc_acc[k] += kb + f32::exp(cum[s]) * hdy;
@@ -411,6 +436,8 @@ pub fn chunk_scan_backward<R: CubeRuntime>(
     let n_items = shape.batch * shape.groups * shape.n_chunks();
     if n_items > 0 {
         let address = address_type_of(&[&x, &b, &starts]);
+        let stage =
+            shape.backward_bytes(true) <= client.properties().hardware.max_shared_memory_size;
         unsafe {
             chunk_scan_backward_kernel::launch_unchecked::<R>(
                 &client,
@@ -439,6 +466,7 @@ pub fn chunk_scan_backward<R: CubeRuntime>(
                 shape.groups,
                 shape.head_dim,
                 shape.d_state,
+                stage,
                 dtype.into(),
             )
         };

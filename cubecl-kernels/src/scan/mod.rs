@@ -94,14 +94,26 @@ impl ScanShape {
     pub fn per_chunk_shape(&self) -> Shape {
         Shape::new([self.batch, self.heads, self.n_chunks()])
     }
-    /// Shared memory (bytes) of the largest kernel of the family at this shape; the backend
-    /// falls back to the reference when a device offers less.
+    /// Shared memory (bytes) of the largest kernel of the family at this shape without
+    /// staging; the backend falls back to the reference when a device offers less.
     pub fn shared_bytes(&self) -> usize {
+        let state = state_tile_tokens() * (self.head_dim + self.d_state) + 3 * CHUNK;
+        self.forward_bytes(false)
+            .max(self.backward_bytes(false))
+            .max(4 * state)
+    }
+    /// Shared memory of [`chunk_scan`], with or without the chunk's `C` staged.
+    pub fn forward_bytes(&self, stage: bool) -> usize {
         let tri = CHUNK * (CHUNK + 1) / 2;
-        let backward = 3 * tri + 8 * CHUNK + 2 * THREADS as usize + 2;
-        let forward = 2 * tri + 2 * CHUNK;
-        let state = state_tile_tokens() * (self.head_dim + self.d_state) + 2 * CHUNK;
-        4 * backward.max(forward).max(state)
+        let staged = if stage { CHUNK * self.d_state } else { 1 };
+        4 * (2 * tri + 2 * CHUNK + staged)
+    }
+    /// Shared memory of [`chunk_scan_backward`], with or without the chunk's `B` and `C`
+    /// staged.
+    pub fn backward_bytes(&self, stage: bool) -> usize {
+        let tri = CHUNK * (CHUNK + 1) / 2;
+        let staged = if stage { 2 * CHUNK * self.d_state } else { 2 };
+        4 * (3 * tri + 8 * CHUNK + 2 * THREADS as usize + 2 + staged)
     }
 }
 
@@ -239,6 +251,32 @@ pub(crate) fn empty_like_shape<R: CubeRuntime>(
     dtype: DType,
 ) -> CubeTensor<R> {
     crate::hsa::empty_like_shape(like, shape, dtype)
+}
+
+/// Copies the chunk's rows of `src` (`[B, L, G, N]`, group `g`) into `dst` as f32,
+/// `dst[t·N + n]`, zeros past the sequence. No barrier: the caller's next one publishes it.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stage_rows<F: Float>(
+    src: &Tensor<F>,
+    dst: &mut SharedMemory<f32>,
+    batch: usize,
+    g: usize,
+    t0: usize,
+    seq: usize,
+    #[comptime] groups: usize,
+    #[comptime] d_state: usize,
+) {
+    let mut i = UNIT_POS as usize;
+    while i < comptime!(CHUNK * d_state) {
+        let t = i / d_state;
+        let mut v = f32::new(0.0);
+        if t0 + t < seq {
+            v = f32::cast_from(src[((batch * seq + t0 + t) * groups + g) * d_state + i % d_state]);
+        }
+        dst[i] = v;
+        i += comptime!(THREADS as usize);
+    }
 }
 
 /// Loads the chunk's `Δ` (zero past the sequence) into `dt` and the inclusive prefix sums of
