@@ -32,7 +32,7 @@ use cubecl::prelude::*;
 use super::{empty_like_shape, load_chunk_decay, stage_rows, ScanShape, CHUNK, THREADS};
 use crate::launch::{address_type_of, cube_count_for};
 
-use super::chunk_scan::TRI;
+use super::chunk_scan::{chunk_cb, TRI};
 
 /// Gradients from [`chunk_scan_backward`].
 pub struct ChunkScanGradients<R: CubeRuntime> {
@@ -155,23 +155,7 @@ fn chunk_scan_backward_kernel<F: Float>(
     }
 
     // C·Bᵀ of the chunk, shared by the group's heads.
-    let mut i0 = tid;
-    while i0 < comptime!(CHUNK * CHUNK) {
-        let t = i0 / CHUNK;
-        let s = i0 % CHUNK;
-        if s <= t {
-            let mut dot = f32::new(0.0);
-            if t0 + t < seq {
-                let ct = ((batch * seq + t0 + t) * groups + g) * d_state;
-                let bs = ((batch * seq + t0 + s) * groups + g) * d_state;
-                for n in 0..d_state {
-                    dot += f32::cast_from(c[ct + n]) * f32::cast_from(b[bs + n]);
-                }
-            }
-            cb[t * (t + 1) / 2 + s] = dot;
-        }
-        i0 += threads;
-    }
+    chunk_cb::<F>(b, c, &mut cb, batch, g, t0, seq, groups, d_state);
 
     // The dx items' thread mapping: column p, rows r0 + k·rows (so P ≤ THREADS).
     let rows = comptime!(THREADS as usize / head_dim);

@@ -16,8 +16,10 @@
 pub mod activation;
 pub mod conv;
 pub mod hsa;
+mod packed;
 pub mod scan;
 pub mod selection;
+mod vjp;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ndarray::NdArray;

@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorMetadata;
 
+use crate::ops::packed::{pack, unpack};
 use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
@@ -26,24 +27,6 @@ struct ConvState {
     state_shape: Shape,
 }
 
-fn pack<B: Backend>(y: FloatTensor<B>, state: FloatTensor<B>) -> FloatTensor<B> {
-    let y: Tensor<B, 3> = from_float(y);
-    let state: Tensor<B, 3> = from_float(state);
-    let (ny, ns) = (y.shape().num_elements(), state.shape().num_elements());
-    into_float(Tensor::cat(vec![y.reshape([ny]), state.reshape([ns])], 0))
-}
-
-fn unpack<B: Backend>(packed: FloatTensor<B>, y: &Shape, state: &Shape) -> [FloatTensor<B>; 2] {
-    let packed: Tensor<B, 1> = from_float(packed);
-    let ny = y.num_elements();
-    let ns = state.num_elements();
-    let dims = |s: &Shape| [s[0], s[1], s[2]];
-    [
-        into_float(packed.clone().narrow(0, 0, ny).reshape(dims(y))),
-        into_float(packed.narrow(0, ny, ns).reshape(dims(state))),
-    ]
-}
-
 impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
     type State = ConvState;
 
@@ -55,7 +38,7 @@ impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
     ) {
         let d_packed = grads.consume::<B>(&ops.node);
         let state = ops.state;
-        let [dy, d_final] = unpack::<B>(d_packed, &state.y_shape, &state.state_shape);
+        let [dy, d_final] = unpack::<B, 3>(d_packed, &state.y_shape, &state.state_shape);
         let [x, weight, bias, init] = state
             .inputs
             .map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
@@ -108,7 +91,7 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
                 y_shape: y_shape.clone(),
                 state_shape: state_shape.clone(),
             };
-            prep.finish(state, pack::<B>(y, last))
+            prep.finish(state, pack::<B, 3>(y, last))
         }
         OpsKind::UnTracked(prep) => {
             let (y, last) = B::causal_conv1d(
@@ -117,9 +100,9 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
                 Some(bias.primitive),
                 Some(init_state.primitive),
             );
-            prep.finish(pack::<B>(y, last))
+            prep.finish(pack::<B, 3>(y, last))
         }
     };
-    let [y, last] = unpack::<Autodiff<B, C>>(packed, &y_shape, &state_shape);
+    let [y, last] = unpack::<Autodiff<B, C>, 3>(packed, &y_shape, &state_shape);
     (y, last)
 }

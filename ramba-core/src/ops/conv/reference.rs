@@ -4,11 +4,11 @@
 //! `W−1` carried inputs (`init_state`, zeros when absent). The returned state is the last `W−1`
 //! inputs of `x̃`, so running two segments with the state carried equals running them at once.
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 
 use super::ConvGrads;
+use crate::ops::vjp::{grad, track};
 use crate::ops::{from_float, into_float};
 
 /// See the module docs. `x [B, L, D]`, `weight [D, W]`, `init_state [B, D, W−1]`.
@@ -86,23 +86,11 @@ pub fn backward<B: Backend>(
     dy: Tensor<B, 3>,
     d_final_state: Tensor<B, 3>,
 ) -> ConvGrads<B> {
-    fn track<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<Autodiff<B>, D> {
-        Tensor::from_inner(t.clone()).require_grad()
-    }
     let (tx, tw, tb, ts) = (track(&x), track(&weight), track(&bias), track(&init_state));
     let (y, state) = causal_conv1d(tx.clone(), tw.clone(), Some(tb.clone()), Some(ts.clone()));
     let loss =
         (y * Tensor::from_inner(dy)).sum() + (state * Tensor::from_inner(d_final_state)).sum();
     let grads = loss.backward();
-    fn grad<B: Backend, const D: usize>(
-        t: &Tensor<Autodiff<B>, D>,
-        grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
-    ) -> FloatTensor<B> {
-        into_float(
-            t.grad(grads)
-                .unwrap_or_else(|| t.clone().inner().zeros_like()),
-        )
-    }
     ConvGrads {
         x: grad(&tx, &grads),
         weight: grad(&tw, &grads),

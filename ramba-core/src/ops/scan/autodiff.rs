@@ -19,6 +19,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorMetadata;
 
 use super::ScanOptions;
+use crate::ops::packed::{pack, unpack};
 use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
@@ -33,26 +34,6 @@ struct ScanState {
     options: ScanOptions,
 }
 
-/// `[y ‖ state]` flattened into one tensor.
-fn pack<B: Backend>(y: FloatTensor<B>, state: FloatTensor<B>) -> FloatTensor<B> {
-    let y: Tensor<B, 4> = from_float(y);
-    let state: Tensor<B, 4> = from_float(state);
-    let (ny, ns) = (y.shape().num_elements(), state.shape().num_elements());
-    into_float(Tensor::cat(vec![y.reshape([ny]), state.reshape([ns])], 0))
-}
-
-/// The inverse of [`pack`], as views of `packed`.
-fn unpack<B: Backend>(packed: FloatTensor<B>, y: &Shape, state: &Shape) -> [FloatTensor<B>; 2] {
-    let packed: Tensor<B, 1> = from_float(packed);
-    let ny = y.num_elements();
-    let ns = state.num_elements();
-    let dims = |s: &Shape| [s[0], s[1], s[2], s[3]];
-    [
-        into_float(packed.clone().narrow(0, 0, ny).reshape(dims(y))),
-        into_float(packed.narrow(0, ny, ns).reshape(dims(state))),
-    ]
-}
-
 impl<B: RambaBackend> Backward<B, 7> for ScanBackward {
     type State = ScanState;
 
@@ -64,7 +45,7 @@ impl<B: RambaBackend> Backward<B, 7> for ScanBackward {
     ) {
         let d_packed = grads.consume::<B>(&ops.node);
         let state = ops.state;
-        let [dy, d_final] = unpack::<B>(d_packed, &state.y_shape, &state.state_shape);
+        let [dy, d_final] = unpack::<B, 4>(d_packed, &state.y_shape, &state.state_shape);
         let [x, delta, a, b, c, d, init] = state
             .inputs
             .map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
@@ -133,7 +114,7 @@ pub(crate) fn selective_scan<B: RambaBackend, C: CheckpointStrategy>(
                 state_shape: state_shape.clone(),
                 options,
             };
-            prep.finish(state, pack::<B>(y, last))
+            prep.finish(state, pack::<B, 4>(y, last))
         }
         OpsKind::UnTracked(prep) => {
             let (y, last) = B::selective_scan(
@@ -146,9 +127,9 @@ pub(crate) fn selective_scan<B: RambaBackend, C: CheckpointStrategy>(
                 Some(init_state.primitive),
                 options,
             );
-            prep.finish(pack::<B>(y, last))
+            prep.finish(pack::<B, 4>(y, last))
         }
     };
-    let [y, last] = unpack::<Autodiff<B, C>>(packed, &y_shape, &state_shape);
+    let [y, last] = unpack::<Autodiff<B, C>, 4>(packed, &y_shape, &state_shape);
     (y, last)
 }

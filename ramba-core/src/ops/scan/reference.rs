@@ -14,11 +14,11 @@
 //! decays nor feeds the state, so the final state is exact. Tests compare against the naive
 //! step-by-step recurrence.
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 
 use super::{ScanGrads, ScanOptions};
+use crate::ops::vjp::{grad, track};
 use crate::ops::{from_float, into_float};
 
 /// See the module docs and [`RambaBackend::selective_scan`](crate::ops::RambaBackend).
@@ -161,9 +161,6 @@ pub fn backward<B: Backend>(
     d_final_state: Tensor<B, 4>,
     options: ScanOptions,
 ) -> ScanGrads<B> {
-    fn track<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<Autodiff<B>, D> {
-        Tensor::from_inner(t.clone()).require_grad()
-    }
     let (tx, tdelta, ta, tb, tc, td, tinit) = (
         track(&x),
         track(&delta),
@@ -186,16 +183,6 @@ pub fn backward<B: Backend>(
     let loss =
         (y * Tensor::from_inner(dy)).sum() + (state * Tensor::from_inner(d_final_state)).sum();
     let grads = loss.backward();
-    // An input the loss does not reach (e.g. everything when L = 0) has a zero gradient.
-    fn grad<B: Backend, const D: usize>(
-        t: &Tensor<Autodiff<B>, D>,
-        grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
-    ) -> FloatTensor<B> {
-        into_float(
-            t.grad(grads)
-                .unwrap_or_else(|| t.clone().inner().zeros_like()),
-        )
-    }
     ScanGrads {
         x: grad(&tx, &grads),
         delta: grad(&tdelta, &grads),
