@@ -1,6 +1,7 @@
 //! Launch helpers shared by the kernel families.
 
-use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 use cubecl::server::CubeCountSelection;
 
@@ -20,4 +21,38 @@ pub fn address_type_of<R: CubeRuntime>(tensors: &[&CubeTensor<R>]) -> AddressTyp
         .map(|t| t.required_address_type())
         .max()
         .unwrap_or_default()
+}
+
+/// An uninitialised contiguous tensor on `like`'s device.
+pub(crate) fn empty_like_shape<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: Shape,
+    dtype: DType,
+) -> CubeTensor<R> {
+    burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        dtype,
+    )
+}
+
+/// A zero-filled contiguous tensor on `like`'s device.
+pub(crate) fn zeros_like_shape<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: Shape,
+    dtype: DType,
+) -> CubeTensor<R> {
+    burn_cubecl::ops::numeric::zeros_client(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
+/// `state` ready to be updated in place by a kernel: itself when nobody else holds it and it is
+/// contiguous, else a contiguous copy (so an update never changes a tensor the caller still
+/// references).
+pub(crate) fn into_owned_contiguous<R: CubeRuntime>(state: CubeTensor<R>) -> CubeTensor<R> {
+    if state.can_mut() && state.is_contiguous() {
+        state
+    } else {
+        into_contiguous(state.copy())
+    }
 }

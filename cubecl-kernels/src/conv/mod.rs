@@ -18,8 +18,9 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::hsa::{empty_like_shape, zeros_like_shape};
-use crate::launch::{address_type_of, cube_count_for};
+use crate::launch::{
+    address_type_of, cube_count_for, empty_like_shape, into_owned_contiguous, zeros_like_shape,
+};
 
 /// Threads per cube.
 const THREADS: u32 = 256;
@@ -374,11 +375,7 @@ pub fn causal_conv1d_step<R: CubeRuntime>(
     let bias = bias
         .map(into_contiguous)
         .unwrap_or_else(|| zeros_like_shape(&x, Shape::new([channels]), x.dtype));
-    let state = if state.can_mut() && state.is_contiguous() {
-        state
-    } else {
-        into_contiguous(state.copy())
-    };
+    let state = into_owned_contiguous(state);
     let y = empty_like_shape(&x, x.meta.shape().clone(), x.dtype);
     let n_items = batch * channels;
     if n_items == 0 {

@@ -12,9 +12,11 @@ pub mod forward;
 pub mod forward_cmma;
 pub mod index;
 
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
+
+pub(crate) use crate::launch::{empty_like_shape, zeros_like_shape};
 
 /// The sizes of one HSA call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,20 +185,6 @@ pub fn scalar_forced() -> bool {
     std::env::var("RAMBA_HSA_KERNEL").is_ok_and(|v| v == "scalar")
 }
 
-/// An uninitialised contiguous tensor on `like`'s device.
-pub(crate) fn empty_like_shape<R: CubeRuntime>(
-    like: &CubeTensor<R>,
-    shape: Shape,
-    dtype: DType,
-) -> CubeTensor<R> {
-    burn_cubecl::ops::numeric::empty_device_contiguous_dtype(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        dtype,
-    )
-}
-
 /// Copies one chunk's `S × D` tile (rows `row_stride` apart from `row0`) into shared memory as
 /// f32, rows padded to `D + 1`.
 #[cube]
@@ -219,13 +207,4 @@ pub(crate) fn load_tile<F: Float>(
         tile[r * pad + e] = f32::cast_from(src[row0 + r * row_stride + e]);
         i += threads;
     }
-}
-
-/// A zero-filled contiguous tensor on `like`'s device.
-pub(crate) fn zeros_like_shape<R: CubeRuntime>(
-    like: &CubeTensor<R>,
-    shape: Shape,
-    dtype: DType,
-) -> CubeTensor<R> {
-    burn_cubecl::ops::numeric::zeros_client(like.client.clone(), like.device.clone(), shape, dtype)
 }

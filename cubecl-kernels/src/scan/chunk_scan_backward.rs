@@ -415,8 +415,8 @@ pub fn chunk_scan_backward<R: CubeRuntime>(
     let d_delta = empty_like_shape(&x, delta.meta.shape().clone(), dtype);
     let db = empty_like_shape(&x, b.meta.shape().clone(), dtype);
     let dc = empty_like_shape(&x, c.meta.shape().clone(), dtype);
-    let da = crate::hsa::zeros_like_shape(&x, shape.per_chunk_shape(), DType::F32);
-    let dd = crate::hsa::zeros_like_shape(&x, shape.per_chunk_shape(), DType::F32);
+    let da = crate::launch::zeros_like_shape(&x, shape.per_chunk_shape(), DType::F32);
+    let dd = crate::launch::zeros_like_shape(&x, shape.per_chunk_shape(), DType::F32);
     let n_items = shape.batch * shape.groups * shape.n_chunks();
     if n_items > 0 {
         let address = address_type_of(&[&x, &b, &starts]);

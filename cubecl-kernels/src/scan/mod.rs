@@ -32,9 +32,12 @@ pub mod chunk_state;
 pub mod state_passing;
 pub mod step;
 
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
+
+pub(crate) use crate::launch::empty_like_shape;
+use crate::launch::zeros_like_shape;
 
 /// Tokens per chunk of the kernels. Independent of the model's `chunk_size` (which tunes the
 /// reference only): the result does not depend on it, and 64 keeps a chunk's `CHUNK × CHUNK`
@@ -240,17 +243,8 @@ fn init_or_zeros<R: CubeRuntime>(
 ) -> CubeTensor<R> {
     match state {
         Some(s) => into_contiguous(s),
-        None => crate::hsa::zeros_like_shape(like, shape.state_shape(), like.dtype),
+        None => zeros_like_shape(like, shape.state_shape(), like.dtype),
     }
-}
-
-/// An uninitialised contiguous tensor on `like`'s device.
-pub(crate) fn empty_like_shape<R: CubeRuntime>(
-    like: &CubeTensor<R>,
-    shape: Shape,
-    dtype: DType,
-) -> CubeTensor<R> {
-    crate::hsa::empty_like_shape(like, shape, dtype)
 }
 
 /// Copies the chunk's rows of `src` (`[B, L, G, N]`, group `g`) into `dst` as f32,

@@ -11,7 +11,7 @@ use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use super::empty_like_shape;
-use crate::launch::{address_type_of, cube_count_for};
+use crate::launch::{address_type_of, cube_count_for, into_owned_contiguous};
 
 const THREADS: u32 = 128;
 
@@ -69,13 +69,7 @@ pub fn scan_step<R: CubeRuntime>(
     state: CubeTensor<R>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let [x, delta, a, b, c, d] = [x, delta, a, b, c, d].map(into_contiguous);
-    // A state that is shared (e.g. still referenced by the caller) is copied, so the update
-    // never changes a tensor someone else holds.
-    let state = if state.can_mut() && state.is_contiguous() {
-        state
-    } else {
-        into_contiguous(state.copy())
-    };
+    let state = into_owned_contiguous(state);
     let shape = state.meta.shape().clone();
     let (batch, heads, head_dim, d_state) = (shape[0], shape[1], shape[2], shape[3]);
     let groups = b.meta.shape()[1];
