@@ -14,6 +14,9 @@ use ramba_core::config::ModelConfig;
 use ramba_data::DataConfig;
 use serde::{Deserialize, Serialize};
 
+mod parallel;
+pub use parallel::{validate_parallel, ClusterConfig, Devices};
+
 /// A whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +81,13 @@ pub struct TrainConfig {
     /// Burn's ndarray backend runs a small model's ops on one core each; worker threads with
     /// their own autodiff graphs use the rest. GPU backends ignore it.
     pub threads: usize,
+    /// Local devices trained on, data-parallel: `[0]`, `[0, 1]` or `"all"`. Each gets an equal
+    /// share of the rows of every batch (`data.batch_size` is the global batch); gradients are
+    /// summed across devices before the optimizer step, so N devices train as one.
+    pub devices: Devices,
+    /// Several machines: `nodes`, this node's `rank`, the orchestrator's and this node's
+    /// addresses.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +112,8 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             keep_checkpoints: 2,
             threads: 0,
+            devices: Devices::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -265,6 +277,7 @@ impl ExperimentConfig {
         if t.keep_checkpoints == 0 {
             bail!("train.keep_checkpoints must be ≥ 1");
         }
+        validate_parallel(&t.devices, &t.cluster, self.data.batch_size)?;
         let e = &self.eval;
         if e.passkey_multiples.contains(&0) {
             bail!(

@@ -2,9 +2,11 @@
 //!
 //! One readable loop ([`trainer::train`]): batches from `ramba-data`, forward and loss through
 //! the model, backward, global-norm clipping, AdamW with a warm-up + cosine schedule, metrics,
-//! validation, checkpoints, and the passkey report at the end.
+//! validation, checkpoints, and the passkey report at the end; data-parallel over several
+//! devices and machines through [`parallel`].
 
 pub mod optim;
+pub mod parallel;
 pub mod schedule;
 pub mod state;
 pub mod trainer;

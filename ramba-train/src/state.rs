@@ -139,12 +139,14 @@ pub fn prune(run_dir: &Path, saved: &TrainState, keep: usize) -> Result<()> {
 /// The AdamW optimizer type of a model `M` on backend `B`.
 pub type AdamWOptim<M, B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, M, B>;
 
-/// Loads the optimizer states of checkpoint `dir` into `optim`, re-keyed to `model`'s ids.
+/// Loads the optimizer states of checkpoint `dir` into `optim`, re-keyed to `model`'s ids, onto
+/// `device` (the model's).
 pub fn load_optimizer<B, M>(
     dir: &Path,
     model: &M,
     optim: AdamWPair<AdamWOptim<M, B>>,
     state: &TrainState,
+    device: &B::Device,
 ) -> Result<AdamWPair<AdamWOptim<M, B>>>
 where
     B: AutodiffBackend,
@@ -160,7 +162,6 @@ where
         );
     }
     let map: HashMap<String, ParamId> = state.param_order.iter().cloned().zip(now).collect();
-    let device = Default::default();
     let load = |o: AdamWOptim<M, B>, name: &str| -> Result<AdamWOptim<M, B>> {
         let path = dir.join(name);
         // Burn's own message for a short file suggests a record-version mismatch; the usual
@@ -169,7 +170,7 @@ where
             .map(|m| m.len())
             .with_context(|| format!("reading {}.bin", path.display()))?;
         let record: <AdamWOptim<M, B> as Optimizer<M, B>>::Record =
-            recorder().load(path.clone(), &device).map_err(|_| {
+            recorder().load(path.clone(), device).map_err(|_| {
                 anyhow::anyhow!(
                     "{}.bin ({size} bytes) is truncated or corrupt: it does not decode as an \
                      AdamW state of this model",

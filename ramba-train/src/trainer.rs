@@ -2,6 +2,8 @@
 //! loss → backward → clip → AdamW; metrics, validation and checkpoints on their cadence; the
 //! passkey report at the end.
 
+use std::collections::HashSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use ramba_core::backend::{BackendInfo, BackendKind};
@@ -27,8 +29,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::optim::{adamw, clip_and_split, decayed_params, AdamWPair};
+use crate::parallel::{self, topology, Peer, StepTotals};
 use crate::schedule::learning_rate;
-use crate::state::{load_optimizer, read_state, save_checkpoint, TrainState};
+use crate::state::{load_optimizer, read_state, save_checkpoint, AdamWOptim, TrainState};
 
 /// How a run ended.
 #[derive(Debug)]
@@ -145,9 +148,15 @@ pub fn train<B: RambaBackend>(
         log(&format!("data: {line}"));
     }
 
-    // ---- Model and optimizer, fresh or resumed
-    <Ad<B> as Backend>::seed(&device, cfg.run.seed);
-    let mut model: LanguageModel<Ad<B>> = cfg.model.init(&device);
+    // ---- Devices
+    let topo = topology::<B>(info.kind, &device, &t.devices, &t.cluster)?;
+    let lead = topo.devices[0].clone();
+    let writer = topo.is_writer_node();
+
+    // ---- Model and optimizer, fresh or resumed (on the lead device; the other local peers
+    // get copies below)
+    <Ad<B> as Backend>::seed(&lead, cfg.run.seed);
+    let mut model: LanguageModel<Ad<B>> = cfg.model.init(&lead);
     let decay = decayed_params(&model);
     let fresh_optim = || AdamWPair {
         decay: adamw(t, t.weight_decay).init(),
@@ -156,6 +165,7 @@ pub fn train<B: RambaBackend>(
     let mut optim = fresh_optim();
     let mut start = 0;
     let mut tokens_seen = 0;
+    let mut resumed_from: Option<(PathBuf, TrainState)> = None;
     let metrics_path = run_dir.join("metrics.jsonl");
     if req.resume {
         // The newest checkpoint that loads completely; a corrupt one is reported and skipped.
@@ -164,7 +174,7 @@ pub fn train<B: RambaBackend>(
             |dir| {
                 let state = read_state(dir)?;
                 let m = load_weights(model.clone(), &dir.join("model.safetensors"))?;
-                let o = load_optimizer(dir, &m, fresh_optim(), &state)?;
+                let o = load_optimizer(dir, &m, fresh_optim(), &state, &lead)?;
                 Ok((state, m, o))
             },
             log,
@@ -202,150 +212,157 @@ pub fn train<B: RambaBackend>(
                 train_seconds: 0.0,
             });
         }
-        truncate_after_step(&metrics_path, start)?;
+        if writer {
+            truncate_after_step(&metrics_path, start)?;
+        }
         log(&format!("resumed {} at step {start}", ckpt.display()));
+        resumed_from = Some((ckpt, state));
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
-        .context("writing the resolved config")?;
-    let mut metrics = MetricsLog::open(&metrics_path, req.resume)?;
-    let micro_settings = MicroSettings {
+    let mut metrics = None;
+    if writer {
+        std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
+            .context("writing the resolved config")?;
+        metrics = Some(MetricsLog::open(&metrics_path, req.resume)?);
+    }
+    let settings = MicroSettings {
         answer_weight: t.answer_weight,
         scale: 1.0 / t.grad_accum as f64,
         keep_state: t.memory_reset,
-        workers: worker_threads(t.threads, info, cfg.data.batch_size),
+        workers: worker_threads(t.threads, info, cfg.data.batch_size / topo.world()),
     };
     log(&format!(
-        "{info}; model {:?}: {} parameters; {} steps of {} x {} tokens (x{} accumulation{})",
+        "{info}; model {:?}: {} parameters; {} steps of {} x {} tokens (x{} accumulation{}){}",
         cfg.model.arch,
         model.num_params(),
         t.steps,
         cfg.data.batch_size,
         cfg.data.seq_len,
         t.grad_accum,
-        match micro_settings.workers {
+        match settings.workers {
             1 => String::new(),
             n => format!(", rows split over {n} threads"),
+        },
+        match topo.world() {
+            1 => String::new(),
+            _ => format!("; {}", topo.describe(info.kind)),
         }
     ));
 
-    // ---- Loop
-    let (batch, seq) = (cfg.data.batch_size, cfg.data.seq_len);
-    let mut progress = Progress::new(t.steps, start, t.log_every);
-    let mut carried: Option<ModelState<B>> = None;
+    // ---- Loop, on every local device
+    let run = PeerRun {
+        cfg,
+        data: &data,
+        settings: &settings,
+        decay: &decay,
+        stop: &req.stop,
+        start,
+        tokens_seen,
+        end: req.stop_at.map_or(t.steps, |s| s.min(t.steps)),
+    };
     let started = Instant::now();
-    let mut window = (Instant::now(), 0u64);
-    let mut answers = AnswerScore::default();
-    let (mut last_loss, mut last_val) = (None, None);
-    let mut step = start;
-    let mut interrupted = false;
-    // The last step this invocation runs: train.steps, or --stop-at when it comes first.
-    let end = req.stop_at.map_or(t.steps, |s| s.min(t.steps));
-    while step < end {
-        let lr = learning_rate(step, t.steps, t.lr, t.warmup_ratio, t.min_lr_ratio);
-        let mut accum = GradientsAccumulator::new();
-        let mut loss_sum = 0.0;
-        for micro in 0..t.grad_accum {
-            let b = data.batch(Split::Train, step * t.grad_accum as u64 + micro as u64);
-            let init = if t.memory_reset {
-                carried
-                    .take()
-                    .map(|s| reset_states(s, cfg, step, micro, &device))
-            } else {
-                None
+    let (model, progress, ended) = if topo.world() == 1 {
+        let mut progress = Progress::new(t.steps, start, t.log_every);
+        let ended = run.run(
+            Peer::solo(),
+            &mut model,
+            &mut optim,
+            &lead,
+            metrics.as_mut().map(|m| (m, &mut progress)),
+        )?;
+        (model, progress, ended)
+    } else {
+        // Every fallible set-up step happens here, before any peer registers: a peer that
+        // failed after registering would leave the others waiting for it.
+        let mut replicas = vec![(model, optim)];
+        for dev in &topo.devices[1..] {
+            let m = replicas[0].0.clone().fork(dev);
+            let o = match &resumed_from {
+                Some((dir, state)) => load_optimizer(dir, &m, fresh_optim(), state, dev)?,
+                None => fresh_optim(),
             };
-            let out = micro_step(&model, &b, init, &micro_settings, &device);
-            loss_sum += out.loss;
-            answers.add(out.answers);
-            carried = out.state;
-            for grads in out.grads {
-                accum.accumulate(&model, grads);
+            replicas.push((m, o));
+        }
+        let fingerprint = run_fingerprint(cfg)?;
+        let _exclusive = parallel::exclusive();
+        let mut progress = Progress::new(t.steps, start, t.log_every);
+        let topo = &topo;
+        let run = &run;
+        let results: Vec<Result<(LanguageModel<Ad<B>>, Ended)>> = std::thread::scope(|scope| {
+            let mut lead_progress = Some(&mut progress);
+            let mut lead_metrics = metrics.as_mut();
+            let handles: Vec<_> = replicas
+                .into_iter()
+                .enumerate()
+                .map(|(local, (m, mut o))| {
+                    let sink = match local {
+                        0 => lead_metrics.take().zip(lead_progress.take()),
+                        _ => None,
+                    };
+                    scope.spawn(move || {
+                        let dev = &topo.devices[local];
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                let peer = Peer::<B>::join(topo, local, &t.cluster, fingerprint)?;
+                                let mut m = peer.broadcast_params(m)?;
+                                let ended = run.run(peer, &mut m, &mut o, dev, sink)?;
+                                Ok((m, ended))
+                            }));
+                        match outcome {
+                            Ok(Ok(v)) => Ok(v),
+                            Ok(Err(e)) => {
+                                parallel::abort::<B>();
+                                Err(e)
+                            }
+                            Err(panic) => {
+                                parallel::abort::<B>();
+                                std::panic::resume_unwind(panic)
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        // When one peer fails, the others fail in the collective because it left: report the
+        // peer that failed first.
+        let (mut ok, mut errors) = (vec![], vec![]);
+        for r in results {
+            match r {
+                Ok(v) => ok.push(v),
+                Err(e) => errors.push(e),
             }
         }
-        if !loss_sum.is_finite() {
-            bail!("the training loss became {loss_sum} at step {}; the last checkpoint and metrics in {} are kept", step + 1, run_dir.display());
+        if !errors.is_empty() {
+            let cause = errors
+                .iter()
+                .position(|e| !format!("{e:#}").contains(parallel::PEER_LEFT))
+                .unwrap_or(0);
+            return Err(errors.swap_remove(cause));
         }
-        let (grad_norm, with, without) = clip_and_split(&model, accum.grads(), t.grad_clip, &decay);
-        model = optim.step(lr, model, with, without);
-        step += 1;
-        tokens_seen += (batch * seq * t.grad_accum) as u64;
-        window.1 += (batch * seq * t.grad_accum) as u64;
-        last_loss = Some(loss_sum);
-
-        let last = step == t.steps;
-        if step % t.log_every == 0 || last {
-            let tps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
-            window = (Instant::now(), 0);
-            metrics.log(&TrainRecord {
-                step,
-                loss: loss_sum,
-                lr,
-                grad_norm,
-                tokens_per_s: tps,
-                tokens: tokens_seen,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                answer_acc: answers.exact_rate(),
-                answer_token_acc: std::mem::take(&mut answers).token_rate(),
-            })?;
-            progress.update(step, loss_sum, tps, lr);
-        }
-        if (t.eval_every > 0 && step % t.eval_every == 0) || last {
-            let (v, val_answers) = validate(&model.valid(), &data, t.val_batches, &device);
-            metrics.log(&ValRecord {
-                step,
-                val_loss: v,
-                val_answer_acc: val_answers.exact_rate(),
-            })?;
-            progress.println(&match val_answers.exact_rate() {
-                Some(a) => format!(
-                    "step {step}: val loss {v:.4}, answers exact {:.0}% ({} of {})",
-                    a * 100.0,
-                    val_answers.exact,
-                    val_answers.answers
-                ),
-                None => format!("step {step}: val loss {v:.4}"),
-            });
-            last_val = Some(v);
-            plot_or_warn(&run_dir, &progress);
-        }
-        let paused = step == end && !last;
-        interrupted = req.stop.load(Ordering::SeqCst);
-        if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0)
-            || last
-            || interrupted
-            || paused
-        {
-            let state = TrainState {
-                step,
-                seed: cfg.run.seed,
-                tokens: tokens_seen,
-                param_order: vec![],
-            };
-            let dir = save_checkpoint(&run_dir, &model, &optim, &state, t.keep_checkpoints)?;
-            if interrupted {
-                progress.println(&format!(
-                    "interrupted: saved {}; continue with --resume {}",
-                    dir.display(),
-                    run_dir.display()
-                ));
-                break;
-            }
-            if paused {
-                progress.println(&format!(
-                    "stopped at step {step} (--stop-at); continue with --resume {}",
-                    run_dir.display()
-                ));
-                break;
-            }
-        }
-    }
+        let (model, ended) = ok.swap_remove(0);
+        (model, progress, ended)
+    };
+    let Ended {
+        step,
+        mut interrupted,
+        last_loss,
+        last_val,
+    } = ended;
     progress.finish();
     let train_seconds = started.elapsed().as_secs_f64();
-    plot_or_warn(&run_dir, &progress);
+    if writer {
+        plot_or_warn(&run_dir, &progress);
+    }
 
-    // ---- Passkey report
+    // ---- Passkey report (by the writer)
+    let seq = cfg.data.seq_len;
     let mut passkey = None;
-    if cfg.eval.passkey_after_training && step == t.steps && step > start && !interrupted {
+    if writer && cfg.eval.passkey_after_training && step == t.steps && step > start && !interrupted
+    {
         let settings = PasskeySettings {
             lengths: cfg.eval.passkey_multiples.iter().map(|m| m * seq).collect(),
             depths: cfg.eval.passkey_depths.clone(),
@@ -389,6 +406,237 @@ pub fn train<B: RambaBackend>(
     })
 }
 
+/// What the nodes of a multi-node run must agree on: the model, the batch and the schedule.
+fn run_fingerprint(cfg: &ExperimentConfig) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let t = &cfg.train;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    toml::to_string(&cfg.model)
+        .context("describing the model")?
+        .hash(&mut h);
+    (
+        cfg.data.batch_size,
+        cfg.data.seq_len,
+        t.steps,
+        t.grad_accum,
+        cfg.run.seed,
+    )
+        .hash(&mut h);
+    t.lr.to_bits().hash(&mut h);
+    Ok(h.finish())
+}
+
+/// What every peer's training loop shares.
+struct PeerRun<'a> {
+    cfg: &'a ExperimentConfig,
+    data: &'a DataPipeline,
+    settings: &'a MicroSettings,
+    decay: &'a HashSet<ParamId>,
+    stop: &'a AtomicBool,
+    /// The step the run starts (or resumes) at.
+    start: u64,
+    tokens_seen: u64,
+    /// The last step this invocation runs: train.steps, or --stop-at when it comes first.
+    end: u64,
+}
+
+/// How a peer's loop ended.
+struct Ended {
+    step: u64,
+    interrupted: bool,
+    last_loss: Option<f64>,
+    last_val: Option<f64>,
+}
+
+/// The writer's outputs: metrics file and progress bar. Other peers have none.
+type WriterSink<'a> = Option<(&'a mut MetricsLog, &'a mut Progress)>;
+
+impl PeerRun<'_> {
+    /// The training loop of one peer: its rows of every batch, the all-reduce, the same AdamW
+    /// step as every other peer; metrics, validation and checkpoints by the writer.
+    fn run<B: RambaBackend>(
+        &self,
+        peer: Peer<B>,
+        model: &mut LanguageModel<Autodiff<B>>,
+        optim: &mut AdamWPair<AdamWOptim<LanguageModel<Autodiff<B>>, Autodiff<B>>>,
+        device: &B::Device,
+        mut writer: WriterSink<'_>,
+    ) -> Result<Ended> {
+        let cfg = self.cfg;
+        let t = &cfg.train;
+        let run_dir = cfg.run_dir();
+        let (batch, seq) = (cfg.data.batch_size, cfg.data.seq_len);
+        let rows = peer.rows(batch);
+        let mut carried: Option<ModelState<B>> = None;
+        let started = Instant::now();
+        let mut window = (Instant::now(), 0u64);
+        let mut answers = AnswerScore::default();
+        let (mut last_loss, mut last_val) = (None, None);
+        let mut step = self.start;
+        let mut last_saved = self.start;
+        let mut tokens_seen = self.tokens_seen;
+        let mut interrupted = false;
+        let checkpoint = |model: &LanguageModel<Autodiff<B>>, optim: &_, step, tokens| {
+            let state = TrainState {
+                step,
+                seed: cfg.run.seed,
+                tokens,
+                param_order: vec![],
+            };
+            save_checkpoint(&run_dir, model, optim, &state, t.keep_checkpoints)
+        };
+        while step < self.end {
+            let lr = learning_rate(step, t.steps, t.lr, t.warmup_ratio, t.min_lr_ratio);
+            let mut accum = GradientsAccumulator::new();
+            let mut totals = StepTotals::default();
+            for micro in 0..t.grad_accum {
+                let full = self
+                    .data
+                    .batch(Split::Train, step * t.grad_accum as u64 + micro as u64);
+                let init = match carried.take() {
+                    Some(s) if t.memory_reset => {
+                        let whole = peer.gather_state(s, batch)?;
+                        Some(reset_states(whole, cfg, step, micro, device).rows(rows.clone()))
+                    }
+                    _ => None,
+                };
+                // This peer's rows, and their share of the batch's loss weight.
+                let (b, share) = if peer.world() == 1 {
+                    (full, 1.0)
+                } else {
+                    let weights = loss_weights(&full, t.answer_weight);
+                    let sum = |r: Range<usize>| -> f64 {
+                        weights[r.start * seq..r.end * seq]
+                            .iter()
+                            .map(|&w| f64::from(w))
+                            .sum()
+                    };
+                    let share = sum(rows.clone()) / sum(0..batch).max(1e-9);
+                    (full.rows(rows.clone()), share)
+                };
+                let out = micro_step(
+                    model,
+                    &b,
+                    init,
+                    self.settings.scale * share,
+                    self.settings,
+                    device,
+                );
+                totals.loss += out.loss;
+                totals.answers.add(out.answers);
+                carried = out.state;
+                for grads in out.grads {
+                    accum.accumulate(model, grads);
+                }
+            }
+            totals.stop = self.stop.load(Ordering::SeqCst);
+            let (grads, totals) = match peer.sum_step(model, accum.grads(), totals, device) {
+                Ok(v) => v,
+                Err(e) => {
+                    // A peer (or node) is gone. The writer keeps the last completed step.
+                    if writer.is_some() && step > last_saved {
+                        let dir = checkpoint(model, optim, step, tokens_seen)?;
+                        bail!("{e:#}; saved {} (resume from it)", dir.display());
+                    }
+                    return Err(e);
+                }
+            };
+            let loss_sum = totals.loss;
+            answers.add(totals.answers);
+            if !loss_sum.is_finite() {
+                bail!(
+                    "the training loss became {loss_sum} at step {}; the last checkpoint and \
+                     metrics in {} are kept",
+                    step + 1,
+                    run_dir.display()
+                );
+            }
+            let (grad_norm, with, without) = clip_and_split(model, grads, t.grad_clip, self.decay);
+            *model = optim.step(lr, model.clone(), with, without);
+            step += 1;
+            let tokens = (batch * seq * t.grad_accum) as u64;
+            tokens_seen += tokens;
+            window.1 += tokens;
+            last_loss = Some(loss_sum);
+            interrupted = totals.stop;
+
+            let last = step == t.steps;
+            let paused = step == self.end && !last;
+            let Some((metrics, progress)) = writer.as_mut() else {
+                if interrupted || paused {
+                    break;
+                }
+                continue;
+            };
+            if step.is_multiple_of(t.log_every) || last {
+                let tps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+                window = (Instant::now(), 0);
+                metrics.log(&TrainRecord {
+                    step,
+                    loss: loss_sum,
+                    lr,
+                    grad_norm,
+                    tokens_per_s: tps,
+                    tokens: tokens_seen,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    answer_acc: answers.exact_rate(),
+                    answer_token_acc: std::mem::take(&mut answers).token_rate(),
+                })?;
+                progress.update(step, loss_sum, tps, lr);
+            }
+            if (t.eval_every > 0 && step.is_multiple_of(t.eval_every)) || last {
+                let (v, val_answers) = validate(&model.valid(), self.data, t.val_batches, device);
+                metrics.log(&ValRecord {
+                    step,
+                    val_loss: v,
+                    val_answer_acc: val_answers.exact_rate(),
+                })?;
+                progress.println(&match val_answers.exact_rate() {
+                    Some(a) => format!(
+                        "step {step}: val loss {v:.4}, answers exact {:.0}% ({} of {})",
+                        a * 100.0,
+                        val_answers.exact,
+                        val_answers.answers
+                    ),
+                    None => format!("step {step}: val loss {v:.4}"),
+                });
+                last_val = Some(v);
+                plot_or_warn(&run_dir, progress);
+            }
+            if (t.checkpoint_every > 0 && step.is_multiple_of(t.checkpoint_every))
+                || last
+                || interrupted
+                || paused
+            {
+                let dir = checkpoint(model, optim, step, tokens_seen)?;
+                last_saved = step;
+                if interrupted {
+                    progress.println(&format!(
+                        "interrupted: saved {}; continue with --resume {}",
+                        dir.display(),
+                        run_dir.display()
+                    ));
+                    break;
+                }
+                if paused {
+                    progress.println(&format!(
+                        "stopped at step {step} (--stop-at); continue with --resume {}",
+                        run_dir.display()
+                    ));
+                    break;
+                }
+            }
+        }
+        peer.finish();
+        Ok(Ended {
+            step,
+            interrupted,
+            last_loss,
+            last_val,
+        })
+    }
+}
+
 /// Token tensors of a batch: inputs, targets `[B, L]` (Int) and the loss weights `[B, L]`
 /// (see [`loss_weights`]).
 pub fn batch_tensors<B: Backend>(
@@ -425,7 +673,8 @@ pub fn loss_weights(b: &Batch, answer_weight: f64) -> Vec<f32> {
 /// How a micro-batch is computed; see [`micro_step`].
 struct MicroSettings {
     answer_weight: f64,
-    /// Factor on the loss (1 / gradient-accumulation steps).
+    /// Factor on the loss (1 / gradient-accumulation steps); a data-parallel peer multiplies
+    /// it by its rows' share of the batch.
     scale: f64,
     /// Return the final recurrent state (memory reset).
     keep_state: bool,
@@ -467,12 +716,13 @@ fn micro_step<B: RambaBackend>(
     model: &LanguageModel<Autodiff<B>>,
     b: &Batch,
     init: Option<ModelState<B>>,
+    scale: f64,
     settings: &MicroSettings,
     device: &B::Device,
 ) -> MicroStep<B> {
     let workers = settings.workers.min(b.batch_size).max(1);
     if workers == 1 {
-        return shard_step(model, b, init, settings.scale, settings, device);
+        return shard_step(model, b, init, scale, settings, device);
     }
     let weights = loss_weights(b, settings.answer_weight);
     let weight = |rows: &std::ops::Range<usize>| -> f64 {
@@ -493,7 +743,7 @@ fn micro_step<B: RambaBackend>(
             .map(|rows| {
                 let part = b.rows(rows.clone());
                 let init = init.as_ref().map(|s| s.rows(rows.clone()));
-                let share = settings.scale * weight(rows) / total;
+                let share = scale * weight(rows) / total;
                 let fork = model.clone().fork(device);
                 scope.spawn(move || shard_step(&fork, &part, init, share, settings, device))
             })
