@@ -14,6 +14,7 @@
 
 pub mod config;
 mod files;
+pub mod metrics;
 pub mod pipeline;
 mod rng;
 pub mod shards;
@@ -30,7 +31,7 @@ pub use config::{DataConfig, ShardDtype, SourceConfig};
 pub use pipeline::{AnswerScore, Batch, DataPipeline};
 pub use split::Split;
 pub use tasks::{
-    needle_prompt, passkey_prompt, score_answer, PasskeyPrompt, Sample, Task, TaskGenerator,
-    FILLER, INSTRUCTION, QUESTION,
+    needle_prompt, passkey_prompt, score_answer, score_items, HaystackText, NeedleValue,
+    PasskeyPrompt, Sample, Task, TaskGenerator, TaskPrompt, FILLER, INSTRUCTION, QUESTION,
 };
 pub use tokenizer::{load_tokenizer, load_tokenizer_in, ByteTokenizer, HfTokenizer, Tokenizer};

@@ -732,9 +732,12 @@ mod tests {
         let d = TempDir::new("kinds");
         for task in Task::all() {
             let name = task.name();
-            let doc = format!("[data]\nseq_len = 512\n[[data.sources]]\nkind = \"{name}\"\n");
+            // Long enough for every task's defaults (common_words needs ~4k byte tokens).
+            let doc = format!(
+                "[data]\nseq_len = 4096\nbatch_size = 4\n[[data.sources]]\nkind = \"{name}\"\n"
+            );
             let c = DataConfig::from_toml_str(&doc).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-            assert_eq!(c.sources, vec![SourceConfig::task(task)]);
+            assert_eq!(c.sources, vec![SourceConfig::task(task.clone())]);
             let p =
                 DataPipeline::new(&c, byte(), d.path()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert_eq!(
@@ -750,6 +753,37 @@ mod tests {
             let expect = if name == "filler" { 0 } else { b.batch_size };
             assert_eq!(with_answers, expect, "{name}");
         }
+    }
+
+    /// A task's haystack path resolves against the config's folder; a bad haystack fails
+    /// at construction naming the source and the file.
+    #[test]
+    fn file_haystacks_load_relative_to_the_config() {
+        let d = TempDir::new("hay-cfg");
+        d.write(
+            "essays/a.txt",
+            "Long ago the hills were forests. Then came the farms.".as_bytes(),
+        );
+        let doc = "[data]\nseq_len = 600\nbatch_size = 3\n[[data.sources]]\nkind = \"niah\"\n\
+                   haystack = \"essays\"\n";
+        let c = DataConfig::from_toml_str(doc).unwrap();
+        let p = DataPipeline::new(&c, byte(), d.path()).unwrap();
+        let b = p.try_batch(Split::Train, 0).unwrap();
+        let tok = ByteTokenizer;
+        for r in 0..3 {
+            let row = tok.decode(b.inputs_row(r));
+            assert!(row.contains("the hills were forests."), "{row}");
+            assert!(!row.contains("The grass is green"), "{row}");
+            assert_eq!(b.answer_spans[r].len(), 1);
+        }
+        d.write("essays/b.txt", &[b'x', 0, 1, 2]);
+        let msg = format!("{:#}", DataPipeline::new(&c, byte(), d.path()).unwrap_err());
+        assert!(
+            msg.contains("data.sources[0] (niah)")
+                && msg.contains("b.txt")
+                && msg.contains("binary"),
+            "{msg}"
+        );
     }
 
     #[test]

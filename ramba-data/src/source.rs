@@ -113,7 +113,8 @@ impl Source {
         let window = data.seq_len + 1;
         let body = match cfg {
             SourceConfig::Task { task, .. } => {
-                let g = TaskGenerator::new(tok.clone(), *task).with_context(|| label.clone())?;
+                let g = TaskGenerator::new_in(tok.clone(), task.clone(), base_dir)
+                    .with_context(|| label.clone())?;
                 g.check_fits(window).with_context(|| {
                     format!("{label} does not fit in data.seq_len + 1 = {window} tokens")
                 })?;

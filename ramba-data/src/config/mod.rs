@@ -264,6 +264,24 @@ mod tests {
         assert!(msg.contains("data.sources[0].n_keys"), "{msg}");
         let msg = err_of("[data]\n[[data.sources]]\nkind = \"copy\"\nspan = 0\n");
         assert!(msg.contains("data.sources[0].span"), "{msg}");
+        for (doc, key) in [
+            ("kind = \"niah_multi_key\"\nn_keys = 1", "n_keys"),
+            ("kind = \"niah_multi_value\"\nn_values = 0", "n_values"),
+            ("kind = \"niah_multi_query\"\nn_queries = 99", "n_queries"),
+            ("kind = \"niah\"\nhaystack = \"\"", "haystack"),
+            ("kind = \"variable_tracking\"\nhops = 0", "hops"),
+            ("kind = \"variable_tracking\"\nchains = 17", "chains"),
+            ("kind = \"common_words\"\nrare_freq = 40", "rare_freq"),
+            ("kind = \"frequent_words\"\nalpha = -1.0", "alpha"),
+        ] {
+            let msg = err_of(&format!("[data]\n[[data.sources]]\n{doc}\n"));
+            assert!(msg.starts_with(&format!("data.sources[0].{key} ")), "{msg}");
+        }
+        let msg = err_of("[data]\n[[data.sources]]\nkind = \"niah\"\nneedle = 3\n");
+        assert!(
+            msg.contains("niah source") && msg.contains("`needle`"),
+            "{msg}"
+        );
         let msg = err_of("[data]\n[[data.sources]]\nkind = \"text\"\npath = \"\"\n");
         assert!(msg.contains("data.sources[0].path"), "{msg}");
         // A text source without a path is a serde error naming the field.

@@ -293,7 +293,13 @@ mod tests {
     fn every_task_is_a_source_kind() {
         for task in Task::all() {
             let s = parse(&format!("kind = \"{}\"\nweight = 2", task.name())).unwrap();
-            assert_eq!(s, SourceConfig::Task { weight: 2.0, task });
+            assert_eq!(
+                s,
+                SourceConfig::Task {
+                    weight: 2.0,
+                    task: task.clone()
+                }
+            );
             assert_eq!(s.kind(), task.name());
             s.validate("data.sources[0]").unwrap();
         }

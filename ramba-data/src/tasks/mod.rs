@@ -10,34 +10,59 @@
 //! [`Task::all`].
 
 mod assoc_recall;
+mod common_words;
 mod copy;
 mod filler;
+mod frequent_words;
+mod haystack;
 mod multi_key;
+mod needles;
+mod niah;
+mod niah_multi_key;
+mod niah_multi_query;
+mod niah_multi_value;
 mod passkey;
 mod prompt;
+mod task_prompt;
+mod variable_tracking;
+mod word_lists;
+mod words;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use crate::tokenizer::Tokenizer;
 pub use assoc_recall::{AssocRecallTask, MAX_ASSOC_PAIRS};
+pub use common_words::{CommonWordsTask, MAX_COMMON, MAX_COMMON_FREQ};
 pub use copy::{CopyTask, COPY_PROMPT};
 pub use filler::FillerTask;
+pub use frequent_words::{FrequentWordsTask, MAX_TOP, MAX_VOCABULARY};
+pub use haystack::{HaystackText, MAX_SENTENCE_WORDS};
 pub use multi_key::{MultiKeyTask, MULTI_KEY_WORDS};
+pub use needles::MAX_NIAH_NEEDLES;
+pub use niah::NiahTask;
+pub use niah_multi_key::NiahMultiKeyTask;
+pub use niah_multi_query::NiahMultiQueryTask;
+pub use niah_multi_value::NiahMultiValueTask;
 pub use passkey::{PasskeyTask, MAX_QUESTIONS};
 pub use prompt::{
     answer_text, filler_sentences, haystack_alphabet, key_sentence, needle_prompt, passkey_prompt,
     score_answer, PasskeyPrompt, DEFAULT_MAX_KEY, DEFAULT_MIN_KEY, FILLER, INSTRUCTION, QUESTION,
 };
-pub(crate) use prompt::{Needle, PromptParts};
+pub(crate) use prompt::{Filler, Needle, PromptParts};
+use task_prompt::EvalTask;
+pub use task_prompt::{answer_items, item_recall, score_items, TaskPrompt};
+pub use variable_tracking::{VariableTrackingTask, MAX_CHAINS, MAX_HOPS};
+pub use words::{NeedleValue, KEY_ADJECTIVES, KEY_NOUNS, VALUE_WORDS};
 
 /// A synthetic training task and its settings. Serialized as a `kind` tag (the variant in
 /// snake case, which is [`Task::name`]) next to the settings' fields: a `[[data.sources]]`
 /// entry without its `weight`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Task {
     /// The passkey filler sentences repeated (the haystack without a needle); no answer.
@@ -50,6 +75,20 @@ pub enum Task {
     AssocRecall(AssocRecallTask),
     /// A random letter string, filler, then [`COPY_PROMPT`] and the string again.
     Copy(CopyTask),
+    /// RULER: one needle (number, UUID or word) in the filler or a file haystack.
+    Niah(NiahTask),
+    /// RULER: several keys' needles, one asked for (the others distract).
+    NiahMultiKey(NiahMultiKeyTask),
+    /// RULER: one key with several values, all to be answered.
+    NiahMultiValue(NiahMultiValueTask),
+    /// RULER: several keys' needles, all asked for in one question.
+    NiahMultiQuery(NiahMultiQueryTask),
+    /// RULER: chains of variable assignments; name every variable holding a value.
+    VariableTracking(VariableTrackingTask),
+    /// RULER: the most common words of a long numbered list.
+    CommonWords(CommonWordsTask),
+    /// RULER: the most frequent words of a Zipf-distributed coded text.
+    FrequentWords(FrequentWordsTask),
 }
 
 impl Task {
@@ -61,18 +100,57 @@ impl Task {
             Task::MultiKey(t) => t,
             Task::AssocRecall(t) => t,
             Task::Copy(t) => t,
+            Task::Niah(t) => t,
+            Task::NiahMultiKey(t) => t,
+            Task::NiahMultiValue(t) => t,
+            Task::NiahMultiQuery(t) => t,
+            Task::VariableTracking(t) => t,
+            Task::CommonWords(t) => t,
+            Task::FrequentWords(t) => t,
+        }
+    }
+
+    /// The task's evaluation-prompt builder, for the tasks that have one (the RULER tasks;
+    /// passkey has [`passkey_prompt`]).
+    pub(crate) fn eval_spec(&self) -> Option<&dyn EvalTask> {
+        match self {
+            Task::Filler(_)
+            | Task::Passkey(_)
+            | Task::MultiKey(_)
+            | Task::AssocRecall(_)
+            | Task::Copy(_) => None,
+            Task::Niah(t) => Some(t),
+            Task::NiahMultiKey(t) => Some(t),
+            Task::NiahMultiValue(t) => Some(t),
+            Task::NiahMultiQuery(t) => Some(t),
+            Task::VariableTracking(t) => Some(t),
+            Task::CommonWords(t) => Some(t),
+            Task::FrequentWords(t) => Some(t),
         }
     }
 
     /// Every task, with default settings.
-    pub fn all() -> [Task; 5] {
+    pub fn all() -> [Task; 12] {
         [
             Task::Filler(FillerTask::default()),
             Task::Passkey(PasskeyTask::default()),
             Task::MultiKey(MultiKeyTask::default()),
             Task::AssocRecall(AssocRecallTask::default()),
             Task::Copy(CopyTask::default()),
+            Task::Niah(NiahTask::default()),
+            Task::NiahMultiKey(NiahMultiKeyTask::default()),
+            Task::NiahMultiValue(NiahMultiValueTask::default()),
+            Task::NiahMultiQuery(NiahMultiQueryTask::default()),
+            Task::VariableTracking(VariableTrackingTask::default()),
+            Task::CommonWords(CommonWordsTask::default()),
+            Task::FrequentWords(FrequentWordsTask::default()),
         ]
+    }
+
+    /// Whether [`TaskGenerator::eval_prompt`] builds evaluation prompts of this task (the
+    /// RULER tasks).
+    pub fn has_eval_prompt(&self) -> bool {
+        self.eval_spec().is_some()
     }
 
     /// The `kind` of the task in TOML (`"passkey"`, `"multi_key"`, …).
@@ -95,6 +173,12 @@ pub(crate) trait SyntheticTask {
     /// Checks the settings; errors name the field as `{key}.field`.
     fn validate(&self, key: &str) -> Result<()>;
 
+    /// The file or folder of the task's haystack text, for tasks that read one (relative to
+    /// the config file); `None` means the passkey filler.
+    fn haystack_path(&self) -> Option<&Path> {
+        None
+    }
+
     /// Errors when samples of `len` tokens cannot be built (fixed pieces too long). Checks
     /// the longest variants (largest keys, longest words), so with the byte tokenizer a pass
     /// here means every sample fits.
@@ -104,14 +188,30 @@ pub(crate) trait SyntheticTask {
     fn sample(&self, ctx: &TaskContext, len: usize, rng: &mut dyn RngCore) -> Result<Sample>;
 }
 
-/// What the generators share: the tokenizer and the constant prompt pieces, tokenized once.
+/// `{key}.haystack` must not be an empty path (absent means the filler).
+pub(crate) fn validate_haystack(haystack: &Option<PathBuf>, key: &str) -> Result<()> {
+    if haystack.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        bail!("{key}.haystack must not be empty (leave it out for the passkey filler)");
+    }
+    Ok(())
+}
+
+/// What the generators share: the tokenizer, the constant prompt pieces tokenized once, and
+/// the task's haystack when it reads one from files.
 #[derive(Clone)]
 pub(crate) struct TaskContext {
     pub(crate) tok: Arc<dyn Tokenizer>,
     pub(crate) parts: PromptParts,
+    /// The tokenized file haystack (shared: it may be large), if the task has one.
+    pub(crate) haystack: Option<Arc<Filler>>,
 }
 
 impl TaskContext {
+    /// The haystack needles go into: the task's file haystack, else the passkey filler.
+    pub(crate) fn hay(&self) -> &Filler {
+        self.haystack.as_deref().unwrap_or(&self.parts.filler)
+    }
+
     /// `head ++ filler ++ tail ++ answer`, filler sized to make exactly `len` tokens; `what`
     /// names the task in the error when the fixed pieces alone are longer.
     pub(crate) fn padded(
@@ -188,19 +288,39 @@ impl std::fmt::Debug for TaskGenerator {
 
 impl TaskGenerator {
     /// Validates the settings (the same check the config runs, with the task's name as the
-    /// key) and tokenizes the task's constant pieces once.
+    /// key) and tokenizes the task's constant pieces once. A relative haystack path is
+    /// taken relative to the working directory; see [`TaskGenerator::new_in`].
     pub fn new(tok: Arc<dyn Tokenizer>, task: Task) -> Result<Self> {
+        Self::new_in(tok, task, Path::new(""))
+    }
+
+    /// [`TaskGenerator::new`] with a relative haystack path resolved against `base_dir`
+    /// (the config file's folder). The haystack is read and tokenized here, once; errors
+    /// name the file.
+    pub fn new_in(tok: Arc<dyn Tokenizer>, task: Task, base_dir: &Path) -> Result<Self> {
         task.validate(task.name())?;
         let parts = PromptParts::new(tok.as_ref())?;
+        let haystack = match task.spec().haystack_path() {
+            None => None,
+            Some(p) => {
+                let text = HaystackText::load(&base_dir.join(p))
+                    .with_context(|| format!("{}.haystack", task.name()))?;
+                Some(Arc::new(text.filler(tok.as_ref())?))
+            }
+        };
         Ok(Self {
             task,
-            ctx: TaskContext { tok, parts },
+            ctx: TaskContext {
+                tok,
+                parts,
+                haystack,
+            },
         })
     }
 
     /// The task generated.
-    pub fn task(&self) -> Task {
-        self.task
+    pub fn task(&self) -> &Task {
+        &self.task
     }
 
     /// Errors when samples of `len` tokens cannot be built (fixed pieces too long).
@@ -223,6 +343,33 @@ impl TaskGenerator {
             sample.tokens.len()
         );
         Ok(sample)
+    }
+
+    /// An evaluation prompt of exactly `len` tokens (prompt + answer) with the first asked
+    /// needle at `depth` in `[0, 1]` (ignored by the word-frequency tasks, which have no
+    /// needle), drawn with `rng`; score the model's continuation with
+    /// [`TaskPrompt::score`]. Errors for tasks without one (see [`Task::has_eval_prompt`])
+    /// and when `len` cannot hold the task's fixed pieces.
+    pub fn eval_prompt<R: Rng + ?Sized>(
+        &self,
+        len: usize,
+        depth: f64,
+        mut rng: &mut R,
+    ) -> Result<TaskPrompt> {
+        let Some(spec) = self.task.eval_spec() else {
+            bail!(
+                "task {} has no evaluation prompt (passkey prompts come from passkey_prompt)",
+                self.task.name()
+            );
+        };
+        let p = spec.prompt(&self.ctx, len, depth, &mut rng)?;
+        ensure!(
+            p.total_len() == len,
+            "{} prompt has {} tokens, expected {len}",
+            self.task.name(),
+            p.total_len()
+        );
+        Ok(p)
     }
 }
 
@@ -250,19 +397,71 @@ pub(crate) mod tests {
         for task in Task::all() {
             let name = task.name();
             // Serde's tag is the name, and `kind` alone gives the defaults.
-            let table = toml::Table::try_from(task).unwrap();
+            let table = toml::Table::try_from(&task).unwrap();
             assert_eq!(table["kind"].as_str(), Some(name));
             let parsed: Task = toml::from_str(&format!("kind = \"{name}\"")).unwrap();
             assert_eq!(parsed, task);
             assert_eq!(toml::Value::Table(table).try_into::<Task>().unwrap(), task);
             task.validate("k")
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-            let g = generator(task);
-            g.check_fits(1000)
+            let g = generator(task.clone());
+            // 4096: the RULER tasks' defaults are RULER's, which need about 4k byte tokens
+            // (common_words: 300 list items).
+            g.check_fits(4096)
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-            let s = g.sample(1000, &mut rng).unwrap();
-            assert_eq!(s.tokens.len(), 1000, "{name}");
+            let s = g.sample(4096, &mut rng).unwrap();
+            assert_eq!(s.tokens.len(), 4096, "{name}");
+            // The RULER tasks also build evaluation prompts whose own answer scores right;
+            // the others say they have none.
+            match g.eval_prompt(4096, 0.5, &mut rng) {
+                Ok(p) => {
+                    assert!(task.has_eval_prompt(), "{name}");
+                    assert_eq!(p.total_len(), 4096, "{name}");
+                    assert!(p.score(&p.answer_text), "{name}");
+                    assert!(!p.score(""), "{name}");
+                    assert_eq!(s.answers.len(), 1, "{name}: one answer, ending the row");
+                    assert_eq!(s.answers[0].1, 4096, "{name}");
+                }
+                Err(e) => {
+                    assert!(!task.has_eval_prompt(), "{name}: {e:#}");
+                    assert!(format!("{e:#}").contains("no evaluation prompt"), "{name}");
+                }
+            }
         }
+    }
+
+    /// Every setting of the RULER tasks survives TOML both ways, file haystack included.
+    #[test]
+    fn ruler_settings_round_trip_through_toml() {
+        let docs = [
+            "kind = \"niah\"\nvalue = \"uuid\"\nhaystack = \"essays\"",
+            "kind = \"niah_multi_key\"\nn_keys = 6\nvalue = \"word\"",
+            "kind = \"niah_multi_value\"\nn_values = 3\nvalue = \"number\"\nhaystack = \"a.txt\"",
+            "kind = \"niah_multi_query\"\nn_queries = 2\nvalue = \"uuid\"",
+            "kind = \"variable_tracking\"\nchains = 2\nhops = 7\nhaystack = \"pg\"",
+            "kind = \"common_words\"\ncommon = 4\ncommon_freq = 9\nrare_freq = 2",
+            "kind = \"frequent_words\"\ntop = 5\nvocabulary = 50\nalpha = 1.5",
+        ];
+        for doc in docs {
+            let task: Task = toml::from_str(doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            assert_ne!(
+                Task::all().iter().find(|t| t.name() == task.name()),
+                Some(&task),
+                "{doc}: not the defaults"
+            );
+            let text = toml::to_string(&task).unwrap();
+            let mut want: Vec<&str> = doc.lines().collect();
+            let mut got: Vec<&str> = text.lines().collect();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "{doc}");
+            assert_eq!(toml::from_str::<Task>(&text).unwrap(), task);
+        }
+        let e = toml::from_str::<Task>("kind = \"niah\"\nvalue = \"emoji\"").unwrap_err();
+        assert!(
+            e.message().contains("emoji") && e.message().contains("uuid"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -364,7 +563,7 @@ pub(crate) mod tests {
             questions: 3,
             instruction: false,
         });
-        generator(drill).check_fits(191).unwrap();
+        generator(drill.clone()).check_fits(191).unwrap();
         assert!(generator(drill).check_fits(190).is_err());
         let assoc = |n_pairs| generator(Task::AssocRecall(AssocRecallTask { n_pairs }));
         assoc(16).check_fits(257).unwrap();

@@ -123,7 +123,7 @@ pub(crate) mod tests {
             instruction: false,
         });
         for _ in 0..20 {
-            let s = generator(task).sample(600, &mut rng).unwrap();
+            let s = generator(task.clone()).sample(600, &mut rng).unwrap();
             assert_eq!(s.tokens.len(), 600);
             assert_eq!(s.answers.len(), 4);
             assert_eq!(

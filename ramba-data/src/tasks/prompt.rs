@@ -6,9 +6,12 @@
 //! so with word-boundary pre-tokenizers (GPT-2/Llama BPE) piecewise tokenization equals
 //! tokenizing the joined text, and lengths can be hit exactly at token level.
 
+use std::collections::HashSet;
+
 use anyhow::{bail, ensure, Result};
 use rand::Rng;
 
+use super::haystack::haystack_words;
 use crate::tokenizer::Tokenizer;
 
 /// Passkey task description (Landmark Attention, Mohtashami & Jaggi 2023).
@@ -96,22 +99,56 @@ fn first_integer(s: &str) -> Option<&str> {
     Some(if digits.is_empty() { "0" } else { digits })
 }
 
-/// Filler sentences as token ids, for building exact-length haystacks.
+/// Haystack sentences as token ids, for building exact-length haystacks: the passkey
+/// filler, or the sentences of a [`HaystackText`](super::HaystackText) loaded from files.
 #[derive(Debug, Clone)]
 pub(crate) struct Filler {
     sentences: Vec<Vec<u32>>,
+    /// The haystack's words (see [`HaystackText::contains_word`](super::HaystackText::contains_word)),
+    /// so generators can draw
+    /// needles that never occur in it.
+    words: HashSet<String>,
 }
 
 impl Filler {
+    /// The passkey filler ([`FILLER`]).
     pub(crate) fn new(tok: &dyn Tokenizer) -> Result<Self> {
-        let sentences: Vec<Vec<u32>> = filler_sentences().iter().map(|s| tok.encode(s)).collect();
+        Self::from_sentences(tok, &filler_sentences(), "the passkey filler")
+    }
+
+    /// `sentences` (each with its leading space) tokenized; `what` names the haystack in
+    /// errors.
+    pub(crate) fn from_sentences(
+        tok: &dyn Tokenizer,
+        sentences: &[String],
+        what: &str,
+    ) -> Result<Self> {
+        let tokens: Vec<Vec<u32>> = sentences.iter().map(|s| tok.encode(s)).collect();
         // An empty sentence would make `take` loop forever.
         ensure!(
-            !sentences.is_empty() && sentences.iter().all(|s| !s.is_empty()),
-            "tokenizer {} encodes a filler sentence to no tokens",
+            !tokens.is_empty() && tokens.iter().all(|s| !s.is_empty()),
+            "tokenizer {} encodes a sentence of {what} to no tokens",
             tok.name()
         );
-        Ok(Self { sentences })
+        let mut words = HashSet::new();
+        for s in sentences {
+            words.extend(haystack_words(s));
+        }
+        Ok(Self {
+            sentences: tokens,
+            words,
+        })
+    }
+
+    /// Number of sentences (a `first` argument is taken modulo this).
+    pub(crate) fn n_sentences(&self) -> usize {
+        self.sentences.len()
+    }
+
+    /// Whether `word` occurs in the haystack as a word (case-insensitive; see
+    /// [`haystack_words`]). Generators redraw needle values and keys that do.
+    pub(crate) fn contains_word(&self, word: &str) -> bool {
+        self.words.contains(&word.to_lowercase())
     }
 
     /// Exactly `n` filler tokens starting at sentence `first` (cyclically): whole
@@ -134,6 +171,47 @@ impl Filler {
             bounds.push(n);
         }
         (out, bounds)
+    }
+
+    /// `head ++ haystack-with-needles ++ tail` of exactly `total - answer_len` tokens, the
+    /// haystack read from sentence `first` on (cyclically, cut at token level at its end).
+    /// Needles go to the sentence boundary nearest `depth × haystack length`. Returns the
+    /// prompt and each needle's start index (in input order), or `None` when the fixed
+    /// pieces alone exceed the budget.
+    pub(crate) fn with_needles(
+        &self,
+        total: usize,
+        head: &[u32],
+        needles: &[Needle],
+        tail: &[u32],
+        answer_len: usize,
+        first: usize,
+    ) -> Option<(Vec<u32>, Vec<usize>)> {
+        let fixed = head.len()
+            + needles.iter().map(|n| n.tokens.len()).sum::<usize>()
+            + tail.len()
+            + answer_len;
+        let budget = total.checked_sub(fixed)?;
+        let (fill, bounds) = self.take(budget, first);
+        let mut placed: Vec<(usize, usize)> = needles
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (nearest(&bounds, n.depth * budget as f64), i))
+            .collect();
+        placed.sort(); // stable order for needles sharing a boundary: by input index
+        let mut prompt = Vec::with_capacity(total - answer_len);
+        prompt.extend_from_slice(head);
+        let mut starts = vec![0; needles.len()];
+        let mut at = 0;
+        for (b, i) in placed {
+            prompt.extend_from_slice(&fill[at..b]);
+            starts[i] = prompt.len();
+            prompt.extend_from_slice(&needles[i].tokens);
+            at = b;
+        }
+        prompt.extend_from_slice(&fill[at..]);
+        prompt.extend_from_slice(tail);
+        Some((prompt, starts))
     }
 
     /// `n` filler tokens starting at a random sentence and token offset.
@@ -171,10 +249,8 @@ impl PromptParts {
         })
     }
 
-    /// `head ++ filler-with-needles ++ tail` of exactly `total - answer_len` tokens.
-    /// Needles go to the sentence boundary nearest `depth × filler length`. Returns the
-    /// prompt and each needle's start index (in input order), or `None` when the fixed
-    /// pieces alone exceed the budget.
+    /// `head ++ filler-with-needles ++ tail` of exactly `total - answer_len` tokens; see
+    /// [`Filler::with_needles`].
     pub(crate) fn haystack(
         &self,
         total: usize,
@@ -183,33 +259,9 @@ impl PromptParts {
         tail: &[u32],
         answer_len: usize,
     ) -> Option<(Vec<u32>, Vec<usize>)> {
-        let fixed = head.len()
-            + needles.iter().map(|n| n.tokens.len()).sum::<usize>()
-            + tail.len()
-            + answer_len;
-        let budget = total.checked_sub(fixed)?;
-        let (fill, bounds) = self.filler.take(budget, 0);
-        let mut placed: Vec<(usize, usize)> = needles
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (nearest(&bounds, n.depth * budget as f64), i))
-            .collect();
-        placed.sort(); // stable order for needles sharing a boundary: by input index
-        let mut prompt = Vec::with_capacity(total - answer_len);
-        prompt.extend_from_slice(head);
-        let mut starts = vec![0; needles.len()];
-        let mut at = 0;
-        for (b, i) in placed {
-            prompt.extend_from_slice(&fill[at..b]);
-            starts[i] = prompt.len();
-            prompt.extend_from_slice(&needles[i].tokens);
-            at = b;
-        }
-        prompt.extend_from_slice(&fill[at..]);
-        prompt.extend_from_slice(tail);
-        Some((prompt, starts))
+        self.filler
+            .with_needles(total, head, needles, tail, answer_len, 0)
     }
-
     pub(crate) fn passkey(
         &self,
         tok: &dyn Tokenizer,
@@ -277,7 +329,7 @@ impl PromptParts {
     }
 }
 
-fn check_depth(depth: f64) -> Result<()> {
+pub(crate) fn check_depth(depth: f64) -> Result<()> {
     ensure!(
         depth.is_finite() && (0.0..=1.0).contains(&depth),
         "needle depth must be in [0, 1] (got {depth})"
