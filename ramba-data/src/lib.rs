@@ -13,6 +13,7 @@
 //! ```
 
 pub mod config;
+pub mod downstream;
 mod files;
 pub mod metrics;
 pub mod pipeline;
@@ -28,6 +29,9 @@ pub mod tokenizer;
 mod test_util;
 
 pub use config::{DataConfig, ShardDtype, SourceConfig};
+pub use downstream::{
+    fit_example, load_examples, Example, ExampleScore, FittedExample, JsonlFormat, TooLong,
+};
 pub use pipeline::{AnswerScore, Batch, DataPipeline};
 pub use split::Split;
 pub use tasks::{

@@ -26,10 +26,13 @@ pub struct Batch {
     pub inputs: Vec<u32>,
     /// Next-token targets, `[B * L]`: row `r` is its window shifted left by one.
     pub targets: Vec<u32>,
-    /// Loss weight per target, `[B * L]`; 1.0 = counts. Currently all 1.0.
+    /// Loss weight per target, `[B * L]`; 1.0 = counts, 0.0 = ignored. 1.0 everywhere
+    /// except in rows of `jsonl` sources, where only the answer targets count (the prompt
+    /// is given, and the EOS padding is not text).
     pub loss_mask: Vec<f32>,
-    /// Per row, the target positions `[start, end)` holding a synthetic task's answers
-    /// (for answer accuracy or extra weighting), in order; empty for text/shards/filler rows.
+    /// Per row, the target positions `[start, end)` holding a synthetic task's or downstream
+    /// example's answers (for answer accuracy or extra weighting), in order; empty for
+    /// text/shards/filler rows.
     pub answer_spans: Vec<Vec<(usize, usize)>>,
 }
 
@@ -224,6 +227,7 @@ impl DataPipeline {
         let mut inputs = Vec::with_capacity(b * l);
         let mut targets = Vec::with_capacity(b * l);
         let mut answer_spans = Vec::with_capacity(b);
+        let mut loss_mask = Vec::with_capacity(b * l);
         let mut problem = None;
         for row in 0..b {
             let mut rng = row_rng(self.seed, split, step, row as u64);
@@ -238,12 +242,21 @@ impl DataPipeline {
             inputs.extend_from_slice(&r.tokens[..l]);
             targets.extend_from_slice(&r.tokens[1..]);
             // Token i of the window is predicted at target position i - 1.
-            answer_spans.push(
-                r.answers
-                    .iter()
-                    .map(|&(s, e)| (s.saturating_sub(1), e.saturating_sub(1)))
-                    .collect(),
-            );
+            let spans: Vec<(usize, usize)> = r
+                .answers
+                .iter()
+                .map(|&(s, e)| (s.saturating_sub(1), e.saturating_sub(1)))
+                .collect();
+            let row_mask = loss_mask.len();
+            if r.answers_only {
+                loss_mask.resize(row_mask + l, 0.0);
+                for &(s, e) in &spans {
+                    loss_mask[row_mask + s..row_mask + e].fill(1.0);
+                }
+            } else {
+                loss_mask.resize(row_mask + l, 1.0);
+            }
+            answer_spans.push(spans);
             if problem.is_none() {
                 problem = r.problem;
             }
@@ -253,7 +266,7 @@ impl DataPipeline {
             seq_len: l,
             inputs,
             targets,
-            loss_mask: vec![1.0; b * l],
+            loss_mask,
             answer_spans,
         };
         (batch, problem)
@@ -782,6 +795,108 @@ mod tests {
             msg.contains("data.sources[0] (niah)")
                 && msg.contains("b.txt")
                 && msg.contains("binary"),
+            "{msg}"
+        );
+    }
+
+    /// JSONL examples pack into rows whose loss falls on the answers only.
+    #[test]
+    fn jsonl_rows_train_on_answers_only() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let tok = ByteTokenizer;
+        for (file, format) in [
+            ("squad.jsonl", "qa"),
+            ("xsum.jsonl", "summarization"),
+            ("longbench.jsonl", "choice"),
+        ] {
+            let doc = format!(
+                "[data]\nseq_len = 400\nbatch_size = 4\nval_fraction = 0.0\n[[data.sources]]\n\
+                 kind = \"jsonl\"\npath = \"{file}\"\nformat = \"{format}\"\n"
+            );
+            let c = DataConfig::from_toml_str(&doc).unwrap();
+            let p = DataPipeline::new(&c, byte(), &fixtures).unwrap();
+            let SourceConfig::Jsonl { format, .. } = c.sources[0] else {
+                panic!("a jsonl source: {:?}", c.sources[0]);
+            };
+            let examples = crate::downstream::load_examples(&fixtures.join(file), format).unwrap();
+            let targets: Vec<String> = examples.iter().map(|e| e.target()).collect();
+            for step in 0..5 {
+                let b = p.try_batch(Split::Train, step).unwrap();
+                for r in 0..4 {
+                    let spans = &b.answer_spans[r];
+                    assert!(!spans.is_empty(), "{file}: every row holds an example");
+                    let mask = b.loss_mask_row(r);
+                    for (i, &m) in mask.iter().enumerate() {
+                        let in_answer = spans.iter().any(|&(s, e)| (s..e).contains(&i));
+                        assert_eq!(m, if in_answer { 1.0 } else { 0.0 }, "{file} row {r} @{i}");
+                    }
+                    for &(s, e) in spans {
+                        let answer = tok.decode(&b.targets_row(r)[s..e]);
+                        assert!(targets.contains(&answer), "{file}: {answer:?}");
+                        // Each answer is followed by EOS (or ends the row).
+                        if e < b.seq_len {
+                            assert_eq!(b.targets_row(r)[e], ByteTokenizer::EOS);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jsonl_too_long_examples_are_truncated_or_skipped_and_counted() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let src = |too_long: &str| {
+            format!(
+                "[data]\nseq_len = 99\nbatch_size = 2\nval_fraction = 0.0\n[[data.sources]]\n\
+                 kind = \"jsonl\"\npath = \"squad.jsonl\"\nformat = \"qa\"\ntoo_long = \"{too_long}\"\n"
+            )
+        };
+        // 100-token rows: the Pharos (164 byte tokens) and tea (118) examples are too long,
+        // the owls (73) fit; the long ones' question and answer (71 each) fit alone.
+        let c = DataConfig::from_toml_str(&src("truncate")).unwrap();
+        let p = DataPipeline::new(&c, byte(), &fixtures).unwrap();
+        assert_eq!(
+            p.describe(),
+            [
+                "data.sources[0] (jsonl squad.jsonl): 3 examples (train 3, val 3), 2 truncated, \
+              0 skipped as too long, 100.0% of rows"
+            ]
+        );
+        let c = DataConfig::from_toml_str(&src("skip")).unwrap();
+        let p = DataPipeline::new(&c, byte(), &fixtures).unwrap();
+        assert_eq!(
+            p.describe(),
+            [
+                "data.sources[0] (jsonl squad.jsonl): 1 examples (train 1, val 1), 0 truncated, \
+              2 skipped as too long, 100.0% of rows"
+            ]
+        );
+        let b = p.try_batch(Split::Val, 0).unwrap();
+        let row = ByteTokenizer.decode(b.inputs_row(0));
+        assert!(row.starts_with("Owls hunt mostly at night."), "{row}");
+        // With validation held out, one example is not enough for both splits.
+        let doc = src("skip").replace("val_fraction = 0.0", "val_fraction = 0.5");
+        let c = DataConfig::from_toml_str(&doc).unwrap();
+        let msg = format!(
+            "{:#}",
+            DataPipeline::new(&c, byte(), &fixtures).unwrap_err()
+        );
+        assert!(
+            msg.contains("data.sources[0] (jsonl squad.jsonl)")
+                && msg.contains("1 of 3 examples fit")
+                && msg.contains("2 skipped"),
+            "{msg}"
+        );
+        // A malformed file fails at construction, naming the source, file and line.
+        let doc = src("skip").replace("squad.jsonl", "malformed.jsonl");
+        let c = DataConfig::from_toml_str(&doc).unwrap();
+        let msg = format!(
+            "{:#}",
+            DataPipeline::new(&c, byte(), &fixtures).unwrap_err()
+        );
+        assert!(
+            msg.contains("data.sources[0]") && msg.contains("malformed.jsonl:3"),
             "{msg}"
         );
     }

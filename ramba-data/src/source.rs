@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use rand::Rng;
 
 use crate::config::{DataConfig, SourceConfig};
+use crate::downstream::ExampleSet;
 use crate::shards::ShardSet;
 use crate::split::Split;
 use crate::tasks::TaskGenerator;
@@ -41,6 +42,8 @@ enum Body {
         units: String,
     },
     Task(TaskGenerator),
+    /// Downstream examples; rows train on their answers only.
+    Examples(ExampleSet),
 }
 
 /// A source ready to sample from.
@@ -59,6 +62,9 @@ pub(crate) struct Row {
     pub(crate) answers: Vec<(usize, usize)>,
     /// Something was substituted to keep the row valid (see `DataPipeline::try_batch`).
     pub(crate) problem: Option<String>,
+    /// Only the answers carry loss (downstream examples: the prompt is given, and padding is
+    /// not text).
+    pub(crate) answers_only: bool,
 }
 
 /// Train/val token ranges: the last `round(n × val_fraction)` tokens validate, the rest
@@ -130,6 +136,23 @@ impl Source {
                     data,
                 )?
             }
+            SourceConfig::Jsonl {
+                path,
+                format,
+                too_long,
+                ..
+            } => Body::Examples(
+                ExampleSet::build(
+                    &base_dir.join(path),
+                    *format,
+                    *too_long,
+                    tok.as_ref(),
+                    window,
+                    data.val_fraction,
+                    &label,
+                )
+                .with_context(|| label.clone())?,
+            ),
             SourceConfig::Shards { path, dtype, .. } => {
                 let set = ShardSet::open(&base_dir.join(path), *dtype)
                     .and_then(|s| {
@@ -189,6 +212,16 @@ impl Source {
                     tokens,
                     answers: Vec::new(),
                     problem,
+                    answers_only: false,
+                }
+            }
+            Body::Examples(set) => {
+                let (tokens, answers) = set.row(split, n, rng, tok.eos_id());
+                Row {
+                    tokens,
+                    answers,
+                    problem: None,
+                    answers_only: true,
                 }
             }
             Body::Task(g) => {
@@ -202,6 +235,7 @@ impl Source {
                                 tokens: s.tokens,
                                 answers: s.answers,
                                 problem: None,
+                                answers_only: false,
                             }
                         }
                         Err(e) => last_err = Some(e),
@@ -217,12 +251,14 @@ impl Source {
                         tokens: s.tokens,
                         answers: Vec::new(),
                         problem,
+                        answers_only: false,
                     },
                     // Filler cannot fail for n >= 1; EOS padding keeps the shape anyway.
                     Err(_) => Row {
                         tokens: vec![tok.eos_id(); n],
                         answers: Vec::new(),
                         problem,
+                        answers_only: false,
                     },
                 }
             }
@@ -246,6 +282,9 @@ impl Source {
                 val.len()
             ),
             Body::Task(_) => format!("{}: synthetic, {share:.1}% of rows", self.label),
+            Body::Examples(set) => {
+                format!("{}: {}, {share:.1}% of rows", self.label, set.describe())
+            }
         }
     }
 }

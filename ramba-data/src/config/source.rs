@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use serde::ser::{Error as _, SerializeMap};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::downstream::{JsonlFormat, TooLong};
 use crate::tasks::Task;
 
 /// Element type of a pre-tokenized shard file.
@@ -67,6 +68,20 @@ pub enum SourceConfig {
         /// Token element type of raw files (`"u16"` or `"u32"`); llm.c headers must agree.
         dtype: ShardDtype,
     },
+    /// `kind = "jsonl"`: downstream examples, one JSON object per line, a file or a folder
+    /// searched recursively for `*.jsonl` (sorted). Each becomes prompt + answer, with loss
+    /// on the answer only; rows pack examples separated by EOS.
+    Jsonl {
+        /// Relative share of rows drawn from this source.
+        weight: f64,
+        /// File or folder, relative to the config file's directory.
+        path: PathBuf,
+        /// What the lines hold: `"qa"`, `"summarization"` or `"choice"`.
+        format: JsonlFormat,
+        /// Examples longer than a row: `"truncate"` (cut the context from the left, default)
+        /// or `"skip"`.
+        too_long: TooLong,
+    },
     /// `kind = ` a [`Task`] name (`"passkey"`, `"copy"`, …): generated samples of that task,
     /// its settings given by the other keys.
     Task {
@@ -94,6 +109,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Text { weight, .. }
             | SourceConfig::Shards { weight, .. }
+            | SourceConfig::Jsonl { weight, .. }
             | SourceConfig::Task { weight, .. } => *weight,
         }
     }
@@ -103,22 +119,36 @@ impl SourceConfig {
         match self {
             SourceConfig::Text { .. } => "text",
             SourceConfig::Shards { .. } => "shards",
+            SourceConfig::Jsonl { .. } => "jsonl",
             SourceConfig::Task { task, .. } => task.name(),
         }
     }
 
-    /// The file/folder of text and shard sources.
+    /// The file/folder of text, shard and JSONL sources.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            SourceConfig::Text { path, .. } | SourceConfig::Shards { path, .. } => Some(path),
+            SourceConfig::Text { path, .. }
+            | SourceConfig::Shards { path, .. }
+            | SourceConfig::Jsonl { path, .. } => Some(path),
             SourceConfig::Task { .. } => None,
+        }
+    }
+
+    /// Every file or folder path the source reads (data, or a task's haystack), mutable: for
+    /// making them absolute when a resolved config is saved elsewhere.
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            SourceConfig::Text { path, .. }
+            | SourceConfig::Shards { path, .. }
+            | SourceConfig::Jsonl { path, .. } => vec![path],
+            SourceConfig::Task { task, .. } => task.haystack_mut().into_iter().collect(),
         }
     }
 
     /// Every `kind` a source may have: the token sources, then the tasks.
     pub fn kinds() -> Vec<&'static str> {
         let tasks = Task::all();
-        ["text", "shards"]
+        ["text", "shards", "jsonl"]
             .into_iter()
             .chain(tasks.iter().map(Task::name))
             .collect()
@@ -131,7 +161,9 @@ impl SourceConfig {
             bail!("{key}.weight must be > 0 (got {weight})");
         }
         match self {
-            SourceConfig::Text { path, .. } | SourceConfig::Shards { path, .. } => {
+            SourceConfig::Text { path, .. }
+            | SourceConfig::Shards { path, .. }
+            | SourceConfig::Jsonl { path, .. } => {
                 if path.as_os_str().is_empty() {
                     bail!("{key}.path must not be empty");
                 }
@@ -189,6 +221,12 @@ enum TokenSource {
         #[serde(default)]
         dtype: ShardDtype,
     },
+    Jsonl {
+        path: PathBuf,
+        format: JsonlFormat,
+        #[serde(default)]
+        too_long: TooLong,
+    },
 }
 
 impl TryFrom<toml::Table> for SourceConfig {
@@ -227,12 +265,22 @@ impl TryFrom<toml::Table> for SourceConfig {
             },
         };
         let source = match kind.as_str() {
-            "text" | "shards" => match TokenSource::deserialize(table).map_err(fields)? {
+            "text" | "shards" | "jsonl" => match TokenSource::deserialize(table).map_err(fields)? {
                 TokenSource::Text { path } => SourceConfig::Text { weight, path },
                 TokenSource::Shards { path, dtype } => SourceConfig::Shards {
                     weight,
                     path,
                     dtype,
+                },
+                TokenSource::Jsonl {
+                    path,
+                    format,
+                    too_long,
+                } => SourceConfig::Jsonl {
+                    weight,
+                    path,
+                    format,
+                    too_long,
                 },
             },
             k if Task::all().iter().any(|t| t.name() == k) => SourceConfig::Task {
@@ -261,6 +309,16 @@ impl Serialize for SourceConfig {
             SourceConfig::Shards { path, dtype, .. } => {
                 map.serialize_entry("path", path)?;
                 map.serialize_entry("dtype", dtype)?;
+            }
+            SourceConfig::Jsonl {
+                path,
+                format,
+                too_long,
+                ..
+            } => {
+                map.serialize_entry("path", path)?;
+                map.serialize_entry("format", format)?;
+                map.serialize_entry("too_long", too_long)?;
             }
             SourceConfig::Task { task, .. } => {
                 let fields = toml::Table::try_from(task).map_err(S::Error::custom)?;
@@ -304,9 +362,9 @@ mod tests {
             s.validate("data.sources[0]").unwrap();
         }
         let kinds = SourceConfig::kinds();
-        assert_eq!(kinds[..2], ["text", "shards"]);
+        assert_eq!(kinds[..3], ["text", "shards", "jsonl"]);
         assert!(kinds.contains(&"passkey") && kinds.contains(&"assoc_recall"));
-        assert_eq!(kinds.len(), 2 + Task::all().len());
+        assert_eq!(kinds.len(), 3 + Task::all().len());
     }
 
     #[test]
@@ -329,6 +387,72 @@ mod tests {
             "kind = \"shards\"\nweight = 1.0\npath = \"a/b\"\ndtype = \"u32\"\n"
         );
         assert_eq!(parse(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn jsonl_sources_parse_serialize_and_name_their_keys() {
+        let s = parse("kind = \"jsonl\"\npath = \"squad.jsonl\"\nformat = \"qa\"").unwrap();
+        assert_eq!(
+            s,
+            SourceConfig::Jsonl {
+                weight: 1.0,
+                path: "squad.jsonl".into(),
+                format: JsonlFormat::Qa,
+                too_long: TooLong::Truncate,
+            }
+        );
+        assert_eq!(
+            (s.kind(), s.path()),
+            ("jsonl", Some(Path::new("squad.jsonl")))
+        );
+        let s = SourceConfig::Jsonl {
+            weight: 2.0,
+            path: "xsum".into(),
+            format: JsonlFormat::Summarization,
+            too_long: TooLong::Skip,
+        };
+        let text = toml::to_string(&s).unwrap();
+        assert_eq!(
+            text,
+            "kind = \"jsonl\"\nweight = 2.0\npath = \"xsum\"\nformat = \"summarization\"\n\
+             too_long = \"skip\"\n"
+        );
+        assert_eq!(parse(&text).unwrap(), s);
+        let e = parse("kind = \"jsonl\"\npath = \"a\"").unwrap_err();
+        assert!(e.contains("jsonl source") && e.contains("`format`"), "{e}");
+        let e = parse("kind = \"jsonl\"\npath = \"a\"\nformat = \"essay\"").unwrap_err();
+        assert!(e.contains("essay") && e.contains("`choice`"), "{e}");
+        let e = parse("kind = \"jsonl\"\npath = \"a\"\nformat = \"qa\"\ntoo_long = \"wrap\"")
+            .unwrap_err();
+        assert!(e.contains("wrap") && e.contains("`truncate`"), "{e}");
+        let e = parse("kind = \"jsonl\"\npath = \"\"\nformat = \"qa\"")
+            .unwrap()
+            .validate("data.sources[1]")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "data.sources[1].path must not be empty");
+    }
+
+    #[test]
+    fn paths_mut_reaches_every_path() {
+        let mut sources = [
+            parse("kind = \"text\"\npath = \"a\"").unwrap(),
+            parse("kind = \"jsonl\"\npath = \"b\"\nformat = \"choice\"").unwrap(),
+            parse("kind = \"niah\"\nhaystack = \"c\"").unwrap(),
+            parse("kind = \"variable_tracking\"\nhaystack = \"d\"").unwrap(),
+            parse("kind = \"niah\"").unwrap(),
+        ];
+        let mut seen = Vec::new();
+        for s in &mut sources {
+            for p in s.paths_mut() {
+                seen.push(p.display().to_string());
+                *p = Path::new("/abs").join(&*p);
+            }
+        }
+        assert_eq!(seen, ["a", "b", "c", "d"]);
+        assert_eq!(
+            sources[2],
+            parse("kind = \"niah\"\nhaystack = \"/abs/c\"").unwrap()
+        );
     }
 
     #[test]

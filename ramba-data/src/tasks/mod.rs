@@ -147,6 +147,24 @@ impl Task {
         ]
     }
 
+    /// The task's haystack path, for tasks that read one, mutable (to make it absolute).
+    pub fn haystack_mut(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            Task::Niah(t) => t.haystack.as_mut(),
+            Task::NiahMultiKey(t) => t.haystack.as_mut(),
+            Task::NiahMultiValue(t) => t.haystack.as_mut(),
+            Task::NiahMultiQuery(t) => t.haystack.as_mut(),
+            Task::VariableTracking(t) => t.haystack.as_mut(),
+            Task::Filler(_)
+            | Task::Passkey(_)
+            | Task::MultiKey(_)
+            | Task::AssocRecall(_)
+            | Task::Copy(_)
+            | Task::CommonWords(_)
+            | Task::FrequentWords(_) => None,
+        }
+    }
+
     /// Whether [`TaskGenerator::eval_prompt`] builds evaluation prompts of this task (the
     /// RULER tasks).
     pub fn has_eval_prompt(&self) -> bool {
