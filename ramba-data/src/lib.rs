@@ -1,6 +1,12 @@
 //! Data handling for ramba: tokenizers, the `[data]` config, deterministic batches from
-//! text, pre-tokenized shards and synthetic long-context tasks, and the passkey
-//! retrieval prompts shared with the evaluator.
+//! text, pre-tokenized shards, synthetic long-context tasks (passkey and RULER's families)
+//! and downstream JSONL examples, the evaluation prompts shared with the evaluator, and the
+//! text metrics that score them.
+//!
+//! Evaluation entry points: [`passkey_prompt`]; [`TaskGenerator::eval_prompt`] for the RULER
+//! tasks, scored by [`TaskPrompt::score`]; [`load_examples`] + [`fit_example`] for JSONL
+//! tasks, scored by [`Example::score`] and averaged by [`ScoreTally`]; [`metrics`] for the
+//! metrics themselves.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -30,7 +36,8 @@ mod test_util;
 
 pub use config::{DataConfig, ShardDtype, SourceConfig};
 pub use downstream::{
-    fit_example, load_examples, Example, ExampleScore, FittedExample, JsonlFormat, TooLong,
+    fit_example, load_examples, Example, ExampleScore, FittedExample, JsonlFormat, ScoreTally,
+    TooLong,
 };
 pub use pipeline::{AnswerScore, Batch, DataPipeline};
 pub use split::Split;

@@ -11,6 +11,7 @@ mod fit;
 mod load;
 mod record;
 mod rows;
+mod tally;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,7 @@ pub use fit::{fit_example, FittedExample};
 pub use load::load_examples;
 pub use record::{Example, ExampleScore, MAX_CHOICES};
 pub(crate) use rows::ExampleSet;
+pub use tally::ScoreTally;
 
 /// Extensions picked up when a JSONL source is a folder.
 pub const JSONL_EXTENSIONS: [&str; 1] = ["jsonl"];

@@ -114,14 +114,18 @@ impl Example {
         }
     }
 
-    /// The training target: a space, then the first gold answer.
+    /// The training target: a space, then the first gold answer on one line (its
+    /// whitespace, CNN-DM's line breaks between highlights included, collapsed to single
+    /// spaces), so an answer always ends at the first line break.
     pub fn target(&self) -> String {
-        format!(" {}", self.answers[0].trim())
+        format!(" {}", one_line(&self.answers[0]))
     }
 
-    /// Scores a generated continuation of the prompt by the format's metrics (the text is
-    /// compared as a whole; trim it to the answer first, e.g. at the first line break).
+    /// Scores a generated continuation of the prompt by the format's metrics. Only its
+    /// first line counts: targets are one line (see [`Example::target`]), so what a model
+    /// writes after a line break is not part of its answer.
     pub fn score(&self, generated: &str) -> ExampleScore {
+        let generated = generated.split('\n').next().unwrap_or("");
         match self.format {
             JsonlFormat::Qa => ExampleScore::Qa {
                 exact_match: exact_match(generated, &self.answers),
@@ -132,10 +136,16 @@ impl Example {
             },
             JsonlFormat::Choice => ExampleScore::Choice {
                 predicted: parse_choice(generated, self.choices.len()),
+                // Always set for this format (`from_json` reads it with the choices).
                 label: self.label.unwrap_or(0),
             },
         }
     }
+}
+
+/// `s` with every whitespace run (line breaks too) as one space, trimmed.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -302,5 +312,33 @@ fn label(obj: &Map<String, Value>, n: usize) -> Result<usize, String> {
             "field `{name}` must be a choice index 0..{n} or a letter A..{}, got {v}",
             choice_letter(n - 1)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qa(answers: &[&str]) -> Example {
+        let v = serde_json::json!({"context": "c", "question": "q", "answers": answers});
+        Example::from_json(&v, JsonlFormat::Qa).unwrap()
+    }
+
+    #[test]
+    fn targets_are_one_line_and_scores_read_the_first_line() {
+        let v = serde_json::json!({
+            "article": "A story.",
+            "highlights": "First point .\nSecond   point ."
+        });
+        let ex = Example::from_json(&v, JsonlFormat::Summarization).unwrap();
+        assert_eq!(ex.target(), " First point . Second point .");
+        let ex = qa(&["Paris"]);
+        assert_eq!(
+            ex.score(" Paris\nQuestion: and London?"),
+            ExampleScore::Qa {
+                exact_match: 1.0,
+                f1: 1.0
+            }
+        );
     }
 }

@@ -94,10 +94,7 @@ impl CommonWordsTask {
 
     fn tail(&self) -> String {
         let k = self.common;
-        format!(
-            " Question: What are the {k} most common words in the list above? Answer: The {k} \
-             most common words are:"
-        )
+        format!(" Question: What are the {k} most common words in the list above? Answer:")
     }
 
     /// The prompt with the list `order` (indices into `words`), numbered from 1.

@@ -92,10 +92,7 @@ impl FrequentWordsTask {
 
     fn tail(&self) -> String {
         let k = self.top;
-        format!(
-            " Question: What are the {k} most frequent coded words in the text above? Answer: \
-             The {k} most frequent coded words are:"
-        )
+        format!(" Question: What are the {k} most frequent coded words in the text above? Answer:")
     }
 
     /// Occurrences of each rank for a text of about `total` words: `⌊total · w_r / Σw⌋` with

@@ -7,7 +7,15 @@
 //! `[data]` config parses and validates sources through [`Task`], the data sources build a
 //! [`TaskGenerator`] from it, and the tests run every entry of [`Task::all`] through all of
 //! that. Adding a task is a module here, a variant, and its line in [`Task::spec`] and
-//! [`Task::all`].
+//! [`Task::all`], plus `Task::eval_spec` when it builds evaluation prompts and
+//! [`Task::haystack_mut`] when it reads a haystack file.
+//!
+//! The RULER families (Hsieh et al. 2024) are `niah`, `niah_multi_key`, `niah_multi_value`,
+//! `niah_multi_query`, `variable_tracking`, `common_words` and `frequent_words`: each trains
+//! on the same prompt it evaluates on ([`TaskGenerator::eval_prompt`] at a given needle
+//! depth, a random depth for training), and answers are item lists scored by exact match of
+//! the whole list ([`TaskPrompt::score`]). Needle haystacks are the filler or text files
+//! ([`HaystackText`]), and no key or value ever occurs in the haystack.
 
 mod assoc_recall;
 mod common_words;
@@ -444,6 +452,31 @@ pub(crate) mod tests {
                     assert!(!task.has_eval_prompt(), "{name}: {e:#}");
                     assert!(format!("{e:#}").contains("no evaluation prompt"), "{name}");
                 }
+            }
+        }
+    }
+
+    /// With a subword tokenizer (merges make piece lengths differ from byte counts) the
+    /// RULER prompts still have exact lengths, and their answers decode to the answer text.
+    #[test]
+    fn ruler_prompts_are_exact_with_a_bpe_tokenizer() {
+        use crate::test_util::{byte_level_bpe_json, TempDir};
+        use crate::tokenizer::HfTokenizer;
+        let dir = TempDir::new("ruler-bpe");
+        let path = dir.write("tokenizer.json", byte_level_bpe_json().as_bytes());
+        let tok: Arc<dyn Tokenizer> = Arc::new(HfTokenizer::from_file(&path).unwrap());
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for task in Task::all().into_iter().filter(Task::has_eval_prompt) {
+            let name = task.name();
+            let g = TaskGenerator::new(tok.clone(), task).unwrap();
+            for len in [4096usize, 5000] {
+                let p = g
+                    .eval_prompt(len, 0.5, &mut rng)
+                    .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                assert_eq!(p.total_len(), len, "{name}");
+                assert_eq!(tok.decode(&p.answer), p.answer_text, "{name}");
+                assert!(p.score(&tok.decode(&p.answer)), "{name}");
+                assert!(tok.decode(&p.prompt).ends_with("? Answer:"), "{name}");
             }
         }
     }

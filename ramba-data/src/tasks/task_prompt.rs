@@ -56,6 +56,15 @@ impl TaskPrompt {
         item_recall(generated, &self.gold)
     }
 
+    /// For teacher-forced judging (one forward pass over `prompt + answer`, as the passkey
+    /// evaluation does): whether greedy decoding would stop after the answer when the model's
+    /// top prediction after its last token decodes to `next`. It would not when `next` goes
+    /// on with the last item (a letter, digit or `-`) or starts another one (`,`), since
+    /// training rows end right after the answer and decoding then runs on.
+    pub fn ends_answer(&self, next: &str) -> bool {
+        !next.starts_with(|c: char| c.is_alphanumeric() || c == '-' || c == ',')
+    }
+
     /// The prompt and answer as a training sample (one answer, ending the sample).
     pub(crate) fn into_sample(self) -> Sample {
         Sample::with_answer(self.prompt, &self.answer)
@@ -74,11 +83,19 @@ pub fn answer_items(generated: &str) -> Vec<&str> {
 }
 
 /// Exact match of a whole list answer: the [`answer_items`] of `generated` are the `gold`
-/// items, each once, in any order, nothing missing and nothing extra. Items compare exactly
+/// items, each once, in any order, nothing missing and nothing extra, and the list is well
+/// formed (no empty item, so `"a, b,"`, an unfinished list, is wrong). Items compare exactly
 /// (case included); `gold` is never empty for the tasks here, and an empty gold matches
 /// nothing.
 pub fn score_items(generated: &str, gold: &[String]) -> bool {
     if gold.is_empty() {
+        return false;
+    }
+    let end = generated.find(['.', '\n']).unwrap_or(generated.len());
+    if generated[..end]
+        .split(',')
+        .any(|item| item.trim().is_empty())
+    {
         return false;
     }
     let mut got = answer_items(generated);
@@ -143,15 +160,42 @@ mod tests {
             " 1234567, 7654321, 1111111",
             " 1234567, 1234567",
             " 1234567 7654321",
+            " 1234567, 7654321,",
+            " 1234567,, 7654321",
+            ", 1234567, 7654321",
             "",
             ". 1234567, 7654321",
         ] {
             assert!(!score_items(near, &g), "{near}");
         }
         assert_eq!(item_recall(" 1234567", &g), 0.5);
+        assert_eq!(
+            item_recall(" 1234567, 7654321,", &g),
+            1.0,
+            "recall is lenient"
+        );
         assert!(!score_items(" Apple", &gold(&["apple"])), "case counts");
         assert!(!score_items(" x", &[]));
         assert_eq!(join_items(&g), " 1234567, 7654321");
         assert_eq!(answer_items(&join_items(&g)), ["1234567", "7654321"]);
+    }
+
+    #[test]
+    fn teacher_forced_answers_end_only_before_a_break() {
+        let p = TaskPrompt {
+            prompt: vec![1],
+            answer: vec![2],
+            answer_text: " 12".into(),
+            gold: gold(&["12"]),
+            needles: vec![],
+            target: None,
+            haystack: (0, 1),
+        };
+        for stop in [".", "\n", " The", "", "?"] {
+            assert!(p.ends_answer(stop), "{stop:?}");
+        }
+        for more in ["3", ",", "-4", "a", "É"] {
+            assert!(!p.ends_answer(more), "{more:?}");
+        }
     }
 }
