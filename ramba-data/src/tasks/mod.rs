@@ -375,7 +375,9 @@ impl TaskGenerator {
     /// needle at `depth` in `[0, 1]` (ignored by the word-frequency tasks, which have no
     /// needle), drawn with `rng`; score the model's continuation with
     /// [`TaskPrompt::score`]. Errors for tasks without one (see [`Task::has_eval_prompt`])
-    /// and when `len` cannot hold the task's fixed pieces.
+    /// and when `len` cannot hold the task's fixed pieces. With a subword tokenizer an
+    /// unlucky draw can also fail the exact-length check (an answer whose items merge into
+    /// a different token count once ordered); drawing again with the same `rng` moves on.
     pub fn eval_prompt<R: Rng + ?Sized>(
         &self,
         len: usize,

@@ -393,8 +393,13 @@ pub(crate) mod tests {
         assert_eq!(p.gold, want);
         assert!(p.score(&p.answer_text));
         assert!(!p.score(&want[..2].join(", ")));
-        // The target is the first asked key's needle.
+        // The target is the first asked key's needle, at the depth asked for.
         assert_eq!(needles[p.target.unwrap()].0, asked[0]);
+        let (at, hay) = depth_of(&p);
+        assert!(
+            (at as f64 - 0.4 * hay as f64).abs() <= 22.0,
+            "{at} of {hay}"
+        );
     }
 
     #[test]
