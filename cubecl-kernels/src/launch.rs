@@ -37,13 +37,21 @@ pub(crate) fn empty_like_shape<R: CubeRuntime>(
     )
 }
 
-/// A zero-filled contiguous tensor on `like`'s device.
+/// A zero-filled contiguous tensor on `like`'s device. Burn's `zeros_client` may hand out a
+/// row-pitched layout on CUDA (rows padded for alignment), which kernels indexing linearly
+/// would misread: a short last dimension (the scan's per-chunk `dA`/`dD` partials, `n_chunks`
+/// long) is made contiguous.
 pub(crate) fn zeros_like_shape<R: CubeRuntime>(
     like: &CubeTensor<R>,
     shape: Shape,
     dtype: DType,
 ) -> CubeTensor<R> {
-    burn_cubecl::ops::numeric::zeros_client(like.client.clone(), like.device.clone(), shape, dtype)
+    into_contiguous(burn_cubecl::ops::numeric::zeros_client(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        dtype,
+    ))
 }
 
 /// `state` ready to be updated in place by a kernel: itself when nobody else holds it and it is

@@ -702,6 +702,15 @@ fn scan_backward_matches_reference() {
             SCAN_OPTIONS,
         );
         let name = |v: &str| format!("{cs:?} d{v}");
+        // The per-head gradients, printed so a failure can be read against each other.
+        for (what, g, w) in [("A", &got.a, &want.a), ("D", &got.d, &want.d)] {
+            eprintln!(
+                "{}: kernel {:?} reference {:?}",
+                name(what),
+                to_vec(float::<Gpu, 1>(g.clone())),
+                to_vec(float::<TestCpu, 1>(w.clone()))
+            );
+        }
         assert_close_nd::<4>(&name("x"), float(got.x), float(want.x));
         assert_close_nd::<3>(&name("delta"), float(got.delta), float(want.delta));
         assert_close_nd::<1>(&name("A"), float(got.a), float(want.a));
@@ -918,6 +927,67 @@ fn step_kernels_equal_the_sequence() {
     }
     assert_close_nd("conv step y", Tensor::cat(ys, 1), want_y);
     assert_close_nd("conv step state", state, want_state);
+}
+
+/// The tensor-core forward (`chunk_scan_cmma`: bf16, P = 64, N a multiple of 16) at several
+/// shapes, full and ragged last chunks, one and two groups, against the f32 reference on the
+/// same bf16-rounded inputs; and against the scalar kernel it replaces.
+#[cfg(feature = "cuda-tests")]
+#[test]
+fn scan_bf16_tensor_core_forward_matches_reference() {
+    use burn::tensor::DType;
+    let device = Default::default();
+    for (i, cs) in [
+        (1, 64 * 4, 4, 64, 1, 128),
+        (2, 64 * 3 + 5, 8, 64, 2, 64),
+        (1, 40, 2, 64, 1, 32),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = scan_inputs::<Gpu>(cs, 1300 + i as u64, &device);
+        let f = |t: &Tensor<Gpu, 4>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+        let f3 = |t: &Tensor<Gpu, 3>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+        let f1 = |t: &Tensor<Gpu, 1>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+        let (want_y, want_state) = scan::reference::selective_scan(
+            f(&x.x),
+            f3(&x.delta),
+            f1(&x.a),
+            f(&x.b),
+            f(&x.c),
+            f1(&x.d),
+            Some(f(&x.init)),
+            SCAN_OPTIONS,
+        );
+        let run = || {
+            Gpu::selective_scan(
+                prim_nd(x.x.clone().cast(DType::BF16)),
+                prim_nd(x.delta.clone().cast(DType::BF16)),
+                prim_nd(x.a.clone().cast(DType::BF16)),
+                prim_nd(x.b.clone().cast(DType::BF16)),
+                prim_nd(x.c.clone().cast(DType::BF16)),
+                prim_nd(x.d.clone().cast(DType::BF16)),
+                Some(prim_nd(x.init.clone().cast(DType::BF16))),
+                SCAN_OPTIONS,
+            )
+        };
+        let f32v =
+            |t: burn::tensor::ops::FloatTensor<Gpu>| to_vec(float::<Gpu, 4>(t).cast(DType::F32));
+        let (y, state) = run();
+        let (y, state) = (f32v(y), f32v(state));
+        assert!(y.iter().all(|v| v.is_finite()), "{cs:?}: non-finite y");
+        let err = rel_err_vec(&y, &to_vec(want_y));
+        eprintln!("{cs:?}: y {err:.2e}");
+        assert!(err < 1e-2, "{cs:?}: y relative error {err:.3e}");
+        let err = rel_err_vec(&state, &to_vec(want_state));
+        assert!(err < 1e-2, "{cs:?}: state relative error {err:.3e}");
+        std::env::set_var("RAMBA_SCAN_KERNEL", "scalar");
+        let (scalar_y, _) = run();
+        std::env::remove_var("RAMBA_SCAN_KERNEL");
+        let err = rel_err_vec(&y, &f32v(scalar_y));
+        eprintln!("{cs:?}: tensor cores vs scalar {err:.2e}");
+        assert!(err < 1e-2, "{cs:?}: tensor-core vs scalar kernel {err:.3e}");
+    }
 }
 
 /// The scan and conv kernels with bf16 inputs (what training in bf16 runs) against the f32

@@ -143,7 +143,7 @@ fn chunk_scan_backward_kernel<F: Float>(
     let mut red = SharedMemory::<f32>::new(THREADS as usize);
     let mut red2 = SharedMemory::<f32>::new(THREADS as usize);
     // [⟨G, H⟩, Σ dy·x] of the current head.
-    let mut sums = SharedMemory::<f32>::new(2usize);
+    let mut sums = SharedMemory::<f32>::new(3usize);
 
     // Where shared memory allows, the chunk's B and C rows once for all heads.
     let staged = comptime!(if stage { CHUNK * d_state } else { 1 });
@@ -359,22 +359,30 @@ fn chunk_scan_backward_kernel<F: Float>(
                 w_sum += red[s];
             }
             let mut r = w_sum + f32::exp(last) * sums[0usize];
-            let mut da_sum = f32::new(0.0);
             for i in 0..CHUNK {
                 let s = CHUNK - 1 - i;
                 r += dcum[s];
                 dcum[s] = r;
-                da_sum += dt[s] * r;
             }
-            let part = (batch * heads + h) * n_chunks + chunk;
-            da[part] = da_sum;
-            dd[part] = sums[1usize];
         }
         sync_cube();
-        if tid < CHUNK && t0 + tid < seq {
+        // dA's chunk term Σ_s Δ_s R_s, summed from the finished `dcum` like dΔ reads it (a
+        // running sum inside the loop above came out wrong on CUDA while dΔ was right).
+        let mut da_term = f32::new(0.0);
+        if tid < CHUNK {
             let s = tid;
-            let v = cbk[s] + f32::exp(last - cum[s]) * xgb[s] + a_h * dcum[s];
-            d_delta[(batch * seq + t0 + s) * heads + h] = F::cast_from(v);
+            da_term = dt[s] * dcum[s];
+            if t0 + s < seq {
+                let v = cbk[s] + f32::exp(last - cum[s]) * xgb[s] + a_h * dcum[s];
+                d_delta[(batch * seq + t0 + s) * heads + h] = F::cast_from(v);
+            }
+        }
+        red[tid] = da_term;
+        sum_cube(&red, &mut sums, 2usize);
+        if tid == 0 {
+            let part = (batch * heads + h) * n_chunks + chunk;
+            da[part] = sums[2usize];
+            dd[part] = sums[1usize];
         }
         sync_cube();
     }

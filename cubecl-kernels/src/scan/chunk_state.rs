@@ -147,6 +147,16 @@ pub fn chunk_state<R: CubeRuntime>(
     shape: ScanShape,
     weighting: Weighting,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
+    if super::chunk_scan_cmma::supported(&v, &shape) && !super::scalar_forced() {
+        return super::chunk_state_cmma::chunk_state_cmma(
+            u,
+            v,
+            delta,
+            a,
+            shape,
+            weighting == Weighting::ToChunkEnd,
+        );
+    }
     let client = v.client.clone();
     let out = empty_like_shape(&v, shape.chunk_states_shape(), burn::tensor::DType::F32);
     let log_decay = empty_like_shape(&v, shape.per_chunk_shape(), burn::tensor::DType::F32);

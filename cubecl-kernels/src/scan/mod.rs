@@ -19,6 +19,10 @@
 //! and [`chunk_scan_backward`] for everything else. Nothing of size `L × L` or
 //! `n_chunks²` exists; the stored states are `[B, H, n_chunks, P, N]` f32.
 //!
+//! With f16/bf16 inputs on devices with tensor cores, [`chunk_state`] and [`chunk_scan`] run as
+//! `cmma` matrix products ([`chunk_state_cmma`], [`chunk_scan_cmma`]); `RAMBA_SCAN_KERNEL=scalar`
+//! keeps the scalar kernels.
+//!
 //! Decoding uses [`step::scan_step`], one launch per token.
 //!
 //! Layouts (contiguous): `x`, `y`, `dy`: `[B, L, H, P]`; `delta`: `[B, L, H]` (Δ, already
@@ -28,7 +32,9 @@
 
 pub mod chunk_scan;
 pub mod chunk_scan_backward;
+pub mod chunk_scan_cmma;
 pub mod chunk_state;
+pub mod chunk_state_cmma;
 pub mod state_passing;
 pub mod step;
 
@@ -116,7 +122,7 @@ impl ScanShape {
     pub fn backward_bytes(&self, stage: bool) -> usize {
         let tri = CHUNK * (CHUNK + 1) / 2;
         let staged = if stage { 2 * CHUNK * self.d_state } else { 2 };
-        4 * (3 * tri + 8 * CHUNK + 2 * THREADS as usize + 2 + staged)
+        4 * (3 * tri + 8 * CHUNK + 2 * THREADS as usize + 3 + staged)
     }
 }
 
@@ -182,7 +188,11 @@ pub fn selective_scan_forward<R: CubeRuntime>(
     let [x, delta, a, b, c, d] = [x, delta, a, b, c, d].map(into_contiguous);
     let init_state = init_or_zeros(init_state, &x, shape);
     let (states, _, final_state) = chunk_start_states(&x, &delta, &a, &b, &init_state, shape);
-    let y = chunk_scan::chunk_scan(x, delta, a, b, c, d, states, shape);
+    let y = if chunk_scan_cmma::supported(&x, &shape) && !scalar_forced() {
+        chunk_scan_cmma::chunk_scan_cmma(x, delta, a, b, c, d, states, shape)
+    } else {
+        chunk_scan::chunk_scan(x, delta, a, b, c, d, states, shape)
+    };
     (y, final_state)
 }
 
@@ -234,6 +244,12 @@ pub fn selective_scan_backward<R: CubeRuntime>(
         d_partials: g.d_partials,
         init_state: d_init,
     }
+}
+
+/// `RAMBA_SCAN_KERNEL=scalar` keeps the scalar kernels where the tensor-core ones apply (to
+/// compare the two).
+pub fn scalar_forced() -> bool {
+    std::env::var("RAMBA_SCAN_KERNEL").is_ok_and(|v| v == "scalar")
 }
 
 fn init_or_zeros<R: CubeRuntime>(

@@ -10,7 +10,8 @@
 //! states `[B, H, P, N]` (the scan's dtype).
 //!
 //! Grid: one thread per `(batch, head, state element)`, [`THREADS`] a cube; each walks the
-//! chunks in order, so the loads of one chunk step are coalesced across the cube.
+//! chunks in order, so the loads of one chunk step are coalesced across the cube. The walk is a
+//! chain of dependent steps: loads are issued [`UNROLL`] chunks at a time to hide their latency.
 
 use burn::tensor::DType;
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
@@ -18,6 +19,9 @@ use cubecl::prelude::*;
 
 use super::{empty_like_shape, ScanShape, THREADS};
 use crate::launch::{address_type_of, cube_count_for};
+
+/// Chunks whose loads a thread issues together.
+const UNROLL: usize = 8;
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 fn state_passing_kernel<F: Float>(
@@ -37,11 +41,29 @@ fn state_passing_kernel<F: Float>(
     let bh = i / state_size;
     let e = i % state_size;
     let mut h = f32::cast_from(init[i]);
-    for c in 0..n_chunks {
-        let at = (bh * n_chunks + c) * state_size + e;
-        let s = chunks[at];
-        chunks[at] = h;
-        h = f32::exp(log_decay[bh * n_chunks + c]) * h + s;
+    // Blocks of UNROLL chunks: all of a block's loads are issued before its in-place stores
+    // (which the compiler cannot move them past), so UNROLL loads are in flight instead of one.
+    let mut s = Array::<f32>::new(UNROLL);
+    let mut decay = Array::<f32>::new(UNROLL);
+    let mut c0 = 0;
+    while c0 < n_chunks {
+        #[unroll]
+        for k in 0..UNROLL {
+            let c = c0 + k;
+            if c < n_chunks {
+                s[k] = chunks[(bh * n_chunks + c) * state_size + e];
+                decay[k] = f32::exp(log_decay[bh * n_chunks + c]);
+            }
+        }
+        #[unroll]
+        for k in 0..UNROLL {
+            let c = c0 + k;
+            if c < n_chunks {
+                chunks[(bh * n_chunks + c) * state_size + e] = h;
+                h = decay[k] * h + s[k];
+            }
+        }
+        c0 += UNROLL;
     }
     last[i] = F::cast_from(h);
 }
@@ -64,13 +86,32 @@ fn state_passing_backward_kernel<F: Float>(
     let bh = i / state_size;
     let e = i % state_size;
     let mut g = f32::cast_from(d_last[i]);
-    let mut c = n_chunks;
-    while c > 0 {
-        c -= 1;
-        let at = (bh * n_chunks + c) * state_size + e;
-        let local = chunks[at];
-        chunks[at] = g;
-        g = f32::exp(log_decay[bh * n_chunks + c]) * g + local;
+    // Blocks of UNROLL chunks from the last one down, loads first (see the forward).
+    let mut local = Array::<f32>::new(UNROLL);
+    let mut decay = Array::<f32>::new(UNROLL);
+    let mut end = n_chunks;
+    while end > 0 {
+        #[unroll]
+        for k in 0..UNROLL {
+            if k < end {
+                let c = end - 1 - k;
+                local[k] = chunks[(bh * n_chunks + c) * state_size + e];
+                decay[k] = f32::exp(log_decay[bh * n_chunks + c]);
+            }
+        }
+        #[unroll]
+        for k in 0..UNROLL {
+            if k < end {
+                let c = end - 1 - k;
+                chunks[(bh * n_chunks + c) * state_size + e] = g;
+                g = decay[k] * g + local[k];
+            }
+        }
+        if end > UNROLL {
+            end -= UNROLL;
+        } else {
+            end = 0;
+        }
     }
     d_init[i] = F::cast_from(g);
 }

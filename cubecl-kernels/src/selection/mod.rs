@@ -20,7 +20,7 @@
 use cubecl::prelude::*;
 
 use crate::launch::{address_type_of, cube_count_for};
-use burn_cubecl::{ops::numeric::empty_device_dtype, tensor::CubeTensor, CubeRuntime};
+use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 
 const TOKENS: u32 = 64;
 const CHUNK_TILE: usize = 32;
@@ -183,9 +183,9 @@ pub fn select_chunks<R: CubeRuntime>(
     let [batch, seq, heads, dim] = queries.meta.shape().dims::<4>();
     let n_chunks = landmarks.meta.shape()[1];
     let client = queries.client.clone();
-    let indices = empty_device_dtype(
-        client.clone(),
-        queries.device.clone(),
+    // Contiguous: the kernel writes linearly, and CUDA may pitch a plain allocation's rows.
+    let indices = crate::launch::empty_like_shape(
+        &queries,
         burn::tensor::Shape::new([batch, seq, heads, top_k]),
         int_dtype,
     );
