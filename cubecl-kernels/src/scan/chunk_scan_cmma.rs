@@ -328,7 +328,7 @@ pub fn supported<R: CubeRuntime>(x: &CubeTensor<R>, shape: &ScanShape) -> bool {
         x.dtype,
         burn::tensor::DType::BF16 | burn::tensor::DType::F16
     );
-    if !half || shape.head_dim != HEAD_DIM || shape.d_state % 16 != 0 || shape.d_state == 0 {
+    if !half || shape.head_dim != HEAD_DIM || !shape.d_state.is_multiple_of(16) || shape.d_state == 0 {
         return false;
     }
     let dtype: StorageType = x.dtype.into();
