@@ -9,6 +9,7 @@
 //! - [`conv`]: causal depthwise conv1d with carried state, forward and backward.
 
 pub mod conv;
+mod fragments;
 pub mod hsa;
 pub mod launch;
 pub mod scan;

@@ -20,6 +20,7 @@ use cubecl::{cmma, ir::StorageType};
 use super::forward_cmma::{new_acc, TILE_ROWS, WARPS};
 use super::index::InvertedIndex;
 use super::HsaShape;
+use crate::fragments::{load_a, load_b};
 use crate::launch::{address_type_of, cube_count_for};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 
@@ -28,37 +29,6 @@ const HEAD_DIM: usize = 64;
 const CHUNK: usize = 64;
 /// Row stride of the 16×16 scratch tiles (elements).
 const SPAD: usize = 16;
-
-#[cube]
-fn load_a<F: Float>(src: &Slice<F>, off: usize, stride: u32) -> cmma::Matrix<F> {
-    cmma::Matrix::<F>::from_slice(
-        cmma::MatrixIdent::A,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::RowMajor,
-        &src.slice(off, src.len()),
-        stride,
-    )
-}
-
-#[cube]
-fn load_b<F: Float>(
-    src: &Slice<F>,
-    off: usize,
-    stride: u32,
-    #[comptime] layout: cmma::MatrixLayout,
-) -> cmma::Matrix<F> {
-    cmma::Matrix::<F>::from_slice(
-        cmma::MatrixIdent::B,
-        16usize,
-        16usize,
-        16usize,
-        layout,
-        &src.slice(off, src.len()),
-        stride,
-    )
-}
 
 /// `acc += A·B` with `A` the 16×64 row block held as four k-step fragments and `B` the
 /// transposed 16-row block `xᵀ` of `x` (heads × 64, read column-major).

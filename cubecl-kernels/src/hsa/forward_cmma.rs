@@ -21,6 +21,7 @@ use cubecl::prelude::*;
 use cubecl::{cmma, ir::StorageType};
 
 use super::HsaShape;
+pub(crate) use crate::fragments::{load_a, new_acc};
 use crate::launch::{address_type_of, cube_count_for};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 
@@ -34,18 +35,6 @@ pub(crate) const PAD: usize = 68;
 /// Row stride of the half-precision `P` tiles (a multiple of 8 for fragment loads).
 pub(crate) const PAD_H: usize = 72;
 const HEAD_DIM: usize = 64;
-
-#[cube]
-pub(crate) fn new_acc() -> cmma::Matrix<f32> {
-    cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::Undefined,
-        0.0,
-    )
-}
 
 /// `acc += A·B` over the 64-long inner dimension in four 16-steps: `A` rows at `a_off` with
 /// stride `a_stride` (row-major), `B` from `b` with layout `b_layout`; the k-step advances `A`
@@ -85,20 +74,6 @@ pub(crate) fn mma_k64<F: Float>(
         );
         cmma::execute::<F, F, f32, f32>(&fa, &fb, acc, acc);
     }
-}
-
-/// A row-major fragment `A` of 16×16 at `off` (row stride `stride`).
-#[cube]
-pub(crate) fn load_a<F: Float>(src: &Slice<F>, off: usize, stride: u32) -> cmma::Matrix<F> {
-    cmma::Matrix::<F>::from_slice(
-        cmma::MatrixIdent::A,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::RowMajor,
-        &src.slice(off, src.len()),
-        stride,
-    )
 }
 
 /// `acc += X·Yᵀ` for a 16×64 row block `X` held as four k-step fragments and the 16 rows of

@@ -23,6 +23,7 @@ use cubecl::prelude::*;
 use cubecl::{cmma, ir::StorageType};
 
 use super::{empty_like_shape, load_chunk_decay, ScanShape, CHUNK};
+use crate::fragments::{load_a, load_b, new_acc};
 use crate::launch::{address_type_of, cube_count_for};
 
 /// Planes per cube: one per 16 rows of the 64-token chunk.
@@ -32,49 +33,6 @@ pub(crate) const HEAD_DIM: usize = 64;
 const PAD: usize = HEAD_DIM + 4;
 /// Row stride of the half-precision `P` tiles and of `x`.
 pub(crate) const PAD_H: usize = HEAD_DIM + 8;
-
-#[cube]
-pub(crate) fn zero_acc() -> cmma::Matrix<f32> {
-    cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::Undefined,
-        0.0,
-    )
-}
-
-#[cube]
-fn frag_a<F: Float>(src: &Slice<F>, off: usize, stride: u32) -> cmma::Matrix<F> {
-    cmma::Matrix::<F>::from_slice(
-        cmma::MatrixIdent::A,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::RowMajor,
-        &src.slice(off, src.len()),
-        stride,
-    )
-}
-
-#[cube]
-fn frag_b<F: Float>(
-    src: &Slice<F>,
-    off: usize,
-    stride: u32,
-    #[comptime] layout: cmma::MatrixLayout,
-) -> cmma::Matrix<F> {
-    cmma::Matrix::<F>::from_slice(
-        cmma::MatrixIdent::B,
-        16usize,
-        16usize,
-        16usize,
-        layout,
-        &src.slice(off, src.len()),
-        stride,
-    )
-}
 
 /// `acc += A[rows, 0..K] · Bᵀ` where the `B` operand's column `j` is row `col0 + j` of `b_src`
 /// (`K` = `k_steps · 16`, both row-major with strides `a_stride`, `b_stride`).
@@ -92,8 +50,8 @@ fn rows_dot_rows<F: Float>(
 ) {
     #[unroll]
     for ks in 0..k_steps {
-        let fa = frag_a::<F>(a_src, a_off + ks * 16, a_stride);
-        let fb = frag_b::<F>(
+        let fa = load_a::<F>(a_src, a_off + ks * 16, a_stride);
+        let fb = load_b::<F>(
             b_src,
             b_off + ks * 16,
             b_stride,
@@ -217,7 +175,7 @@ fn chunk_scan_cmma_kernel<F: Float>(
     // 1. C·Bᵀ for the key tiles at or left of the diagonal.
     for j in 0..WARPS {
         if j <= warp {
-            let s = zero_acc();
+            let s = new_acc();
             rows_dot_rows::<F>(
                 &c_all,
                 row0 * ns,
@@ -257,11 +215,11 @@ fn chunk_scan_cmma_kernel<F: Float>(
     let p_all = probs.to_slice();
     #[unroll]
     for col in 0..comptime!(HEAD_DIM / 16) {
-        let acc = zero_acc();
+        let acc = new_acc();
         for j in 0..WARPS {
             if j <= warp {
-                let fa = frag_a::<F>(&p_all, p_tile + j * 16, PAD_H as u32);
-                let fb = frag_b::<F>(
+                let fa = load_a::<F>(&p_all, p_tile + j * 16, PAD_H as u32);
+                let fb = load_b::<F>(
                     &x_all,
                     j * 16 * PAD_H + col * 16,
                     PAD_H as u32,
@@ -276,7 +234,7 @@ fn chunk_scan_cmma_kernel<F: Float>(
             PAD as u32,
             cmma::MatrixLayout::RowMajor,
         );
-        let carried = zero_acc();
+        let carried = new_acc();
         rows_dot_rows::<F>(
             &c_all,
             row0 * ns,
@@ -328,7 +286,11 @@ pub fn supported<R: CubeRuntime>(x: &CubeTensor<R>, shape: &ScanShape) -> bool {
         x.dtype,
         burn::tensor::DType::BF16 | burn::tensor::DType::F16
     );
-    if !half || shape.head_dim != HEAD_DIM || !shape.d_state.is_multiple_of(16) || shape.d_state == 0 {
+    if !half
+        || shape.head_dim != HEAD_DIM
+        || !shape.d_state.is_multiple_of(16)
+        || shape.d_state == 0
+    {
         return false;
     }
     let dtype: StorageType = x.dtype.into();

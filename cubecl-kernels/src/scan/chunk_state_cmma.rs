@@ -14,8 +14,9 @@ use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 use cubecl::{cmma, ir::StorageType};
 
-use super::chunk_scan_cmma::{stage, zero_acc, HEAD_DIM, PAD_H, WARPS};
+use super::chunk_scan_cmma::{stage, HEAD_DIM, PAD_H, WARPS};
 use super::{empty_like_shape, load_chunk_decay, ScanShape, CHUNK};
+use crate::fragments::{load_b, new_acc};
 use crate::launch::{address_type_of, cube_count_for};
 
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -109,7 +110,7 @@ fn chunk_state_cmma_kernel<F: Float>(
     let tile = warp * comptime!(16 * (d_state + 4));
     #[unroll]
     for nt in 0..comptime!(d_state / 16) {
-        let acc = zero_acc();
+        let acc = new_acc();
         #[unroll]
         for ks in 0..comptime!(CHUNK / 16) {
             // A = (w ∘ V)ᵀ: element (p, s) at vw[s · PAD_H + p], a column-major fragment.
@@ -122,14 +123,11 @@ fn chunk_state_cmma_kernel<F: Float>(
                 &v_all.slice(ks * 16 * PAD_H + warp * 16, v_all.len()),
                 PAD_H as u32,
             );
-            let fb = cmma::Matrix::<F>::from_slice(
-                cmma::MatrixIdent::B,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::RowMajor,
-                &u_all.slice(ks * 16 * ns + nt * 16, u_all.len()),
+            let fb = load_b::<F>(
+                &u_all,
+                ks * 16 * ns + nt * 16,
                 ns as u32,
+                cmma::MatrixLayout::RowMajor,
             );
             cmma::execute::<F, F, f32, f32>(&fa, &fb, &acc, &acc);
         }
