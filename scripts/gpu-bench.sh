@@ -17,8 +17,9 @@ cd "$ROOT"
 
 if [ "${1:-}" = --pack ]; then
   mkdir -p .carry/bin
-  cp target/release/ramba-bench .carry/bin/ramba-bench
-  test=${TEST_BIN:-$(ls -t target/release/deps/kernels-* | grep -v "\.d$" | head -1)}
+  target=${CARGO_TARGET_DIR:-target}
+  cp "$target/release/ramba-bench" .carry/bin/ramba-bench
+  test=${TEST_BIN:-$(ls -t "$target"/release/deps/kernels-* | grep -v "\.d$" | head -1)}
   cp "$test" .carry/bin/kernels-test
   strip .carry/bin/ramba-bench .carry/bin/kernels-test
   gzip -f .carry/bin/ramba-bench .carry/bin/kernels-test
@@ -48,7 +49,9 @@ if has anchors; then
   tail -n 40 "$OUT/anchors.txt"
 fi
 if has tests; then
-  timeout 240 /tmp/kernels-test --test-threads 1 2>&1 | tail -n 30 | tee "$OUT/tests_cuda.txt"
+  # TEST_FILTER: a test-name filter (e.g. `scan`); all of them by default.
+  timeout 300 /tmp/kernels-test ${TEST_FILTER:-} --test-threads 1 --nocapture > "$OUT/tests_cuda.txt" 2>&1
+  grep -E "^test |test result|relative error|panicked| d[A-Za-z]+: |vs scalar" "$OUT/tests_cuda.txt" | tail -n 60
 fi
 if has cuda; then
   timeout 300 /tmp/ramba-bench hsa --backend cuda --batch 8 --lengths ${LENGTHS:-4k,16k,64k} \
@@ -101,6 +104,15 @@ if has launches; then
     echo "launches with $n block steps: $(grep -c gpu__time_duration /tmp/launches_$n.csv)" | tee -a "$OUT/scan.txt"
   done
   cp /tmp/launches_1.csv "$OUT/launches_1.csv"
+fi
+if has ncubwd; then
+  # The backward's kernels at 8 × 16K: one launch of each (the chunk-state recomputation, the
+  # local state gradients, the two state passings, the tensor-core backward, the split sums).
+  timeout 200 ncu --clock-control none -k "regex:chunk_|state_passing|sum_splits" -c 12 \
+    --section SpeedOfLight --section LaunchStats --section Occupancy \
+    /tmp/ramba-bench scan --backend cuda --batch 8 --lengths 16k --budget-ms 1 \
+    --reference-max-tokens 0 > /tmp/ncu_bwd.txt 2>&1; cp /tmp/ncu_bwd.txt "$OUT/ncu_bwd.txt"
+  grep -E "^  [a-z_]+kernel|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput|Dynamic Shared" /tmp/ncu_bwd.txt | head -120
 fi
 if has ncuscan; then
   # Duration, throughput and stall reasons of the first launch of each scan kernel (8 × 4K).

@@ -1082,3 +1082,112 @@ fn scan_and_conv_bf16_match_reference() {
         loose(name, flat_gpu(g, rank), flat_cpu(r, rank));
     }
 }
+
+/// The tensor-core backward (`chunk_scan_backward_cmma`: bf16, P = 64, N a multiple of 32) at
+/// several shapes (full and ragged last chunks, one and two groups, N = 128, 64 and 32, a
+/// group's heads split over cubes and walked by one cube) against the f32 reference on the same
+/// bf16-rounded inputs, and against the scalar kernel it replaces.
+#[cfg(feature = "cuda-tests")]
+#[test]
+fn scan_bf16_tensor_core_backward_matches_reference() {
+    use burn::tensor::DType;
+    let device = Default::default();
+    for (i, cs) in [
+        (1, 64 * 4, 4, 64, 1, 128),
+        (2, 64 * 3 + 5, 8, 64, 2, 64),
+        (1, 40, 2, 64, 1, 32),
+        // 1,040 chunks: enough cubes that each walks all of its group's heads.
+        (1, 64 * 1040 - 9, 2, 64, 1, 32),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = scan_inputs::<Gpu>(cs, 1400 + i as u64, &device);
+        let f = |t: &Tensor<Gpu, 4>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+        let f3 = |t: &Tensor<Gpu, 3>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+        let f1 = |t: &Tensor<Gpu, 1>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+        let want = scan::reference::backward(
+            f(&x.x),
+            f3(&x.delta),
+            f1(&x.a),
+            f(&x.b),
+            f(&x.c),
+            f1(&x.d),
+            f(&x.init),
+            f(&x.dy),
+            f(&x.d_final),
+            // Long rows take the reference's larger chunk (its memory grows with chunks²).
+            ScanOptions {
+                chunk_size: if cs.1 > 4096 { 256 } else { 16 },
+            },
+        );
+        let bf = |t: &Tensor<Gpu, 4>| prim_nd(t.clone().cast(DType::BF16));
+        let run = || {
+            Gpu::selective_scan_backward(
+                bf(&x.x),
+                prim_nd(x.delta.clone().cast(DType::BF16)),
+                prim_nd(x.a.clone().cast(DType::BF16)),
+                bf(&x.b),
+                bf(&x.c),
+                prim_nd(x.d.clone().cast(DType::BF16)),
+                bf(&x.init),
+                bf(&x.dy),
+                bf(&x.d_final),
+                SCAN_OPTIONS,
+            )
+        };
+        let flat = |t: burn::tensor::ops::FloatTensor<Gpu>, rank: usize| -> Vec<f64> {
+            match rank {
+                1 => to_vec(float::<Gpu, 1>(t).cast(DType::F32)),
+                3 => to_vec(float::<Gpu, 3>(t).cast(DType::F32)),
+                _ => to_vec(float::<Gpu, 4>(t).cast(DType::F32)),
+            }
+        };
+        let flat_cpu = |t: burn::tensor::ops::FloatTensor<TestCpu>, rank: usize| -> Vec<f64> {
+            match rank {
+                1 => to_vec(float::<TestCpu, 1>(t)),
+                3 => to_vec(float::<TestCpu, 3>(t)),
+                _ => to_vec(float::<TestCpu, 4>(t)),
+            }
+        };
+        let grads = |g: scan::ScanGrads<Gpu>| {
+            [
+                ("dx", flat(g.x, 4)),
+                ("ddelta", flat(g.delta, 3)),
+                ("dA", flat(g.a, 1)),
+                ("dB", flat(g.b, 4)),
+                ("dC", flat(g.c, 4)),
+                ("dD", flat(g.d, 1)),
+                ("dinit", flat(g.init_state, 4)),
+            ]
+        };
+        poison::<Gpu>(
+            &[[cs.0, cs.1, cs.2, cs.3], [cs.0, cs.1, cs.4, cs.5]],
+            &device,
+        );
+        let got = grads(run());
+        std::env::set_var("RAMBA_SCAN_KERNEL", "scalar");
+        let scalar = grads(run());
+        std::env::remove_var("RAMBA_SCAN_KERNEL");
+        let reference = [
+            flat_cpu(want.x, 4),
+            flat_cpu(want.delta, 3),
+            flat_cpu(want.a, 1),
+            flat_cpu(want.b, 4),
+            flat_cpu(want.c, 4),
+            flat_cpu(want.d, 1),
+            flat_cpu(want.init_state, 4),
+        ];
+        for (((name, g), (_, s)), r) in got.iter().zip(&scalar).zip(&reference) {
+            assert!(g.iter().all(|v| v.is_finite()), "{cs:?} {name}: non-finite");
+            let err = rel_err_vec(g, r);
+            let vs_scalar = rel_err_vec(g, s);
+            eprintln!("{cs:?} {name}: {err:.2e} (vs scalar kernel {vs_scalar:.2e})");
+            assert!(err < 1e-2, "{cs:?} {name}: relative error {err:.3e}");
+            assert!(
+                vs_scalar < 1e-2,
+                "{cs:?} {name}: vs the scalar kernel {vs_scalar:.3e}"
+            );
+        }
+    }
+}

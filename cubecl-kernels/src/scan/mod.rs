@@ -19,9 +19,10 @@
 //! and [`chunk_scan_backward`] for everything else. Nothing of size `L × L` or
 //! `n_chunks²` exists; the stored states are `[B, H, n_chunks, P, N]` f32.
 //!
-//! With f16/bf16 inputs on devices with tensor cores, [`chunk_state`] and [`chunk_scan`] run as
-//! `cmma` matrix products ([`chunk_state_cmma`], [`chunk_scan_cmma`]); `RAMBA_SCAN_KERNEL=scalar`
-//! keeps the scalar kernels.
+//! With f16/bf16 inputs on devices with tensor cores, [`chunk_state`], [`chunk_scan`] and
+//! [`chunk_scan_backward`] run as `cmma` matrix products ([`chunk_state_cmma`],
+//! [`chunk_scan_cmma`], [`chunk_scan_backward_cmma`]); `RAMBA_SCAN_KERNEL=scalar` keeps the
+//! scalar kernels.
 //!
 //! Decoding uses [`step::scan_step`], one launch per token.
 //!
@@ -32,6 +33,7 @@
 
 pub mod chunk_scan;
 pub mod chunk_scan_backward;
+pub mod chunk_scan_backward_cmma;
 pub mod chunk_scan_cmma;
 pub mod chunk_state;
 pub mod chunk_state_cmma;
@@ -233,8 +235,13 @@ pub fn selective_scan_backward<R: CubeRuntime>(
         x.dtype,
         shape,
     );
-    let g =
-        chunk_scan_backward::chunk_scan_backward(x, delta, a, b, c, d, dy, starts, local, shape);
+    let g = if chunk_scan_backward_cmma::supported(&x, &shape) && !scalar_forced() {
+        chunk_scan_backward_cmma::chunk_scan_backward_cmma(
+            x, delta, a, b, c, d, dy, starts, local, shape,
+        )
+    } else {
+        chunk_scan_backward::chunk_scan_backward(x, delta, a, b, c, d, dy, starts, local, shape)
+    };
     ScanGradients {
         x: g.x,
         delta: g.delta,
