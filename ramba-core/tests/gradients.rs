@@ -191,7 +191,10 @@ fn chunk_unaware_selection_gradients() {
     let v = from_vec::<Ad, 4>(values[2].clone(), shapes[2], &device);
     let sel = selection::unaware::select_chunks_unaware(qr.clone(), lmk.clone(), v, options);
     let w = sel.weights.clone();
-    assert!(to_vec(w.clone()).iter().any(|x| *x > 1e-3), "weights are not trivial");
+    assert!(
+        to_vec(w.clone()).iter().any(|x| *x > 1e-3),
+        "weights are not trivial"
+    );
     // The zero terms give both inputs a gradient entry, which must then stay all zeros.
     let loss = (w.clone() * w).sum()
         + qr.clone().sum().mul_scalar(0.0)

@@ -415,7 +415,10 @@ fn bad_configs_name_the_key() {
     let e = err("[hsa]\nchunk_size = 0");
     assert!(e.contains("model.hsa.chunk_size"), "{e}");
     // Chunk-unaware selection (and mamba_nsa) needs mean-pooled landmarks.
-    for text in ["arch = \"mamba_nsa\"", "[hsa]\nselection = \"chunk_unaware\""] {
+    for text in [
+        "arch = \"mamba_nsa\"",
+        "[hsa]\nselection = \"chunk_unaware\"",
+    ] {
         let e = err(text);
         assert!(e.contains("model.hsa.landmark"), "{text}: {e}");
     }

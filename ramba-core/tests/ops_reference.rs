@@ -460,7 +460,10 @@ fn chunk_unaware_selection_is_causal_and_matches_naive<B: RambaBackend>(device: 
         let same: Vec<i64> = aware.indices.into_data().convert::<i64>().to_vec().unwrap();
         let got: Vec<i64> = sel.indices.into_data().convert::<i64>().to_vec().unwrap();
         assert_eq!(same, got, "the same chunks as chunk-aware selection");
-        assert!(rel_err(aware.weights, sel.weights) < 1e-6, "the same weights");
+        assert!(
+            rel_err(aware.weights, sel.weights) < 1e-6,
+            "the same weights"
+        );
         to_vec(sel.compressed.unwrap())
     };
     let got = run(&lv, &vv);
@@ -486,7 +489,10 @@ fn chunk_unaware_selection_is_causal_and_matches_naive<B: RambaBackend>(device: 
                     })
                     .sum();
                 let g = got[(t * h + hd) * dh + j];
-                assert!((g - want).abs() < 1e-4, "t {t} head {hd} dim {j}: {g} vs {want}");
+                assert!(
+                    (g - want).abs() < 1e-4,
+                    "t {t} head {hd} dim {j}: {g} vs {want}"
+                );
             }
         }
     }
@@ -500,8 +506,16 @@ fn chunk_unaware_selection_is_causal_and_matches_naive<B: RambaBackend>(device: 
     }
     let moved = run(&lv2, &vv2);
     let n = 12 * h * dh;
-    assert_eq!(&got[..n], &moved[..n], "outputs before chunk 2 is complete changed");
-    assert_ne!(&got[n..], &moved[n..], "the perturbation must matter after it");
+    assert_eq!(
+        &got[..n],
+        &moved[..n],
+        "outputs before chunk 2 is complete changed"
+    );
+    assert_ne!(
+        &got[n..],
+        &moved[n..],
+        "the perturbation must matter after it"
+    );
 }
 
 /// Validity comes from the chunk id, not the score: with every visible score `-inf`, no

@@ -114,11 +114,7 @@ pub fn teacher_forced<B: RambaBackend, P: Forced>(
 /// the teacher-forced predictions `pred` (`answer.len() + 1` tokens); the whole answer and
 /// the token after it when there is no deviation.
 pub fn greedy_prefix(answer: &[u32], pred: &[u32]) -> Vec<u32> {
-    let agree = answer
-        .iter()
-        .zip(pred)
-        .take_while(|(a, p)| a == p)
-        .count();
+    let agree = answer.iter().zip(pred).take_while(|(a, p)| a == p).count();
     answer[..agree]
         .iter()
         .copied()

@@ -190,8 +190,12 @@ pub fn run_task<B: RambaBackend>(
     let eos = tok.eos_id();
     for (index, ex) in examples.iter().enumerate().take(take) {
         // Fitted with no answer room: the prompt must leave the generation budget free.
-        let Some(fit) = fit_example(ex, tok, room + tok.encode(&ex.target()).len(), settings.too_long)
-        else {
+        let Some(fit) = fit_example(
+            ex,
+            tok,
+            room + tok.encode(&ex.target()).len(),
+            settings.too_long,
+        ) else {
             skipped += 1;
             continue;
         };

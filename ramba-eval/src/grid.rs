@@ -308,7 +308,12 @@ mod tests {
         assert_eq!(grid.cells.len(), 4);
         assert_eq!(grid.cell(0, 0).accuracy(), Some(0.5));
         assert_eq!(grid.cell(0, 0).recall(), Some(0.75));
-        assert!(grid.cell(0, 1).skipped.as_deref().unwrap().contains("max_context"));
+        assert!(grid
+            .cell(0, 1)
+            .skipped
+            .as_deref()
+            .unwrap()
+            .contains("max_context"));
         assert_eq!(grid.cell(1, 0).skipped.as_deref(), Some("too short"));
         assert_eq!(grid.accuracy_by_length(), vec![Some(0.5), None]);
         assert_eq!(grid.mean_accuracy(), Some(0.5));
@@ -321,9 +326,14 @@ mod tests {
             max_context: 512,
             stop: Some(Arc::new(AtomicBool::new(true))),
         };
-        let grid = Grid::run(&[256], &[0.5], &stop, "t", |_| {}, |_, _, _, _| {
-            unreachable!("an interrupted grid evaluates nothing")
-        });
+        let grid = Grid::run(
+            &[256],
+            &[0.5],
+            &stop,
+            "t",
+            |_| {},
+            |_, _, _, _| unreachable!("an interrupted grid evaluates nothing"),
+        );
         assert!(grid.interrupted());
         assert_eq!(grid.cell(0, 0).recall(), None);
     }

@@ -7,10 +7,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::ops::RambaBackend;
-use ramba_eval::passkey::{run_passkey, Haystack, PasskeySettings};
 use ramba_data::{JsonlFormat, TooLong};
 use ramba_eval::downstream::{run_task, TaskEvalSettings};
 use ramba_eval::grid::GridLimits;
+use ramba_eval::passkey::{run_passkey, Haystack, PasskeySettings};
 use ramba_eval::perplexity::{perplexity_by_length, write_ppl};
 use ramba_eval::retrieval_map::retrieval_map;
 use ramba_eval::ruler::{ruler_task, run_ruler, RulerSettings, Scoring};
@@ -355,7 +355,13 @@ impl BackendTask for EvalTask {
                     |m| eprintln!("{m}"),
                 )?;
                 println!("{}", report.table());
-                for c in report.grid.cells.iter().filter(|c| c.skipped.is_some()).take(1) {
+                for c in report
+                    .grid
+                    .cells
+                    .iter()
+                    .filter(|c| c.skipped.is_some())
+                    .take(1)
+                {
                     eprintln!("note: {}", c.skipped.as_deref().unwrap_or_default());
                 }
                 let out = a.common.out.unwrap_or_else(|| run.dir.join("eval"));
@@ -387,13 +393,10 @@ impl BackendTask for EvalTask {
                     },
                     batch_tokens: 16_384,
                 };
-                let report = run_ruler(
-                    &run.model,
-                    run.tokenizer.clone(),
-                    &settings,
-                    &device,
-                    |m| eprintln!("{m}"),
-                )?;
+                let report =
+                    run_ruler(&run.model, run.tokenizer.clone(), &settings, &device, |m| {
+                        eprintln!("{m}")
+                    })?;
                 println!("{}", report.table());
                 let out = a.common.out.unwrap_or_else(|| run.dir.join("eval"));
                 report.write(&out)?;
@@ -442,7 +445,10 @@ impl BackendTask for EvalTask {
             Command::RetrievalMap(a) => {
                 let run = open_run::<B>(&a.common.run, &device)?;
                 let text = std::fs::read_to_string(&a.prompt_file).with_context(|| {
-                    format!("reading --prompt-file {} (UTF-8 text)", a.prompt_file.display())
+                    format!(
+                        "reading --prompt-file {} (UTF-8 text)",
+                        a.prompt_file.display()
+                    )
                 })?;
                 let tokens = run.tokenizer.encode(&text);
                 let max = run.config.eval.max_context;
@@ -460,7 +466,10 @@ impl BackendTask for EvalTask {
                     run.config.model.hsa.chunk_size,
                     &device,
                 )?;
-                print!("{}", map.last_token_summary(run.tokenizer.as_ref(), &tokens));
+                print!(
+                    "{}",
+                    map.last_token_summary(run.tokenizer.as_ref(), &tokens)
+                );
                 let out = a.common.out.unwrap_or_else(|| run.dir.join("eval"));
                 map.write(&out, "retrieval_map")?;
                 eprintln!(

@@ -145,7 +145,11 @@ impl RetrievalMap {
                 }
                 for (&c, &w) in chunks.iter().zip(weights) {
                     let text = tok.decode(&tokens[c * s..(c + 1) * s]).replace('\n', " ");
-                    out += &format!("  chunk {c:>5} (tokens {}..{}) weight {w:.3}: {text:?}\n", c * s, (c + 1) * s);
+                    out += &format!(
+                        "  chunk {c:>5} (tokens {}..{}) weight {w:.3}: {text:?}\n",
+                        c * s,
+                        (c + 1) * s
+                    );
                 }
             }
         }
@@ -182,7 +186,10 @@ impl RetrievalMap {
                     .collect();
                 heatmap(
                     &dir.join(format!("{stem}_g{g}_h{h}.png")),
-                    &format!("Retrieval weights (group {g}, head {h}; S = {})", self.chunk_size),
+                    &format!(
+                        "Retrieval weights (group {g}, head {h}; S = {})",
+                        self.chunk_size
+                    ),
                     "token position",
                     "chunk",
                     &x,

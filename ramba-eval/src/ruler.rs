@@ -293,8 +293,8 @@ mod tests {
     use std::path::PathBuf;
 
     fn prompt(task: &str) -> TaskPrompt {
-        let g = TaskGenerator::new(Arc::new(ByteTokenizer), ruler_task(task, None).unwrap())
-            .unwrap();
+        let g =
+            TaskGenerator::new(Arc::new(ByteTokenizer), ruler_task(task, None).unwrap()).unwrap();
         g.eval_prompt(1024, 0.5, &mut ChaCha8Rng::seed_from_u64(1))
             .unwrap()
     }
@@ -312,7 +312,10 @@ mod tests {
             "{:#}",
             ruler_task("common_words", Some(Path::new("essays"))).unwrap_err()
         );
-        assert!(e.contains("common_words") && e.contains("--haystack"), "{e}");
+        assert!(
+            e.contains("common_words") && e.contains("--haystack"),
+            "{e}"
+        );
     }
 
     #[test]

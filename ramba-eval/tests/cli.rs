@@ -438,9 +438,15 @@ fn ruler_on_a_tiny_run() {
             let cells = t["cells"].as_array().unwrap();
             assert_eq!(cells.len(), 2, "{t}");
             let trial = &cells[0]["trials"][0];
-            assert!(trial["answer"].as_str().is_some_and(|a| !a.is_empty()), "{t}");
+            assert!(
+                trial["answer"].as_str().is_some_and(|a| !a.is_empty()),
+                "{t}"
+            );
             assert!(trial["recall"].as_f64().is_some(), "{t}");
-            assert!(cells[1]["skipped"].as_str().unwrap().contains("max_context"));
+            assert!(cells[1]["skipped"]
+                .as_str()
+                .unwrap()
+                .contains("max_context"));
             if t["task"] != "variable_tracking" {
                 assert!(t["settings"]["haystack"]
                     .as_str()
@@ -454,7 +460,10 @@ fn ruler_on_a_tiny_run() {
         assert_eq!(csv.lines().count(), 1 + 3 * 2, "{csv}");
     }
     let (ok, _, err) = eval(&["ruler", "--run", d, "--backend", "cpu", "--tasks", "niha"]);
-    assert!(!ok && err.contains("niha") && err.contains("niah_multi_key"), "{err}");
+    assert!(
+        !ok && err.contains("niha") && err.contains("niah_multi_key"),
+        "{err}"
+    );
     let (ok, _, err) = eval(&[
         "ruler",
         "--run",
@@ -513,7 +522,10 @@ fn passkey_in_a_file_haystack() {
         "--haystack",
         bin.to_str().unwrap(),
     ]);
-    assert!(!ok && err.contains("blob.txt") && err.contains("binary"), "{err}");
+    assert!(
+        !ok && err.contains("blob.txt") && err.contains("binary"),
+        "{err}"
+    );
     let (ok, _, err) = eval(&[
         "passkey",
         "--run",
@@ -587,7 +599,15 @@ fn task_scores_each_format() {
     ]);
     assert!(!ok && err.contains("malformed.jsonl:3"), "{err}");
     let (ok, _, err) = eval(&[
-        "task", "--run", d, "--backend", "cpu", "--data", "x.jsonl", "--format", "essay",
+        "task",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--data",
+        "x.jsonl",
+        "--format",
+        "essay",
     ]);
     assert!(!ok && err.contains("essay"), "{err}");
 }
@@ -612,7 +632,10 @@ fn retrieval_map_of_a_prompt() {
         prompt.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("group 0 head 0") && out.contains("weight"), "{out}");
+    assert!(
+        out.contains("group 0 head 0") && out.contains("weight"),
+        "{out}"
+    );
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("eval/retrieval_map.json")).unwrap(),
     )

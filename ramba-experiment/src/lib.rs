@@ -246,7 +246,10 @@ impl ExperimentConfig {
         self.model
             .validate_seq_len("data.seq_len", self.data.seq_len)?;
         let t = &self.train;
-        if t.init_from.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if t.init_from
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             bail!("train.init_from must not be empty (leave it out to start from scratch)");
         }
         if t.steps == 0 {

@@ -110,7 +110,12 @@ pub fn compare<B: RambaBackend>(
     }
     let base = &settings.config;
     let seq = base.data.seq_len;
-    let lengths: Vec<usize> = base.eval.passkey_multiples.iter().map(|m| m * seq).collect();
+    let lengths: Vec<usize> = base
+        .eval
+        .passkey_multiples
+        .iter()
+        .map(|m| m * seq)
+        .collect();
     let tasks = settings
         .ruler_tasks
         .iter()
@@ -145,7 +150,11 @@ pub fn compare<B: RambaBackend>(
         let resume = has_checkpoints(&run_dir)?;
         log(&format!(
             "compare: {name} ({}) in {}",
-            if resume { "reusing or resuming" } else { "training" },
+            if resume {
+                "reusing or resuming"
+            } else {
+                "training"
+            },
             run_dir.display()
         ));
         let outcome = train::<B>(
@@ -276,7 +285,11 @@ impl CompareReport {
             .iter()
             .map(|r| {
                 let mut c = vec![r.arch.clone(), r.params.to_string()];
-                c.extend(r.ppl.iter().map(|v| v.map_or("-".into(), |p| format!("{p:.2}"))));
+                c.extend(
+                    r.ppl
+                        .iter()
+                        .map(|v| v.map_or("-".into(), |p| format!("{p:.2}"))),
+                );
                 c.extend(r.passkey.iter().map(pct));
                 for task in &r.ruler {
                     c.extend(task.iter().map(pct));
@@ -305,8 +318,13 @@ impl CompareReport {
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         write_csv(dir.join("compare.csv"), &header, &self.cells())?;
         let md = dir.join("compare.md");
-        std::fs::write(&md, self.markdown()).with_context(|| format!("writing {}", md.display()))?;
-        let chart = |file: &str, title: &str, y: &str, pick: &dyn Fn(&CompareRow) -> &[Option<f64>], scale: f64| {
+        std::fs::write(&md, self.markdown())
+            .with_context(|| format!("writing {}", md.display()))?;
+        let chart = |file: &str,
+                     title: &str,
+                     y: &str,
+                     pick: &dyn Fn(&CompareRow) -> &[Option<f64>],
+                     scale: f64| {
             let series: Vec<Series> = self
                 .rows
                 .iter()
@@ -320,11 +338,30 @@ impl CompareReport {
                     Series::new(r.arch.clone(), points)
                 })
                 .collect();
-            line_chart(&dir.join(file), title, "context length (tokens)", y, &series, false)
+            line_chart(
+                &dir.join(file),
+                title,
+                "context length (tokens)",
+                y,
+                &series,
+                false,
+            )
         };
-        chart("compare_passkey.png", "Passkey accuracy by length", "accuracy (%)", &|r| &r.passkey, 100.0)?;
+        chart(
+            "compare_passkey.png",
+            "Passkey accuracy by length",
+            "accuracy (%)",
+            &|r| &r.passkey,
+            100.0,
+        )?;
         if self.has_ppl {
-            chart("compare_ppl.png", "Perplexity by length", "perplexity", &|r| &r.ppl, 1.0)?;
+            chart(
+                "compare_ppl.png",
+                "Perplexity by length",
+                "perplexity",
+                &|r| &r.ppl,
+                1.0,
+            )?;
         }
         for (i, t) in self.ruler_tasks.iter().enumerate() {
             chart(

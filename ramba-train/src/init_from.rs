@@ -72,7 +72,12 @@ fn diff(key: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
             let none = toml::Value::String("(unset)".into());
             for k in keys {
                 let sub = format!("{key}.{k}");
-                diff(&sub, a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none), out);
+                diff(
+                    &sub,
+                    a.get(k).unwrap_or(&none),
+                    b.get(k).unwrap_or(&none),
+                    out,
+                );
             }
         }
         _ if a != b => out.push(format!("{key}: {a} there, {b} here")),

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::ops::RambaBackend;
-use ramba_experiment::ExperimentConfig;
 use ramba_eval::ruler::Scoring;
+use ramba_experiment::ExperimentConfig;
 use ramba_train::compare::{compare, parse_archs, CompareSettings};
 use ramba_train::trainer::{absolutize_paths, train, RunRequest, TrainOutcome};
 
@@ -65,7 +65,12 @@ struct Cli {
     )]
     compare: Option<String>,
     /// Held-out text for the comparison's perplexity columns.
-    #[arg(long, value_name = "FILE", requires = "compare", help = "held-out text: perplexity by length in the comparison")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "compare",
+        help = "held-out text: perplexity by length in the comparison"
+    )]
     compare_text: Option<PathBuf>,
     /// RULER tasks of the comparison.
     #[arg(

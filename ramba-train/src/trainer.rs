@@ -98,7 +98,12 @@ pub fn absolutize_paths(cfg: &mut ExperimentConfig, base: &Path) {
             *p = base.join(&*p);
         }
     };
-    for p in cfg.data.sources.iter_mut().flat_map(SourceConfig::paths_mut) {
+    for p in cfg
+        .data
+        .sources
+        .iter_mut()
+        .flat_map(SourceConfig::paths_mut)
+    {
         abs(p);
     }
     if let Some(p) = cfg.train.init_from.as_mut() {

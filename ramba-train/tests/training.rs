@@ -726,7 +726,11 @@ fn compare_every_architecture() {
         ],
     );
     let text = dir.join("held_out.txt");
-    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(60)).unwrap();
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(60),
+    )
+    .unwrap();
     let settings = CompareSettings {
         config: cfg,
         archs: parse_archs("ramba,mamba2,transformer,swa_hsa,mamba_nsa").unwrap(),
@@ -740,7 +744,10 @@ fn compare_every_architecture() {
     let report = compare::<CpuBackend>(&settings, Default::default(), &info, |_| {})
         .unwrap_or_else(|e| panic!("{e:#}"));
     let archs: Vec<&str> = report.rows.iter().map(|r| r.arch.as_str()).collect();
-    assert_eq!(archs, ["ramba", "mamba2", "transformer", "swa_hsa", "mamba_nsa"]);
+    assert_eq!(
+        archs,
+        ["ramba", "mamba2", "transformer", "swa_hsa", "mamba_nsa"]
+    );
     assert_eq!(report.lengths, [256, 512]);
     assert_eq!(
         report.header(),
@@ -758,7 +765,10 @@ fn compare_every_architecture() {
     for row in &report.rows {
         assert!(row.params > 0);
         // An untrained byte model is near-uniform over 257 tokens.
-        assert!(row.ppl.iter().all(|p| p.is_some_and(|p| p > 20.0)), "{row:?}");
+        assert!(
+            row.ppl.iter().all(|p| p.is_some_and(|p| p > 20.0)),
+            "{row:?}"
+        );
         assert!(row.passkey.iter().all(Option::is_some), "{row:?}");
         assert_eq!(row.ruler.len(), 1);
         assert!(row.run_dir.join("eval/passkey.json").exists());
@@ -807,8 +817,14 @@ fn init_from_starts_from_another_runs_weights() {
             &mut self,
             param: &burn::module::Param<burn::prelude::Tensor<Bk, D>>,
         ) {
-            self.0
-                .extend(param.val().into_data().convert::<f32>().to_vec::<f32>().unwrap());
+            self.0.extend(
+                param
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .unwrap(),
+            );
         }
     }
     let weights = |m: &ramba_core::model::LanguageModel<B>| -> Vec<f32> {
@@ -828,7 +844,10 @@ fn init_from_starts_from_another_runs_weights() {
     let tuned = config(
         &dir,
         "tuned",
-        &["train.steps=2", &format!("train.init_from=\"{}\"", base_dir.display())],
+        &[
+            "train.steps=2",
+            &format!("train.init_from=\"{}\"", base_dir.display()),
+        ],
     );
     let out = run(tuned, false, None);
     assert_eq!(out.step, 2);
@@ -839,8 +858,14 @@ fn init_from_starts_from_another_runs_weights() {
         format!("{:#}", init_from(from, &cfg.model, m, |_| {}).unwrap_err())
     };
     let msg = e(&[], &dir.join("nope"));
-    assert!(msg.contains("train.init_from") && msg.contains("nope"), "{msg}");
-    let msg = e(&["model.d_model=64", "model.hsa.retrieval_dim=64"], &base_dir);
+    assert!(
+        msg.contains("train.init_from") && msg.contains("nope"),
+        "{msg}"
+    );
+    let msg = e(
+        &["model.d_model=64", "model.hsa.retrieval_dim=64"],
+        &base_dir,
+    );
     assert!(
         msg.contains("model.d_model: 32 there, 64 here") && msg.contains("retrieval_dim"),
         "{msg}"

@@ -166,7 +166,13 @@ impl<B: RambaBackend> HsaDecoder<B> {
         let mask = attention_mask(self.window);
         let mut states = Vec::new().into_iter();
         let mut out = Vec::new();
-        let mut x = run_blocks(&self.lower, self.lm.embed(tokens), &mut states, mask, &mut out);
+        let mut x = run_blocks(
+            &self.lower,
+            self.lm.embed(tokens),
+            &mut states,
+            mask,
+            &mut out,
+        );
         let memory = self.memory.forward(x.clone());
         let mut selections = Vec::with_capacity(self.groups.len());
         for (i, group) in self.groups.iter().enumerate() {

@@ -59,7 +59,8 @@ pub use niah_multi_value::NiahMultiValueTask;
 pub use passkey::{PasskeyTask, MAX_QUESTIONS};
 pub use prompt::{
     answer_text, filler_sentences, haystack_alphabet, key_sentence, needle_prompt, passkey_prompt,
-    score_answer, PasskeyPrompt, PasskeyPrompter, DEFAULT_MAX_KEY, DEFAULT_MIN_KEY, FILLER, INSTRUCTION, QUESTION,
+    score_answer, PasskeyPrompt, PasskeyPrompter, DEFAULT_MAX_KEY, DEFAULT_MIN_KEY, FILLER,
+    INSTRUCTION, QUESTION,
 };
 pub(crate) use prompt::{Filler, Needle, PromptParts};
 use task_prompt::EvalTask;
@@ -539,7 +540,12 @@ pub(crate) mod tests {
         for mut task in Task::all() {
             let reads = task.has_eval_prompt()
                 && !matches!(task, Task::CommonWords(_) | Task::FrequentWords(_));
-            assert_eq!(task.set_haystack(PathBuf::from("h.txt")), reads, "{}", task.name());
+            assert_eq!(
+                task.set_haystack(PathBuf::from("h.txt")),
+                reads,
+                "{}",
+                task.name()
+            );
             assert_eq!(
                 task.haystack_mut().map(|p| p.clone()),
                 reads.then(|| PathBuf::from("h.txt")),

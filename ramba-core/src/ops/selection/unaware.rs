@@ -38,8 +38,7 @@ pub fn select_chunks_unaware<B: RambaBackend>(
     values: Tensor<B, 4>,
     options: SelectionOptions,
 ) -> ChunkSelection<B> {
-    let compressed =
-        compressed_attention(queries.clone(), landmarks.clone(), values, options);
+    let compressed = compressed_attention(queries.clone(), landmarks.clone(), values, options);
     let selection = select_chunks(queries, landmarks, options);
     ChunkSelection {
         indices: selection.indices,
