@@ -229,7 +229,7 @@ pub fn run_task<B: RambaBackend>(
             ExampleScore::Summary { rouge_l } => r.rouge_l = Some(rouge_l),
             ExampleScore::Choice { predicted, label } => r.correct = Some(predicted == Some(label)),
         }
-        if (index + 1) % 50 == 0 {
+        if (index + 1).is_multiple_of(50) {
             progress(&format!("task: {} of {take} examples", index + 1));
         }
         results.push(r);

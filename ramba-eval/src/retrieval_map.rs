@@ -104,8 +104,7 @@ impl RetrievalMap {
     /// could see any chunk of it yet (the future).
     pub fn binned(&self, group: usize, head: usize) -> Vec<Vec<Option<f64>>> {
         let map = &self.groups[group][head];
-        let tb = self.tokens.div_ceil(MAX_BINS).max(1);
-        let cb = self.n_chunks.div_ceil(MAX_BINS).max(1);
+        let (tb, cb) = self.bin_widths();
         let (cols, rows) = (self.tokens.div_ceil(tb), self.n_chunks.div_ceil(cb));
         let mut sum = vec![vec![0.0; cols]; rows];
         for (t, (chunks, weights)) in map.chunks.iter().zip(&map.weights).enumerate() {
@@ -128,6 +127,14 @@ impl RetrievalMap {
                     .collect()
             })
             .collect()
+    }
+
+    /// Tokens per column and chunks per row of the PNG maps.
+    fn bin_widths(&self) -> (usize, usize) {
+        (
+            self.tokens.div_ceil(MAX_BINS).max(1),
+            self.n_chunks.div_ceil(MAX_BINS).max(1),
+        )
     }
 
     /// For the last token: each head's chunks, weights and the text of the chunks.
@@ -159,31 +166,13 @@ impl RetrievalMap {
     /// Writes `{stem}.json` and `{stem}_g{group}_h{head}.png` per retrieval head into `dir`.
     pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
         write_json_pretty(dir.join(format!("{stem}.json")), self)?;
-        let tb = self.tokens.div_ceil(MAX_BINS).max(1);
-        let cb = self.n_chunks.div_ceil(MAX_BINS).max(1);
-        let every = |n: usize| (n / 12).max(1);
+        let (tb, cb) = self.bin_widths();
         for g in 0..self.groups.len() {
             for h in 0..self.groups[g].len() {
                 let values = self.binned(g, h);
                 let cols = values.first().map_or(0, Vec::len);
-                let x: Vec<String> = (0..cols)
-                    .map(|c| {
-                        if c % every(cols) == 0 {
-                            (c * tb).to_string()
-                        } else {
-                            String::new()
-                        }
-                    })
-                    .collect();
-                let y: Vec<String> = (0..values.len())
-                    .map(|r| {
-                        if r % every(values.len()) == 0 {
-                            (r * cb).to_string()
-                        } else {
-                            String::new()
-                        }
-                    })
-                    .collect();
+                let x = sparse_ticks(cols, tb);
+                let y = sparse_ticks(values.len(), cb);
                 heatmap(
                     &dir.join(format!("{stem}_g{g}_h{h}.png")),
                     &format!(
@@ -199,5 +188,46 @@ impl RetrievalMap {
             }
         }
         Ok(())
+    }
+}
+
+/// Labels of `n` bins of `width` each: the first position of about every twelfth bin, blank
+/// between (a label per column would overlap).
+fn sparse_ticks(n: usize, width: usize) -> Vec<String> {
+    let every = (n / 12).max(1);
+    (0..n)
+        .map(|i| {
+            if i.is_multiple_of(every) {
+                (i * width).to_string()
+            } else {
+                String::new()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Token `t` selects chunk `t - 1` with weight 1 (chunks of one token): the map has that
+    /// weight on the diagonal, zeros where a visible chunk was not selected, and nothing
+    /// where the chunk is not complete yet.
+    #[test]
+    fn cells_are_weights_and_the_future_is_empty() {
+        let chunks = (0..4).map(|t| (0..t).rev().take(1).collect()).collect();
+        let weights = (0..4usize).map(|t| vec![1.0; t.min(1)]).collect();
+        let map = RetrievalMap {
+            tokens: 4,
+            chunk_size: 1,
+            n_chunks: 4,
+            groups: vec![vec![HeadMap { chunks, weights }]],
+        };
+        let b = map.binned(0, 0);
+        assert_eq!(b[0], [None, Some(1.0), Some(0.0), Some(0.0)]);
+        assert_eq!(b[2], [None, None, None, Some(1.0)]);
+        assert_eq!(b[3], [None; 4]);
+        assert_eq!(sparse_ticks(3, 10), ["0", "10", "20"]);
+        assert_eq!(sparse_ticks(24, 1)[..3], ["0", "", "2"]);
     }
 }
