@@ -6,7 +6,7 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::ChunkWeighting;
+use crate::ops::{ChunkWeighting, SelectionMode};
 
 /// Which architecture a [`ModelConfig`] builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -21,17 +21,20 @@ pub enum Arch {
     Transformer,
     /// Sliding-window attention (RoPE) + HSA, the layout the authors now recommend.
     SwaHsa,
+    /// `ramba`'s layout with chunk-unaware (NSA-style) selection: the paper's "Mamba + NSA"
+    /// baseline, whatever `model.hsa.selection` says.
+    MambaNsa,
 }
 
 impl Arch {
     /// Whether the architecture has HSA layers.
     pub fn has_hsa(self) -> bool {
-        matches!(self, Arch::Ramba | Arch::SwaHsa)
+        matches!(self, Arch::Ramba | Arch::SwaHsa | Arch::MambaNsa)
     }
 
     /// Whether its decoder blocks are Mamba-2 blocks (else attention blocks).
     pub fn uses_mamba(self) -> bool {
-        matches!(self, Arch::Ramba | Arch::Mamba2)
+        matches!(self, Arch::Ramba | Arch::Mamba2 | Arch::MambaNsa)
     }
 }
 
@@ -51,7 +54,7 @@ pub enum Landmark {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `ramba`, `mamba2`, `transformer` or `swa_hsa`.
+    /// `ramba`, `mamba2`, `transformer`, `swa_hsa` or `mamba_nsa`.
     pub arch: Arch,
     /// Vocabulary size (50280 for the GPT-NeoX tokenizer; 257 for the byte tokenizer).
     pub vocab_size: usize,
@@ -173,6 +176,10 @@ pub struct HsaConfig {
     pub retrieval_dim: usize,
     /// `stick_breaking` (default) or `softmax` chunk weights.
     pub weighting: ChunkWeighting,
+    /// `chunk_aware` (default, HSA) or `chunk_unaware` (NSA-style: scores learned from
+    /// token-level attention to the mean-pooled keys, not from the chunks' outputs; needs
+    /// `landmark = "mean"`). `arch = "mamba_nsa"` is always chunk-unaware.
+    pub selection: SelectionMode,
     /// Softmax-off-by-one inside each chunk.
     pub softmax_off_by_one: bool,
     /// The follow-up paper's bypassing residual: `h + MLP(norm(h + HSA(h)))`.
@@ -199,6 +206,7 @@ impl Default for HsaConfig {
             head_dim: 64,
             retrieval_dim: 1024,
             weighting: ChunkWeighting::StickBreaking,
+            selection: SelectionMode::ChunkAware,
             softmax_off_by_one: false,
             hsa_mlp: false,
             landmark: Landmark::Cls,
@@ -383,11 +391,27 @@ impl ModelConfig {
                     );
                 }
             }
+            if self.selection() == SelectionMode::ChunkUnaware && h.landmark != Landmark::Mean {
+                bail!(
+                    "model.hsa.selection = \"chunk_unaware\" (and arch = \"mamba_nsa\") scores \
+                     chunks by their mean-pooled keys: set model.hsa.landmark = \"mean\""
+                );
+            }
             if h.landmark == Landmark::Cls && h.encoder_layers == 0 {
                 bail!("model.hsa.landmark = \"cls\" needs model.hsa.encoder_layers ≥ 1 (a CLS vector is only informative after encoding); use landmark = \"mean\"");
             }
         }
         Ok(())
+    }
+
+    /// The selection the HSA layers use: `model.hsa.selection`, chunk-unaware for
+    /// `mamba_nsa`.
+    pub fn selection(&self) -> SelectionMode {
+        if self.arch == Arch::MambaNsa {
+            SelectionMode::ChunkUnaware
+        } else {
+            self.hsa.selection
+        }
     }
 
     /// Checks that training sequences of `seq_len` tokens fit the model's chunking.

@@ -148,6 +148,64 @@ fn hsa_and_selection_gradients() {
     }
 }
 
+/// Chunk-unaware selection: the retrieval queries, landmarks and values get their gradients
+/// from the compression readout (checked by finite differences), and none at all through the
+/// selected chunks' weights (which is what makes it chunk-unaware).
+#[test]
+fn chunk_unaware_selection_gradients() {
+    let device = device();
+    let (b, l, hkv, dh, s, k, c, dr) = (1, 20, 2, 3, 4, 3, 5, 3);
+    let options = SelectionOptions {
+        chunk_size: s,
+        top_k: k,
+        weighting: ChunkWeighting::StickBreaking,
+        query_start: 0,
+    };
+    let mut r = rng(8);
+    let values = [
+        random_vec(&mut r, b * l * hkv * dr, 1.5),
+        random_vec(&mut r, b * c * hkv * dr, 1.5),
+        random_vec(&mut r, b * l * hkv * dh, 1.0),
+    ];
+    let shapes = [[b, l, hkv, dr], [b, c, hkv, dr], [b, l, hkv, dh]];
+    let proj = from_vec::<Ad, 4>(
+        random_vec(&mut r, b * l * hkv * dh, 1.0),
+        [b, l, hkv, dh],
+        &device,
+    );
+    let readout = |t: Vec<Tensor<Ad, 4>>| {
+        let [qr, lmk, v]: [Tensor<Ad, 4>; 3] = t.try_into().unwrap();
+        let sel = selection::unaware::select_chunks_unaware(qr, lmk, v, options);
+        (sel.compressed.expect("chunk-unaware readout") * proj.clone()).sum()
+    };
+    check_all(
+        ["retrieval queries", "landmarks", "values"],
+        values.clone(),
+        shapes,
+        &readout,
+    );
+
+    // Through the weights alone: no gradient reaches the queries or the landmarks.
+    let qr = from_vec::<Ad, 4>(values[0].clone(), shapes[0], &device).require_grad();
+    let lmk = from_vec::<Ad, 4>(values[1].clone(), shapes[1], &device).require_grad();
+    let v = from_vec::<Ad, 4>(values[2].clone(), shapes[2], &device);
+    let sel = selection::unaware::select_chunks_unaware(qr.clone(), lmk.clone(), v, options);
+    let w = sel.weights.clone();
+    assert!(
+        to_vec(w.clone()).iter().any(|x| *x > 1e-3),
+        "weights are not trivial"
+    );
+    // The zero terms give both inputs a gradient entry, which must then stay all zeros.
+    let loss = (w.clone() * w).sum()
+        + qr.clone().sum().mul_scalar(0.0)
+        + lmk.clone().sum().mul_scalar(0.0);
+    let grads = loss.backward();
+    for (name, x) in [("queries", &qr), ("landmarks", &lmk)] {
+        let g = to_vec(x.grad(&grads).expect("a gradient entry"));
+        assert!(g.iter().all(|x| *x == 0.0), "{name}: {g:?}");
+    }
+}
+
 /// x, Δ, A, B, C, D and the initial state of the selective scan, through y and the final
 /// state (A and D are trained parameters, so they are differentiated too).
 #[test]

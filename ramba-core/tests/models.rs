@@ -55,6 +55,12 @@ fn variants() -> Vec<(&'static str, ModelConfig)> {
     mlp.hsa.hsa_mlp = true;
     mlp.n_groups = 2;
     mlp.hsa_per_group = 1;
+    // Chunk-unaware selection scores chunks by mean-pooled keys: mean landmarks.
+    let mut nsa = tiny(Arch::Ramba);
+    nsa.arch = Arch::MambaNsa;
+    nsa.hsa.landmark = Landmark::Mean;
+    nsa.hsa.encoder_layers = 0;
+    nsa.validate().expect("mamba_nsa config is valid");
     vec![
         ("ramba", tiny(Arch::Ramba)),
         ("ramba_mean_softmax", mean),
@@ -62,6 +68,7 @@ fn variants() -> Vec<(&'static str, ModelConfig)> {
         ("transformer", tiny(Arch::Transformer)),
         ("swa_hsa", tiny(Arch::SwaHsa)),
         ("swa_hsa_mlp_2groups", mlp),
+        ("mamba_nsa", nsa),
     ]
 }
 
@@ -407,6 +414,21 @@ fn bad_configs_name_the_key() {
     assert!(e.contains("model.mamba.head_dim"), "{e}");
     let e = err("[hsa]\nchunk_size = 0");
     assert!(e.contains("model.hsa.chunk_size"), "{e}");
+    // Chunk-unaware selection (and mamba_nsa) needs mean-pooled landmarks.
+    for text in [
+        "arch = \"mamba_nsa\"",
+        "[hsa]\nselection = \"chunk_unaware\"",
+    ] {
+        let e = err(text);
+        assert!(e.contains("model.hsa.landmark"), "{text}: {e}");
+    }
+    let e = err("[hsa]\nselection = \"nsa\"");
+    assert!(e.contains("chunk_unaware"), "{e}");
+    let ok = ModelConfig::from_toml_str("arch = \"mamba_nsa\"\n[hsa]\nlandmark = \"mean\"");
+    assert_eq!(
+        ok.unwrap().selection(),
+        ramba_core::ops::SelectionMode::ChunkUnaware
+    );
     let e = format!(
         "{:#}",
         ModelConfig::default()

@@ -432,6 +432,92 @@ fn hsa_is_causal<B: RambaBackend>(device: &B::Device) {
     assert_ne!(&x[n..], &y[n..], "the perturbation must matter after t");
 }
 
+/// Chunk-unaware selection selects what chunk-aware selection does, and its compression
+/// readout is causal and matches a naive loop: token `t` averages the mean-pooled values of the
+/// chunks before it, weighted by the softmax of its scores; a change to a later chunk changes
+/// nothing before that chunk is complete.
+fn chunk_unaware_selection_is_causal_and_matches_naive<B: RambaBackend>(device: &B::Device) {
+    let (l, h, dr, dh, s, k) = (18, 2, 3, 2, 4, 2);
+    let c = l / s;
+    let options = SelectionOptions {
+        chunk_size: s,
+        top_k: k,
+        weighting: ChunkWeighting::Softmax,
+        query_start: 0,
+    };
+    let mut r = rng(21);
+    let (qv, lv, vv) = (
+        random_vec(&mut r, l * h * dr, 1.0),
+        random_vec(&mut r, c * h * dr, 1.0),
+        random_vec(&mut r, l * h * dh, 1.0),
+    );
+    let run = |lv: &[f64], vv: &[f64]| {
+        let q = from_vec::<B, 4>(qv.clone(), [1, l, h, dr], device);
+        let lmk = from_vec::<B, 4>(lv.to_vec(), [1, c, h, dr], device);
+        let v = from_vec::<B, 4>(vv.to_vec(), [1, l, h, dh], device);
+        let aware = selection::select_chunks(q.clone(), lmk.clone(), options);
+        let sel = selection::unaware::select_chunks_unaware(q, lmk, v, options);
+        let same: Vec<i64> = aware.indices.into_data().convert::<i64>().to_vec().unwrap();
+        let got: Vec<i64> = sel.indices.into_data().convert::<i64>().to_vec().unwrap();
+        assert_eq!(same, got, "the same chunks as chunk-aware selection");
+        assert!(
+            rel_err(aware.weights, sel.weights) < 1e-6,
+            "the same weights"
+        );
+        to_vec(sel.compressed.unwrap())
+    };
+    let got = run(&lv, &vv);
+    for t in 0..l {
+        for hd in 0..h {
+            let seen = (t / s).min(c);
+            let score = |ci: usize| -> f64 {
+                (0..dr)
+                    .map(|j| qv[(t * h + hd) * dr + j] * lv[(ci * h + hd) * dr + j])
+                    .sum::<f64>()
+                    / (dr as f64).sqrt()
+            };
+            let max = (0..seen).map(score).fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = (0..seen).map(|ci| (score(ci) - max).exp()).sum();
+            for j in 0..dh {
+                let want: f64 = (0..seen)
+                    .map(|ci| {
+                        let mean = (0..s)
+                            .map(|u| vv[((ci * s + u) * h + hd) * dh + j])
+                            .sum::<f64>()
+                            / s as f64;
+                        (score(ci) - max).exp() / z * mean
+                    })
+                    .sum();
+                let g = got[(t * h + hd) * dh + j];
+                assert!(
+                    (g - want).abs() < 1e-4,
+                    "t {t} head {hd} dim {j}: {g} vs {want}"
+                );
+            }
+        }
+    }
+    // Perturb chunk 2 (tokens 8..12, landmark 2): tokens before 12 cannot see it.
+    let (mut lv2, mut vv2) = (lv.clone(), vv.clone());
+    for x in &mut lv2[2 * h * dr..3 * h * dr] {
+        *x += 3.0;
+    }
+    for x in &mut vv2[8 * h * dh..12 * h * dh] {
+        *x -= 2.0;
+    }
+    let moved = run(&lv2, &vv2);
+    let n = 12 * h * dh;
+    assert_eq!(
+        &got[..n],
+        &moved[..n],
+        "outputs before chunk 2 is complete changed"
+    );
+    assert_ne!(
+        &got[n..],
+        &moved[n..],
+        "the perturbation must matter after it"
+    );
+}
+
 /// Validity comes from the chunk id, not the score: with every visible score `-inf`, no
 /// invisible (future) chunk may appear in a valid slot.
 fn selection_never_leaks_future_chunks<B: RambaBackend>(device: &B::Device) {
@@ -729,6 +815,7 @@ backend_tests!(
     hsa_is_causal,
     selection_never_leaks_future_chunks,
     selection_matches_reference,
+    chunk_unaware_selection_is_causal_and_matches_naive,
     scan_matches_recurrence,
     scan_state_carries,
     conv_matches_naive_and_carries_state,

@@ -43,6 +43,7 @@ pub use pipeline::{AnswerScore, Batch, DataPipeline};
 pub use split::Split;
 pub use tasks::{
     needle_prompt, passkey_prompt, score_answer, score_items, HaystackText, NeedleValue,
-    PasskeyPrompt, Sample, Task, TaskGenerator, TaskPrompt, FILLER, INSTRUCTION, QUESTION,
+    PasskeyPrompt, PasskeyPrompter, Sample, Task, TaskGenerator, TaskPrompt, FILLER, INSTRUCTION,
+    QUESTION,
 };
 pub use tokenizer::{load_tokenizer, load_tokenizer_in, ByteTokenizer, HfTokenizer, Tokenizer};

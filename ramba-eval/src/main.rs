@@ -1,4 +1,5 @@
-//! `ramba-eval passkey --run runs/NAME ...` and `ramba-eval ppl --run runs/NAME --text FILE ...`
+//! `ramba-eval passkey --run runs/NAME ...`, `ramba-eval ruler --run runs/NAME --tasks ...` and
+//! `ramba-eval ppl --run runs/NAME --text FILE ...`
 
 use std::path::PathBuf;
 
@@ -6,9 +7,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::ops::RambaBackend;
+use ramba_data::{JsonlFormat, TooLong};
+use ramba_eval::downstream::{run_task, TaskEvalSettings};
+use ramba_eval::grid::GridLimits;
 use ramba_eval::passkey::{run_passkey, Haystack, PasskeySettings};
 use ramba_eval::perplexity::{perplexity_by_length, write_ppl};
-use ramba_eval::run::load_run;
+use ramba_eval::retrieval_map::retrieval_map;
+use ramba_eval::ruler::{ruler_task, run_ruler, RulerSettings, Scoring};
+use ramba_eval::run::{load_run, LoadedRun};
 
 /// Evaluate a trained ramba run.
 #[derive(Parser, Debug)]
@@ -22,8 +28,25 @@ struct Cli {
 enum Command {
     /// Passkey retrieval accuracy by context length and key depth.
     Passkey(PasskeyArgs),
+    /// RULER tasks (needle retrieval, variable tracking, word extraction): exact-match
+    /// accuracy by context length and needle depth.
+    Ruler(RulerArgs),
+    /// A downstream task from a JSONL export: exact match and F1 (qa), ROUGE-L
+    /// (summarization) or accuracy (choice) of greedily generated answers.
+    Task(TaskArgs),
+    /// Which chunks each token of a prompt selected, with what weight (JSON and PNG).
+    RetrievalMap(RetrievalMapArgs),
     /// Perplexity by context length on a text file.
     Ppl(PplArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct RetrievalMapArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The prompt.
+    #[arg(long, help = "UTF-8 text file holding the prompt")]
+    prompt_file: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -43,22 +66,22 @@ struct Common {
     out: Option<PathBuf>,
 }
 
+/// The length × depth grid of the retrieval evaluations (passkey, RULER).
 #[derive(Args, Debug, Clone)]
-struct PasskeyArgs {
-    #[command(flatten)]
-    common: Common,
+struct GridArgs {
     /// Context lengths: 1k,4k,16k,64k or plain numbers.
     #[arg(
         long,
         value_delimiter = ',',
-        help = "context lengths, e.g. 1k,4k,16k (k = 1024, M = 1024k)"
+        help = "context lengths, e.g. 1k,4k,16k (k = 1024, M = 1024k; default: \
+                eval.passkey_multiples × data.seq_len)"
     )]
     lengths: Option<Vec<String>>,
     /// Depths as start:end:step or a list.
     #[arg(
         long,
         default_value = "0:1:0.25",
-        help = "key depths: start:end:step (e.g. 0:1:0.1) or a list 0,0.5,1"
+        help = "needle depths: start:end:step (e.g. 0:1:0.1) or a list 0,0.5,1"
     )]
     depths: String,
     /// Trials per (length, depth).
@@ -66,18 +89,115 @@ struct PasskeyArgs {
         long,
         default_value_t = 5,
         value_parser = clap::value_parser!(u32).range(1..=MAX_TRIALS),
-        help = "trials per cell, each with a different key (1 or more)"
+        help = "trials per cell, each with different needles (1 or more)"
     )]
     trials: u32,
+    /// Text haystack instead of the filler sentences.
+    #[arg(
+        long,
+        help = "haystack text: a file, or a folder of *.txt / *.md files (instead of the filler)"
+    )]
+    haystack: Option<PathBuf>,
+    /// Seed of the needles.
+    #[arg(long, default_value_t = 1234, help = "seed of the needles")]
+    seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct PasskeyArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    grid: GridArgs,
     /// Random-token haystack instead of the filler sentences.
     #[arg(
         long,
+        conflicts_with = "haystack",
         help = "use a random-token haystack (the needle variant) instead of filler"
     )]
     random_tokens: bool,
-    /// Seed of the keys.
-    #[arg(long, default_value_t = 1234, help = "seed of the keys")]
-    seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RulerArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    grid: GridArgs,
+    /// RULER tasks, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "niah,niah_multi_query,variable_tracking",
+        help = "tasks: niah, niah_multi_key, niah_multi_value, niah_multi_query, \
+                variable_tracking, common_words, frequent_words"
+    )]
+    tasks: Vec<String>,
+    /// How answers are judged.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Scoring::FreeGeneration,
+        help = "free-generation (greedy decoding, scored as written) or teacher-forced"
+    )]
+    scoring: Scoring,
+}
+
+#[derive(Args, Debug, Clone)]
+struct TaskArgs {
+    #[command(flatten)]
+    common: Common,
+    /// JSONL file or folder.
+    #[arg(long, help = "JSONL file, or a folder of *.jsonl files")]
+    data: PathBuf,
+    /// qa | summarization | choice.
+    #[arg(
+        long,
+        value_parser = parse_format,
+        help = "qa {context, question, answers}, summarization {document, summary} or choice \
+                {context, question, choices, label}"
+    )]
+    format: JsonlFormat,
+    /// Longest prompt + answer.
+    #[arg(
+        long,
+        help = "longest prompt + generated answer in tokens (default: data.seq_len of the run)"
+    )]
+    max_len: Option<usize>,
+    /// truncate | skip.
+    #[arg(
+        long,
+        default_value = "truncate",
+        value_parser = parse_too_long,
+        help = "too-long examples: truncate (cut the context from the left) or skip"
+    )]
+    too_long: TooLong,
+    /// Generation budget.
+    #[arg(
+        long,
+        help = "most tokens generated per answer (default: 32 qa, 128 summarization, 8 choice)"
+    )]
+    max_new_tokens: Option<usize>,
+    /// First N examples only.
+    #[arg(long, help = "evaluate only the first N examples")]
+    limit: Option<usize>,
+}
+
+fn parse_format(s: &str) -> Result<JsonlFormat> {
+    match s {
+        "qa" => Ok(JsonlFormat::Qa),
+        "summarization" => Ok(JsonlFormat::Summarization),
+        "choice" => Ok(JsonlFormat::Choice),
+        _ => bail!("`{s}` is not a format: qa, summarization or choice"),
+    }
+}
+
+fn parse_too_long(s: &str) -> Result<TooLong> {
+    match s {
+        "truncate" => Ok(TooLong::Truncate),
+        "skip" => Ok(TooLong::Skip),
+        _ => bail!("`{s}`: expected truncate or skip"),
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -170,6 +290,38 @@ fn parse_depths(s: &str) -> Result<Vec<f64>> {
     Ok(depths)
 }
 
+/// `--lengths`, or the run's passkey lengths (`eval.passkey_multiples × data.seq_len`).
+fn lengths_or_default<B: burn::prelude::Backend>(
+    arg: &Option<Vec<String>>,
+    run: &LoadedRun<B>,
+) -> Result<Vec<usize>> {
+    match arg {
+        Some(l) => l.iter().map(|s| parse_len(s)).collect(),
+        None => Ok(run
+            .config
+            .eval
+            .passkey_multiples
+            .iter()
+            .map(|m| m * run.config.data.seq_len)
+            .collect()),
+    }
+}
+
+/// Loads the run and says which checkpoint.
+fn open_run<B: burn::prelude::Backend>(
+    dir: &std::path::Path,
+    device: &B::Device,
+) -> Result<LoadedRun<B>> {
+    let run = load_run::<B>(dir, device)?;
+    eprintln!(
+        "loaded {} ({:?}, trained at {} tokens)",
+        run.checkpoint.display(),
+        run.config.model.arch,
+        run.config.data.seq_len
+    );
+    Ok(run)
+}
+
 struct EvalTask(Command);
 
 impl BackendTask for EvalTask {
@@ -178,34 +330,19 @@ impl BackendTask for EvalTask {
         eprintln!("{info}");
         match self.0 {
             Command::Passkey(a) => {
-                let run = load_run::<B>(&a.common.run, &device)?;
-                eprintln!(
-                    "loaded {} ({:?}, trained at {} tokens)",
-                    run.checkpoint.display(),
-                    run.config.model.arch,
-                    run.config.data.seq_len
-                );
-                let lengths = match &a.lengths {
-                    Some(l) => l.iter().map(|s| parse_len(s)).collect::<Result<Vec<_>>>()?,
-                    None => run
-                        .config
-                        .eval
-                        .passkey_multiples
-                        .iter()
-                        .map(|m| m * run.config.data.seq_len)
-                        .collect(),
-                };
-                let depths = parse_depths(&a.depths)?;
+                let run = open_run::<B>(&a.common.run, &device)?;
+                let lengths = lengths_or_default(&a.grid.lengths, &run)?;
+                let depths = parse_depths(&a.grid.depths)?;
                 let settings = PasskeySettings {
                     lengths,
                     depths,
-                    trials: a.trials as usize,
-                    haystack: if a.random_tokens {
-                        Haystack::RandomTokens
-                    } else {
-                        Haystack::Filler
+                    trials: a.grid.trials as usize,
+                    haystack: match (&a.grid.haystack, a.random_tokens) {
+                        (Some(p), _) => Haystack::File(p.clone()),
+                        (None, true) => Haystack::RandomTokens,
+                        (None, false) => Haystack::Filler,
                     },
-                    seed: a.seed,
+                    seed: a.grid.seed,
                     max_context: run.config.eval.max_context,
                     batch_tokens: 16_384,
                     stop: None,
@@ -218,17 +355,127 @@ impl BackendTask for EvalTask {
                     |m| eprintln!("{m}"),
                 )?;
                 println!("{}", report.table());
-                for c in report.cells.iter().filter(|c| c.skipped.is_some()).take(1) {
+                for c in report
+                    .grid
+                    .cells
+                    .iter()
+                    .filter(|c| c.skipped.is_some())
+                    .take(1)
+                {
                     eprintln!("note: {}", c.skipped.as_deref().unwrap_or_default());
                 }
                 let out = a.common.out.unwrap_or_else(|| run.dir.join("eval"));
-                let stem = if a.random_tokens {
-                    "passkey_needle"
-                } else {
-                    "passkey"
+                let stem = match (&a.grid.haystack, a.random_tokens) {
+                    (Some(_), _) => "passkey_haystack",
+                    (None, true) => "passkey_needle",
+                    (None, false) => "passkey",
                 };
                 report.write(&out, stem)?;
                 eprintln!("wrote {}/{stem}.{{json,csv,png}}", out.display());
+            }
+            Command::Ruler(a) => {
+                let run = open_run::<B>(&a.common.run, &device)?;
+                let tasks = a
+                    .tasks
+                    .iter()
+                    .map(|t| ruler_task(t.trim(), a.grid.haystack.as_deref()))
+                    .collect::<Result<Vec<_>>>()?;
+                let settings = RulerSettings {
+                    tasks,
+                    lengths: lengths_or_default(&a.grid.lengths, &run)?,
+                    depths: parse_depths(&a.grid.depths)?,
+                    trials: a.grid.trials as usize,
+                    scoring: a.scoring,
+                    seed: a.grid.seed,
+                    limits: GridLimits {
+                        max_context: run.config.eval.max_context,
+                        stop: None,
+                    },
+                    batch_tokens: 16_384,
+                };
+                let report =
+                    run_ruler(&run.model, run.tokenizer.clone(), &settings, &device, |m| {
+                        eprintln!("{m}")
+                    })?;
+                println!("{}", report.table());
+                let out = a.common.out.unwrap_or_else(|| run.dir.join("eval"));
+                report.write(&out)?;
+                eprintln!(
+                    "wrote {}/ruler.{{json,csv}} and ruler_{{task}}.png",
+                    out.display()
+                );
+            }
+            Command::Task(a) => {
+                let run = open_run::<B>(&a.common.run, &device)?;
+                let max_len = a.max_len.unwrap_or(run.config.data.seq_len);
+                if max_len > run.config.eval.max_context {
+                    bail!(
+                        "--max-len {max_len} exceeds eval.max_context = {}",
+                        run.config.eval.max_context
+                    );
+                }
+                let settings = TaskEvalSettings {
+                    data: a.data.clone(),
+                    format: a.format,
+                    max_len,
+                    too_long: a.too_long,
+                    max_new_tokens: a
+                        .max_new_tokens
+                        .unwrap_or(TaskEvalSettings::default_max_new_tokens(a.format)),
+                    limit: a.limit,
+                };
+                let report = run_task(
+                    &run.model,
+                    run.tokenizer.as_ref(),
+                    &settings,
+                    &device,
+                    |m| eprintln!("{m}"),
+                )?;
+                println!("{}", report.summary());
+                let out = a.common.out.unwrap_or_else(|| run.dir.join("eval"));
+                let stem = format!(
+                    "task_{}",
+                    a.data
+                        .file_stem()
+                        .map_or("data".into(), |s| s.to_string_lossy())
+                );
+                report.write(&out, &stem)?;
+                eprintln!("wrote {}/{stem}.{{json,csv}}", out.display());
+            }
+            Command::RetrievalMap(a) => {
+                let run = open_run::<B>(&a.common.run, &device)?;
+                let text = std::fs::read_to_string(&a.prompt_file).with_context(|| {
+                    format!(
+                        "reading --prompt-file {} (UTF-8 text)",
+                        a.prompt_file.display()
+                    )
+                })?;
+                let tokens = run.tokenizer.encode(&text);
+                let max = run.config.eval.max_context;
+                if tokens.is_empty() || tokens.len() > max {
+                    bail!(
+                        "--prompt-file {}: {} tokens; a retrieval map needs 1 to eval.max_context \
+                         = {max}",
+                        a.prompt_file.display(),
+                        tokens.len()
+                    );
+                }
+                let map = retrieval_map(
+                    &run.model,
+                    &tokens,
+                    run.config.model.hsa.chunk_size,
+                    &device,
+                )?;
+                print!(
+                    "{}",
+                    map.last_token_summary(run.tokenizer.as_ref(), &tokens)
+                );
+                let out = a.common.out.unwrap_or_else(|| run.dir.join("eval"));
+                map.write(&out, "retrieval_map")?;
+                eprintln!(
+                    "wrote {}/retrieval_map.json and retrieval_map_g{{group}}_h{{head}}.png",
+                    out.display()
+                );
             }
             Command::Ppl(a) => {
                 let run = load_run::<B>(&a.common.run, &device)?;
@@ -290,6 +537,9 @@ fn main() {
     let cli = Cli::parse();
     let backend = match &cli.command {
         Command::Passkey(a) => a.common.backend,
+        Command::Ruler(a) => a.common.backend,
+        Command::Task(a) => a.common.backend,
+        Command::RetrievalMap(a) => a.common.backend,
         Command::Ppl(a) => a.common.backend,
     };
     if let Err(e) = dispatch(backend, EvalTask(cli.command)).and_then(|r| r) {

@@ -7,28 +7,35 @@
 //! produce a longer, wrong number). What the model produced up to its first deviation is kept
 //! for the report.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::Result;
-use burn::prelude::*;
+use anyhow::{Context, Result};
 use ramba_core::model::LanguageModel;
 use ramba_core::ops::RambaBackend;
-use ramba_data::{needle_prompt, passkey_prompt, score_answer, PasskeyPrompt, Tokenizer};
-use ramba_report::{heatmap, write_csv, write_json_pretty};
-use rand::{Rng, SeedableRng};
+use ramba_data::{
+    needle_prompt, score_answer, HaystackText, PasskeyPrompt, PasskeyPrompter, Tokenizer,
+};
+use ramba_report::{write_csv, write_json_pretty};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::decode::{greedy_prefix, teacher_forced};
+pub use crate::grid::{short_len, Cell, Grid, GridLimits, Trial, INTERRUPTED};
+
 /// Which haystack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Haystack {
     /// The repeated filler sentences.
     Filler,
     /// Random tokens (the random-token needle variant).
     RandomTokens,
+    /// The text of a file, or of every text file of a folder (natural text); keys never
+    /// occur in it.
+    File(PathBuf),
 }
 
 /// What to evaluate.
@@ -40,7 +47,7 @@ pub struct PasskeySettings {
     pub depths: Vec<f64>,
     /// Trials per cell, each with its own key.
     pub trials: usize,
-    /// Filler or random tokens.
+    /// Filler, random tokens or a file.
     pub haystack: Haystack,
     /// Seed of the keys.
     pub seed: u64,
@@ -53,166 +60,52 @@ pub struct PasskeySettings {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
-/// Why a cell was skipped after an interrupt.
-pub const INTERRUPTED: &str = "interrupted";
-
-/// One trial.
-#[derive(Clone, Debug, Serialize)]
-pub struct Trial {
-    /// The expected answer text.
-    pub answer: String,
-    /// What greedy decoding produced (up to its first deviation from the answer).
-    pub generated: String,
-    /// Exact match of the number.
-    pub correct: bool,
-}
-
-/// One (length, depth) cell.
-#[derive(Clone, Debug, Serialize)]
-pub struct Cell {
-    /// Context length in tokens.
-    pub length: usize,
-    /// Key depth.
-    pub depth: f64,
-    /// Trials run (0 when skipped).
-    pub trials: Vec<Trial>,
-    /// Why the cell was not run, if it was not.
-    pub skipped: Option<String>,
-}
-
-impl Cell {
-    /// Fraction correct, `None` when skipped.
-    pub fn accuracy(&self) -> Option<f64> {
-        (!self.trials.is_empty()).then(|| {
-            self.trials.iter().filter(|t| t.correct).count() as f64 / self.trials.len() as f64
-        })
-    }
-}
-
 /// All cells.
 #[derive(Clone, Debug, Serialize)]
 pub struct PasskeyReport {
-    /// Filler or random tokens.
+    /// Filler, random tokens or a file.
     pub haystack: Haystack,
-    /// Lengths, in order.
-    pub lengths: Vec<usize>,
-    /// Depths, in order.
-    pub depths: Vec<f64>,
-    /// Row-major cells: depth-major, then length.
-    pub cells: Vec<Cell>,
+    /// The (length, depth) cells.
+    #[serde(flatten)]
+    pub grid: Grid,
 }
 
 impl PasskeyReport {
-    /// The cell at (depth index, length index).
-    pub fn cell(&self, depth: usize, length: usize) -> &Cell {
-        &self.cells[depth * self.lengths.len() + length]
-    }
-
     /// Mean accuracy per length over depths (`None` if all skipped).
     pub fn accuracy_by_length(&self) -> Vec<Option<f64>> {
-        (0..self.lengths.len())
-            .map(|li| {
-                let accs: Vec<f64> = (0..self.depths.len())
-                    .filter_map(|di| self.cell(di, li).accuracy())
-                    .collect();
-                (!accs.is_empty()).then(|| accs.iter().sum::<f64>() / accs.len() as f64)
-            })
-            .collect()
+        self.grid.accuracy_by_length()
     }
 
     /// Whether an interrupt cut the evaluation short (some cells are skipped as
     /// [`INTERRUPTED`]).
     pub fn interrupted(&self) -> bool {
-        self.cells
-            .iter()
-            .any(|c| c.skipped.as_deref() == Some(INTERRUPTED))
+        self.grid.interrupted()
     }
 
     /// A text table: rows = depth, columns = length.
     pub fn table(&self) -> String {
-        let mut out = format!("{:>7}", "depth");
-        for l in &self.lengths {
-            out += &format!(" {:>8}", short_len(*l));
-        }
-        out += "\n";
-        for (di, d) in self.depths.iter().enumerate() {
-            out += &format!("{:>7.2}", d);
-            for li in 0..self.lengths.len() {
-                out += &match self.cell(di, li).accuracy() {
-                    Some(a) => format!(" {:>7.0}%", a * 100.0),
-                    None => format!(" {:>8}", "skipped"),
-                };
-            }
-            out += "\n";
-        }
-        out += &format!("{:>7}", "mean");
-        for a in self.accuracy_by_length() {
-            out += &match a {
-                Some(a) => format!(" {:>7.0}%", a * 100.0),
-                None => format!(" {:>8}", "-"),
-            };
-        }
-        out + "\n"
+        self.grid.table()
     }
 
-    /// Writes `passkey.json`, `passkey.csv` and `passkey.png` into `dir`.
+    /// Writes `{stem}.json`, `{stem}.csv` and `{stem}.png` into `dir`.
     pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
         write_json_pretty(dir.join(format!("{stem}.json")), self)?;
-        let rows: Vec<Vec<String>> = self
-            .cells
-            .iter()
-            .map(|c| {
-                let correct = c.trials.iter().filter(|t| t.correct).count();
-                vec![
-                    c.length.to_string(),
-                    format!("{}", c.depth),
-                    correct.to_string(),
-                    c.trials.len().to_string(),
-                    c.accuracy().map_or(String::new(), |a| format!("{a:.4}")),
-                    c.skipped.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
         write_csv(
             dir.join(format!("{stem}.csv")),
-            &[
-                "length", "depth", "correct", "trials", "accuracy", "skipped",
-            ],
-            &rows,
+            &Grid::CSV_HEADER,
+            &self.grid.csv_rows(),
         )?;
-        let values: Vec<Vec<Option<f64>>> = (0..self.depths.len())
-            .map(|di| {
-                (0..self.lengths.len())
-                    .map(|li| self.cell(di, li).accuracy())
-                    .collect()
-            })
-            .collect();
-        heatmap(
+        let haystack = match &self.haystack {
+            Haystack::Filler => "filler".to_string(),
+            Haystack::RandomTokens => "random-token".to_string(),
+            Haystack::File(p) => p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into()),
+        };
+        self.grid.heatmap(
             &dir.join(format!("{stem}.png")),
-            &format!("Passkey retrieval ({:?} haystack)", self.haystack),
-            "context length (tokens)",
-            "key depth",
-            &self
-                .lengths
-                .iter()
-                .map(|l| short_len(*l))
-                .collect::<Vec<_>>(),
-            &self
-                .depths
-                .iter()
-                .map(|d| format!("{d:.2}"))
-                .collect::<Vec<_>>(),
-            &values,
+            &format!("Passkey retrieval ({haystack} haystack)"),
         )
-    }
-}
-
-/// `4096` → `4k`, `65536` → `64k`, `1000` → `1000`.
-pub fn short_len(l: usize) -> String {
-    match l {
-        l if l >= 1 << 20 && l % (1 << 20) == 0 => format!("{}M", l >> 20),
-        l if l >= 1024 && l % 1024 == 0 => format!("{}k", l >> 10),
-        l => l.to_string(),
     }
 }
 
@@ -222,83 +115,49 @@ pub fn run_passkey<B: RambaBackend>(
     tok: &dyn Tokenizer,
     settings: &PasskeySettings,
     device: &B::Device,
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<PasskeyReport> {
     anyhow::ensure!(settings.trials >= 1, "passkey: trials must be ≥ 1 (got 0)");
-    let stopped = || {
-        settings
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst))
+    // Built once: a file haystack is read and tokenized here, and its errors end the command.
+    let prompter = match &settings.haystack {
+        Haystack::RandomTokens => None,
+        Haystack::Filler => Some(PasskeyPrompter::new(tok, None)?),
+        Haystack::File(p) => {
+            let text = HaystackText::load(p).context("--haystack")?;
+            Some(PasskeyPrompter::new(tok, Some(&text))?)
+        }
     };
-    let mut cells = Vec::new();
-    for (di, &depth) in settings.depths.iter().enumerate() {
-        for (li, &length) in settings.lengths.iter().enumerate() {
-            if stopped() {
-                cells.push(Cell {
-                    length,
-                    depth,
-                    trials: vec![],
-                    skipped: Some(INTERRUPTED.into()),
-                });
-                continue;
-            }
-            if length > settings.max_context {
-                cells.push(Cell {
-                    length,
-                    depth,
-                    trials: vec![],
-                    skipped: Some(format!("{length} tokens exceed eval.max_context = {}; longer contexts need streaming inference", settings.max_context)),
-                });
-                continue;
-            }
+    let limits = GridLimits {
+        max_context: settings.max_context,
+        stop: settings.stop.clone(),
+    };
+    let grid = Grid::run(
+        &settings.lengths,
+        &settings.depths,
+        &limits,
+        "passkey",
+        progress,
+        |di, li, length, depth| {
             let mut rng =
                 ChaCha8Rng::seed_from_u64(settings.seed ^ ((di as u64) << 32) ^ li as u64);
-            let prompts: Result<Vec<PasskeyPrompt>> = (0..settings.trials)
-                .map(|_| match settings.haystack {
-                    Haystack::Filler => {
-                        passkey_prompt(tok, length, depth, rng.random_range(10_000..100_000))
-                    }
-                    Haystack::RandomTokens => needle_prompt(tok, length, depth, &mut rng),
+            let prompts = (0..settings.trials)
+                .map(|_| match &prompter {
+                    Some(p) => p.prompt(tok, length, depth, &mut rng),
+                    None => needle_prompt(tok, length, depth, &mut rng),
                 })
-                .collect();
-            // A length too short for the prompt is one skipped cell, not a failed command:
-            // the other lengths are still worth reporting.
-            let prompts = match prompts {
-                Ok(p) => p,
-                Err(e) => {
-                    let why = format!("{e:#}");
-                    progress(&format!(
-                        "passkey length {length:>7} depth {depth:.2}: skipped ({why})"
-                    ));
-                    cells.push(Cell {
-                        length,
-                        depth,
-                        trials: vec![],
-                        skipped: Some(why),
-                    });
-                    continue;
-                }
-            };
-            let trials = score_prompts(model, tok, &prompts, settings.batch_tokens, device);
-            let correct = trials.iter().filter(|t| t.correct).count();
-            progress(&format!(
-                "passkey length {length:>7} depth {depth:.2}: {correct}/{}",
-                trials.len()
-            ));
-            cells.push(Cell {
-                length,
-                depth,
-                trials,
-                skipped: None,
-            });
-        }
-    }
+                .collect::<Result<Vec<PasskeyPrompt>>>()?;
+            Ok(score_prompts(
+                model,
+                tok,
+                &prompts,
+                settings.batch_tokens,
+                device,
+            ))
+        },
+    );
     Ok(PasskeyReport {
-        haystack: settings.haystack,
-        lengths: settings.lengths.clone(),
-        depths: settings.depths.clone(),
-        cells,
+        haystack: settings.haystack.clone(),
+        grid,
     })
 }
 
@@ -311,73 +170,28 @@ pub fn score_prompts<B: RambaBackend>(
     batch_tokens: usize,
     device: &B::Device,
 ) -> Vec<Trial> {
-    let mut trials = Vec::with_capacity(prompts.len());
-    let mut i = 0;
-    while i < prompts.len() {
-        let len = prompts[i].total_len();
-        let rows = (batch_tokens / len.max(1)).max(1);
-        let group: Vec<&PasskeyPrompt> = prompts[i..]
-            .iter()
-            .take(rows)
-            .take_while(|p| p.total_len() == len)
-            .collect();
-        i += group.len();
-        let ids: Vec<i64> = group
-            .iter()
-            .flat_map(|p| p.tokens())
-            .map(|t| t as i64)
-            .collect();
-        let input = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(ids, [group.len(), len]).convert::<B::IntElem>(),
-            device,
-        );
-        let logits = model.forward(input);
-        let plen = group[0].prompt.len();
-        let alen = group[0].answer.len();
-        // Predictions for answer tokens and the one after: positions plen-1 .. plen+alen-1.
-        let pred = logits
-            .slice([0..group.len(), plen - 1..plen + alen])
-            .argmax(2);
-        let pred: Vec<i64> = pred
-            .into_data()
-            .convert::<i64>()
-            .to_vec()
-            .expect("int data");
-        for (r, p) in group.iter().enumerate() {
-            let row = &pred[r * (alen + 1)..(r + 1) * (alen + 1)];
-            trials.push(judge(tok, p, row));
-        }
-    }
-    trials
+    teacher_forced(model, prompts, batch_tokens, device)
+        .iter()
+        .zip(prompts)
+        .map(|(pred, p)| judge(tok, p, pred))
+        .collect()
 }
 
 /// Compares teacher-forced argmax predictions (`alen + 1` tokens) with the answer.
-fn judge(tok: &dyn Tokenizer, p: &PasskeyPrompt, pred: &[i64]) -> Trial {
-    let alen = p.answer.len();
-    let first_miss = (0..alen).find(|&j| pred[j] != p.answer[j] as i64);
-    let generated: Vec<u32> = match first_miss {
-        Some(m) => p.answer[..m]
-            .iter()
-            .copied()
-            .chain([pred[m] as u32])
-            .collect(),
-        None => p
-            .answer
-            .iter()
-            .copied()
-            .chain([pred[alen] as u32])
-            .collect(),
-    };
+fn judge(tok: &dyn Tokenizer, p: &PasskeyPrompt, pred: &[u32]) -> Trial {
+    let generated = greedy_prefix(&p.answer, pred);
+    let whole = generated.len() == p.answer.len() + 1;
     let text = tok.decode(&generated);
-    let continues_number = first_miss.is_none()
+    let continues_number = whole
         && tok
-            .decode(&[pred[alen] as u32])
+            .decode(&[pred[p.answer.len()]])
             .starts_with(|c: char| c.is_ascii_digit());
-    let correct = first_miss.is_none() && !continues_number && score_answer(&text, &p.answer_text);
+    let correct = whole && !continues_number && score_answer(&text, &p.answer_text);
     Trial {
         answer: p.answer_text.trim().to_string(),
         generated: text.trim().to_string(),
         correct,
+        recall: None,
     }
 }
 
@@ -387,11 +201,11 @@ mod tests {
     use ramba_data::ByteTokenizer;
 
     fn prompt(tok: &ByteTokenizer) -> PasskeyPrompt {
-        passkey_prompt(tok, 300, 0.5, 12345).unwrap()
+        ramba_data::passkey_prompt(tok, 300, 0.5, 12345).unwrap()
     }
 
-    fn ids(s: &str) -> Vec<i64> {
-        s.bytes().map(|b| b as i64).collect()
+    fn ids(s: &str) -> Vec<u32> {
+        s.bytes().map(u32::from).collect()
     }
 
     #[test]
@@ -407,12 +221,5 @@ mod tests {
         let t = judge(&tok, &p, &ids(" 12945."));
         assert!(!t.correct);
         assert_eq!(t.generated, "129");
-    }
-
-    #[test]
-    fn short_lengths_print_compactly() {
-        assert_eq!(short_len(4096), "4k");
-        assert_eq!(short_len(1 << 26), "64M");
-        assert_eq!(short_len(384), "384");
     }
 }

@@ -308,8 +308,9 @@ fn interrupted_passkey_stops() {
     )
     .unwrap();
     assert!(report.interrupted());
-    assert_eq!(report.cells.len(), 4);
+    assert_eq!(report.grid.cells.len(), 4);
     assert!(report
+        .grid
         .cells
         .iter()
         .all(|c| c.skipped.as_deref() == Some(INTERRUPTED) && c.trials.is_empty()));
@@ -388,4 +389,282 @@ fn architecture_mismatch_is_short() {
     assert!(!ok && err.contains("different model config"), "{err}");
     assert!(err.len() < 3000, "{} bytes: {err}", err.len());
     assert!(err.lines().all(|l| l.len() < 1000), "{err}");
+}
+
+/// `ruler` end to end: every task's cells, by free generation and teacher-forced, JSON, CSV
+/// and one PNG per task; a length above eval.max_context is a skipped cell.
+#[test]
+fn ruler_on_a_tiny_run() {
+    let dir = run_folder("ruler");
+    let d = dir.to_str().unwrap();
+    let hay = dir.join("essay.txt");
+    std::fs::write(
+        &hay,
+        "It was a bright cold day in April. The clocks were striking thirteen. ".repeat(4),
+    )
+    .unwrap();
+    for scoring in ["free-generation", "teacher-forced"] {
+        let (ok, table, err) = eval(&[
+            "ruler",
+            "--run",
+            d,
+            "--backend",
+            "cpu",
+            "--tasks",
+            "niah,niah_multi_query,variable_tracking",
+            "--lengths",
+            "512,2k",
+            "--depths",
+            "0.5",
+            "--trials",
+            "1",
+            "--scoring",
+            scoring,
+            "--haystack",
+            hay.to_str().unwrap(),
+        ]);
+        assert!(ok, "{scoring}: {err}");
+        assert!(
+            table.contains("niah_multi_query") && table.contains("skipped"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("eval/ruler.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["scoring"], scoring);
+        let tasks = json["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 3);
+        for t in tasks {
+            let cells = t["cells"].as_array().unwrap();
+            assert_eq!(cells.len(), 2, "{t}");
+            let trial = &cells[0]["trials"][0];
+            assert!(
+                trial["answer"].as_str().is_some_and(|a| !a.is_empty()),
+                "{t}"
+            );
+            assert!(trial["recall"].as_f64().is_some(), "{t}");
+            assert!(cells[1]["skipped"]
+                .as_str()
+                .unwrap()
+                .contains("max_context"));
+            if t["task"] != "variable_tracking" {
+                assert!(t["settings"]["haystack"]
+                    .as_str()
+                    .is_some_and(|h| h.ends_with("essay.txt")));
+            }
+            let png = dir.join(format!("eval/ruler_{}.png", t["task"].as_str().unwrap()));
+            assert!(png.exists(), "{}", png.display());
+        }
+        let csv = std::fs::read_to_string(dir.join("eval/ruler.csv")).unwrap();
+        assert!(csv.starts_with("task,length,depth,correct,trials,accuracy,skipped,recall"));
+        assert_eq!(csv.lines().count(), 1 + 3 * 2, "{csv}");
+    }
+    let (ok, _, err) = eval(&["ruler", "--run", d, "--backend", "cpu", "--tasks", "niha"]);
+    assert!(
+        !ok && err.contains("niha") && err.contains("niah_multi_key"),
+        "{err}"
+    );
+    let (ok, _, err) = eval(&[
+        "ruler",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--tasks",
+        "niah",
+        "--haystack",
+        "/nonexistent/essays",
+    ]);
+    assert!(!ok && err.contains("/nonexistent/essays"), "{err}");
+}
+
+/// `passkey --haystack`: natural text instead of the filler; a binary file is an error naming it.
+#[test]
+fn passkey_in_a_file_haystack() {
+    let dir = run_folder("haystack");
+    let d = dir.to_str().unwrap();
+    let hay = dir.join("essay.txt");
+    std::fs::write(&hay, "In 1984 the winter was long. Snow fell for days.").unwrap();
+    let (ok, _, err) = eval(&[
+        "passkey",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--lengths",
+        "256",
+        "--depths",
+        "0.5",
+        "--trials",
+        "2",
+        "--haystack",
+        hay.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("eval/passkey_haystack.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(json["haystack"]["file"]
+        .as_str()
+        .is_some_and(|h| h.ends_with("essay.txt")));
+    assert_eq!(json["cells"][0]["trials"].as_array().unwrap().len(), 2);
+    assert!(dir.join("eval/passkey_haystack.png").exists());
+
+    let bin = dir.join("blob.txt");
+    std::fs::write(&bin, [b'a', 0, b'b']).unwrap();
+    let (ok, _, err) = eval(&[
+        "passkey",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--haystack",
+        bin.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("blob.txt") && err.contains("binary"),
+        "{err}"
+    );
+    let (ok, _, err) = eval(&[
+        "passkey",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--haystack",
+        bin.to_str().unwrap(),
+        "--random-tokens",
+    ]);
+    assert!(!ok && err.contains("--random-tokens"), "{err}");
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../ramba-data/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `task` on each format's fixture: the format's metric for every example, JSON and CSV; a
+/// malformed line is an error naming the file and line.
+#[test]
+fn task_scores_each_format() {
+    let dir = run_folder("task");
+    let d = dir.to_str().unwrap();
+    for (file, format, metric) in [
+        ("squad.jsonl", "qa", "f1"),
+        ("xsum.jsonl", "summarization", "rouge_l"),
+        ("longbench.jsonl", "choice", "accuracy"),
+    ] {
+        let data = fixture(file);
+        let (ok, out, err) = eval(&[
+            "task",
+            "--run",
+            d,
+            "--backend",
+            "cpu",
+            "--data",
+            &data,
+            "--format",
+            format,
+            "--max-new-tokens",
+            "4",
+        ]);
+        assert!(ok, "{file}: {err}");
+        assert!(out.contains(metric), "{out}");
+        let stem = file.trim_end_matches(".jsonl");
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("eval/task_{stem}.json"))).unwrap(),
+        )
+        .unwrap();
+        let v = json[metric].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{json}");
+        let n = json["examples"].as_u64().unwrap() as usize;
+        assert!(n >= 2, "{json}");
+        assert_eq!(json["results"].as_array().unwrap().len(), n);
+        let csv = std::fs::read_to_string(dir.join(format!("eval/task_{stem}.csv"))).unwrap();
+        assert_eq!(csv.lines().count(), n + 1, "{csv}");
+    }
+    let (ok, _, err) = eval(&[
+        "task",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--data",
+        &fixture("malformed.jsonl"),
+        "--format",
+        "qa",
+    ]);
+    assert!(!ok && err.contains("malformed.jsonl:3"), "{err}");
+    let (ok, _, err) = eval(&[
+        "task",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--data",
+        "x.jsonl",
+        "--format",
+        "essay",
+    ]);
+    assert!(!ok && err.contains("essay"), "{err}");
+}
+
+/// `retrieval-map`: every token's selected chunks and weights (JSON), a PNG per retrieval
+/// head, and the last token's chunks with their text; models without HSA are a clear error.
+#[test]
+fn retrieval_map_of_a_prompt() {
+    use ramba_data::Tokenizer;
+    let dir = run_folder("map");
+    let d = dir.to_str().unwrap();
+    let prompt = dir.join("prompt.txt");
+    let text = ramba_data::passkey_prompt(&ramba_data::ByteTokenizer, 300, 0.3, 42424).unwrap();
+    std::fs::write(&prompt, ramba_data::ByteTokenizer.decode(&text.prompt)).unwrap();
+    let (ok, out, err) = eval(&[
+        "retrieval-map",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--prompt-file",
+        prompt.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("group 0 head 0") && out.contains("weight"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("eval/retrieval_map.json")).unwrap(),
+    )
+    .unwrap();
+    let n = json["tokens"].as_u64().unwrap() as usize;
+    assert_eq!(n, text.prompt.len());
+    let head = &json["groups"][0][0];
+    let chunks = head["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), n);
+    // Chunk size 32, top-2: the first 32 tokens see nothing, token 70 sees chunks 0 and 1.
+    assert!(chunks[31].as_array().unwrap().is_empty());
+    let mut seen: Vec<u64> = chunks[70]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1]);
+    assert!(dir.join("eval/retrieval_map_g0_h0.png").exists());
+
+    let (ok, _, err) = eval(&[
+        "retrieval-map",
+        "--run",
+        d,
+        "--backend",
+        "cpu",
+        "--prompt-file",
+        "/nonexistent/prompt.txt",
+    ]);
+    assert!(!ok && err.contains("/nonexistent/prompt.txt"), "{err}");
 }

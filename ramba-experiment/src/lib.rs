@@ -88,6 +88,11 @@ pub struct TrainConfig {
     /// Several machines: `nodes`, this node's `rank`, the orchestrator's and this node's
     /// addresses.
     pub cluster: ClusterConfig,
+    /// Fine-tuning: a run folder (`runs/X`) whose newest checkpoint's weights the model
+    /// starts from, with a fresh optimizer and schedule. Its `[model]` must equal this one.
+    /// Relative to the experiment file. Ignored on `--resume` (the run's own checkpoint wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -114,6 +119,7 @@ impl Default for TrainConfig {
             threads: 0,
             devices: Devices::default(),
             cluster: ClusterConfig::default(),
+            init_from: None,
         }
     }
 }
@@ -240,6 +246,12 @@ impl ExperimentConfig {
         self.model
             .validate_seq_len("data.seq_len", self.data.seq_len)?;
         let t = &self.train;
+        if t.init_from
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            bail!("train.init_from must not be empty (leave it out to start from scratch)");
+        }
         if t.steps == 0 {
             bail!("train.steps must be > 0");
         }

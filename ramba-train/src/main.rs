@@ -1,4 +1,5 @@
 //! `ramba-train --config configs/X.toml [--set key=value ...] [--backend ...] [--resume runs/NAME]`
+//! and `ramba-train --config configs/X.toml --compare ramba,mamba2,...` (architecture comparison)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::ops::RambaBackend;
+use ramba_eval::ruler::Scoring;
 use ramba_experiment::ExperimentConfig;
+use ramba_train::compare::{compare, parse_archs, CompareSettings};
 use ramba_train::trainer::{absolutize_paths, train, RunRequest, TrainOutcome};
 
 /// Train a ramba model from a TOML experiment file.
@@ -52,12 +55,61 @@ struct Cli {
         help = "checkpoint and exit once STEP steps are done; continue later with --resume"
     )]
     stop_at: Option<u64>,
+    /// Train and evaluate the experiment once per architecture; one table.
+    #[arg(
+        long,
+        value_name = "ARCHS",
+        conflicts_with_all = ["resume", "stop_at"],
+        help = "train the config once per arch (e.g. ramba,mamba2,transformer,swa_hsa,mamba_nsa), \
+                evaluate each the same way and write one table to runs/NAME-compare"
+    )]
+    compare: Option<String>,
+    /// Held-out text for the comparison's perplexity columns.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "compare",
+        help = "held-out text: perplexity by length in the comparison"
+    )]
+    compare_text: Option<PathBuf>,
+    /// RULER tasks of the comparison.
+    #[arg(
+        long,
+        value_name = "TASKS",
+        requires = "compare",
+        value_delimiter = ',',
+        default_value = "niah,niah_multi_query,variable_tracking",
+        help = "RULER tasks in the comparison (comma list; \"\" for none)"
+    )]
+    compare_tasks: Vec<String>,
 }
 
 /// Interrupts closer together than this count as one.
 const SECOND_CTRL_C: Duration = Duration::from_millis(250);
 
 struct TrainTask(RunRequest);
+
+struct CompareTask(CompareSettings);
+
+impl BackendTask for CompareTask {
+    type Output = Result<()>;
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Self::Output {
+        let s = &self.0;
+        let report = compare::<B>(s, device, info, |m| eprintln!("{m}"))?;
+        let out = s
+            .config
+            .run
+            .dir
+            .join(format!("{}-compare", s.config.run.name));
+        report.write(&out)?;
+        println!("{}", report.markdown());
+        eprintln!(
+            "wrote {}/compare.{{json,csv,md}} and compare_*.png",
+            out.display()
+        );
+        Ok(())
+    }
+}
 
 impl BackendTask for TrainTask {
     type Output = Result<TrainOutcome>;
@@ -139,6 +191,23 @@ fn run() -> Result<()> {
     })
     .context("installing the Ctrl-C/SIGTERM handler")?;
     let backend = cfg.run.backend;
+    if let Some(archs) = &cli.compare {
+        let settings = CompareSettings {
+            archs: parse_archs(archs)?,
+            config: cfg,
+            text: cli.compare_text.clone(),
+            ruler_tasks: cli
+                .compare_tasks
+                .iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            scoring: Scoring::FreeGeneration,
+            ppl_windows: 8,
+            stop,
+        };
+        return dispatch(backend, CompareTask(settings))?;
+    }
     let outcome = dispatch(
         backend,
         TrainTask(RunRequest {

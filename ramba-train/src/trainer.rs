@@ -98,11 +98,16 @@ pub fn absolutize_paths(cfg: &mut ExperimentConfig, base: &Path) {
             *p = base.join(&*p);
         }
     };
-    for s in &mut cfg.data.sources {
-        match s {
-            SourceConfig::Text { path, .. } | SourceConfig::Shards { path, .. } => abs(path),
-            _ => {}
-        }
+    for p in cfg
+        .data
+        .sources
+        .iter_mut()
+        .flat_map(SourceConfig::paths_mut)
+    {
+        abs(p);
+    }
+    if let Some(p) = cfg.train.init_from.as_mut() {
+        abs(p);
     }
     if cfg.data.tokenizer != "byte" && Path::new(&cfg.data.tokenizer).is_relative() {
         cfg.data.tokenizer = base
@@ -217,6 +222,13 @@ pub fn train<B: RambaBackend>(
         }
         log(&format!("resumed {} at step {start}", ckpt.display()));
         resumed_from = Some((ckpt, state));
+    } else if let Some(from) = &t.init_from {
+        let (ckpt, m) = crate::init_from::init_from(from, &cfg.model, model, log)?;
+        model = m;
+        log(&format!(
+            "initialised from {} (train.init_from); fresh optimizer and schedule",
+            ckpt.display()
+        ));
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let mut metrics = None;

@@ -707,3 +707,167 @@ fn truncated_optimizer_state_is_named() {
         "{e}"
     );
 }
+
+/// The architecture comparison end to end: every architecture trained on the same tiny
+/// config, evaluated the same way, one table with its charts; a second call reuses the
+/// finished runs and reports the same numbers.
+#[test]
+fn compare_every_architecture() {
+    use ramba_train::compare::{compare, parse_archs, CompareSettings};
+    let dir = scratch("compare");
+    // mamba_nsa scores chunks by mean-pooled keys, so every arch uses mean landmarks.
+    let cfg = config(
+        &dir,
+        "cmp",
+        &[
+            "train.steps=2",
+            "model.hsa.landmark=mean",
+            "model.hsa.encoder_layers=0",
+        ],
+    );
+    let text = dir.join("held_out.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(60),
+    )
+    .unwrap();
+    let settings = CompareSettings {
+        config: cfg,
+        archs: parse_archs("ramba,mamba2,transformer,swa_hsa,mamba_nsa").unwrap(),
+        text: Some(text),
+        ruler_tasks: vec!["niah".into()],
+        scoring: ramba_eval::ruler::Scoring::FreeGeneration,
+        ppl_windows: 1,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let info = open(BackendKind::Cpu).unwrap();
+    let report = compare::<CpuBackend>(&settings, Default::default(), &info, |_| {})
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let archs: Vec<&str> = report.rows.iter().map(|r| r.arch.as_str()).collect();
+    assert_eq!(
+        archs,
+        ["ramba", "mamba2", "transformer", "swa_hsa", "mamba_nsa"]
+    );
+    assert_eq!(report.lengths, [256, 512]);
+    assert_eq!(
+        report.header(),
+        [
+            "arch",
+            "params",
+            "ppl@256",
+            "ppl@512",
+            "passkey@256",
+            "passkey@512",
+            "niah@256",
+            "niah@512"
+        ]
+    );
+    for row in &report.rows {
+        assert!(row.params > 0);
+        // An untrained byte model is near-uniform over 257 tokens.
+        assert!(
+            row.ppl.iter().all(|p| p.is_some_and(|p| p > 20.0)),
+            "{row:?}"
+        );
+        assert!(row.passkey.iter().all(Option::is_some), "{row:?}");
+        assert_eq!(row.ruler.len(), 1);
+        assert!(row.run_dir.join("eval/passkey.json").exists());
+        assert!(row.run_dir.join("eval/ruler_niah.png").exists());
+    }
+    let out = dir.join("cmp-compare");
+    report.write(&out).unwrap();
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert_eq!(md.lines().count(), 2 + 5, "{md}");
+    assert!(md.contains("| mamba_nsa |"), "{md}");
+    for f in [
+        "compare.json",
+        "compare.csv",
+        "compare_passkey.png",
+        "compare_ppl.png",
+        "compare_niah.png",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    // Finished runs are evaluated again, not retrained: the same numbers.
+    let again = CompareSettings {
+        archs: parse_archs("mamba_nsa").unwrap(),
+        ..settings
+    };
+    let second = compare::<CpuBackend>(&again, Default::default(), &info, |_| {}).unwrap();
+    assert_eq!(second.rows[0].passkey, report.rows[4].passkey);
+    assert_eq!(second.rows[0].ppl, report.rows[4].ppl);
+    let e = format!("{:#}", parse_archs("ramba,nsa").unwrap_err());
+    assert!(e.contains("nsa") && e.contains("mamba_nsa"), "{e}");
+}
+
+/// `train.init_from`: a run starts from another run's weights (equal to them before the
+/// first step) with a fresh optimizer; a missing run and a different model are clear errors.
+#[test]
+fn init_from_starts_from_another_runs_weights() {
+    use burn::module::Module;
+    use ramba_core::backend::CpuBackend as B;
+    use ramba_train::init_from::init_from;
+    let dir = scratch("init-from");
+    let base = config(&dir, "base", &["train.steps=2"]);
+    let base_dir = base.run_dir();
+    run(base, false, None);
+    struct Flat(Vec<f32>);
+    impl<Bk: burn::prelude::Backend> burn::module::ModuleVisitor<Bk> for Flat {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::prelude::Tensor<Bk, D>>,
+        ) {
+            self.0.extend(
+                param
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .unwrap(),
+            );
+        }
+    }
+    let weights = |m: &ramba_core::model::LanguageModel<B>| -> Vec<f32> {
+        let mut flat = Flat(vec![]);
+        m.visit(&mut flat);
+        flat.0
+    };
+    let src = ramba_eval::run::load_run::<B>(&base_dir, &Default::default()).unwrap();
+    let cfg = config(&dir, "tuned", &["train.steps=2"]);
+    let fresh = cfg.model.init::<B>(&Default::default());
+    let (ckpt, loaded) = init_from(&base_dir, &cfg.model, fresh.clone(), |_| {}).unwrap();
+    assert!(ckpt.ends_with("step-00000002"), "{}", ckpt.display());
+    assert_eq!(weights(&loaded), weights(&src.model));
+    assert_ne!(weights(&fresh), weights(&src.model));
+
+    // Through the trainer: the fine-tuning run trains from there.
+    let tuned = config(
+        &dir,
+        "tuned",
+        &[
+            "train.steps=2",
+            &format!("train.init_from=\"{}\"", base_dir.display()),
+        ],
+    );
+    let out = run(tuned, false, None);
+    assert_eq!(out.step, 2);
+
+    let e = |extra: &[&str], from: &Path| {
+        let cfg = config(&dir, "bad", extra);
+        let m = cfg.model.init::<B>(&Default::default());
+        format!("{:#}", init_from(from, &cfg.model, m, |_| {}).unwrap_err())
+    };
+    let msg = e(&[], &dir.join("nope"));
+    assert!(
+        msg.contains("train.init_from") && msg.contains("nope"),
+        "{msg}"
+    );
+    let msg = e(
+        &["model.d_model=64", "model.hsa.retrieval_dim=64"],
+        &base_dir,
+    );
+    assert!(
+        msg.contains("model.d_model: 32 there, 64 here") && msg.contains("retrieval_dim"),
+        "{msg}"
+    );
+}

@@ -1,4 +1,5 @@
-//! The HSA decoder (spec §6): `ramba` (Mamba-2 blocks) and `swa_hsa` (sliding-window blocks).
+//! The HSA decoder (spec §6): `ramba` and `mamba_nsa` (Mamba-2 blocks; chunk-unaware selection
+//! for the latter) and `swa_hsa` (sliding-window blocks).
 //!
 //! ```text
 //! Embedding
@@ -45,7 +46,7 @@ pub struct HsaDecoder<B: Backend> {
 }
 
 impl<B: Backend> HsaDecoder<B> {
-    /// From a validated config with `arch = ramba | swa_hsa`.
+    /// From a validated config with `arch = ramba | swa_hsa | mamba_nsa`.
     pub fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
         let window = cfg.attention_window();
         let (hsa, retrieval) = (cfg.hsa_layer_config(), cfg.retrieval_config());
@@ -108,6 +109,7 @@ impl ModelConfig {
             .with_chunk_size(h.chunk_size)
             .with_top_k(h.top_k)
             .with_weighting(h.weighting)
+            .with_selection(self.selection())
             .with_init_std(self.init_std)
             .with_norm_eps(self.norm_eps)
     }
@@ -153,5 +155,36 @@ impl<B: RambaBackend> HsaDecoder<B> {
             }
         }
         (self.lm.logits(x), ModelState { blocks: out })
+    }
+}
+
+impl<B: RambaBackend> HsaDecoder<B> {
+    /// What each retrieval group selected for `tokens` (from a zero state), in group order:
+    /// for inspecting retrieval (which chunks each token read, with what weight). Runs the
+    /// layers [`forward`](Self::forward) runs, up to the last group's retrieval.
+    pub fn selections(&self, tokens: Tensor<B, 2, Int>) -> Vec<crate::ops::ChunkSelection<B>> {
+        let mask = attention_mask(self.window);
+        let mut states = Vec::new().into_iter();
+        let mut out = Vec::new();
+        let mut x = run_blocks(
+            &self.lower,
+            self.lm.embed(tokens),
+            &mut states,
+            mask,
+            &mut out,
+        );
+        let memory = self.memory.forward(x.clone());
+        let mut selections = Vec::with_capacity(self.groups.len());
+        for (i, group) in self.groups.iter().enumerate() {
+            let selection = group.retrieval.forward(x.clone(), &memory);
+            if i + 1 < self.groups.len() {
+                for stage in &group.stages {
+                    x = stage.hsa.forward(x, &memory, &selection);
+                    x = run_blocks(&stage.blocks, x, &mut states, mask, &mut out);
+                }
+            }
+            selections.push(selection);
+        }
+        selections
     }
 }

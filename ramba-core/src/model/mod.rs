@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `ramba` | [`HsaDecoder`] | Mamba-2 |
 //! | `swa_hsa` | [`HsaDecoder`] | sliding-window attention |
+//! | `mamba_nsa` | [`HsaDecoder`] (chunk-unaware selection) | Mamba-2 |
 //! | `mamba2` | [`Decoder`] | Mamba-2 |
 //! | `transformer` | [`Decoder`] | causal attention |
 //!
@@ -88,7 +89,7 @@ impl<B: AutodiffBackend> ModelState<B> {
 pub enum LanguageModel<B: Backend> {
     /// `mamba2` and `transformer`.
     Plain(Decoder<B>),
-    /// `ramba` and `swa_hsa`.
+    /// `ramba`, `swa_hsa` and `mamba_nsa`.
     Hsa(HsaDecoder<B>),
 }
 
@@ -164,6 +165,20 @@ impl<B: RambaBackend> LanguageModel<B> {
         mask: Tensor<B, 2>,
     ) -> Tensor<B, 1> {
         lm_loss(self.forward(tokens), targets, mask)
+    }
+}
+
+impl<B: RambaBackend> LanguageModel<B> {
+    /// Each retrieval group's chunk selection for `tokens` (see [`HsaDecoder::selections`]);
+    /// `None` for architectures without HSA.
+    pub fn selections(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+    ) -> Option<Vec<crate::ops::ChunkSelection<B>>> {
+        match self {
+            LanguageModel::Plain(_) => None,
+            LanguageModel::Hsa(m) => Some(m.selections(tokens)),
+        }
     }
 }
 

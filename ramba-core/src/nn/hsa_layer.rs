@@ -107,6 +107,20 @@ impl<B: RambaBackend> HsaLayer<B> {
                 softmax_off_by_one: self.softmax_off_by_one,
             },
         );
+        // Chunk-unaware selection: its compression readout (one per KV head) joins the output
+        // of every query head of the group, as NSA sums its branches.
+        let o = match &selection.compressed {
+            Some(c) => {
+                let [_, _, h_kv, d_h] = c.dims();
+                let group = self.n_heads / h_kv;
+                o + c
+                    .clone()
+                    .unsqueeze_dim::<5>(3)
+                    .expand([batch, seq, h_kv, group, d_h])
+                    .reshape([batch, seq, self.n_heads, d_h])
+            }
+            None => o,
+        };
         let o = self
             .out
             .forward(o.reshape([batch, seq, self.n_heads * self.head_dim]));

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use super::chunk_memory::ChunkMemoryOutput;
 use super::{linear, rms_norm};
 use crate::ops::selection;
-use crate::ops::{ChunkSelection, ChunkWeighting, RambaBackend, SelectionOptions};
+use crate::ops::{ChunkSelection, ChunkWeighting, RambaBackend, SelectionMode, SelectionOptions};
 
 /// What a [`Retrieval`] is built from; defaults are RAMba-370M's `[model.hsa]` values. A
 /// model builds it from its `ModelConfig`; the module itself knows nothing of the model.
@@ -30,6 +30,9 @@ pub struct RetrievalConfig {
     /// How the selected chunks' scores become weights.
     #[config(default = "ChunkWeighting::StickBreaking")]
     pub weighting: ChunkWeighting,
+    /// Chunk-aware (HSA) or chunk-unaware (NSA-style) learning of the scores.
+    #[config(default = "SelectionMode::ChunkAware")]
+    pub selection: SelectionMode,
     /// Standard deviation of the normal initialisation of the query projection.
     #[config(default = 0.02)]
     pub init_std: f64,
@@ -56,6 +59,7 @@ impl RetrievalConfig {
             chunk_size: self.chunk_size,
             top_k: self.top_k,
             softmax_weights: self.weighting == ChunkWeighting::Softmax,
+            chunk_unaware: self.selection == SelectionMode::ChunkUnaware,
         }
     }
 }
@@ -70,6 +74,7 @@ pub struct Retrieval<B: Backend> {
     chunk_size: usize,
     top_k: usize,
     softmax_weights: bool,
+    chunk_unaware: bool,
 }
 
 impl<B: RambaBackend> Retrieval<B> {
@@ -92,6 +97,15 @@ impl<B: RambaBackend> Retrieval<B> {
             self.n_heads,
             self.head_dim,
         ]);
-        selection::select_chunks(queries, memory.landmarks.clone(), options)
+        if self.chunk_unaware {
+            selection::unaware::select_chunks_unaware(
+                queries,
+                memory.landmarks.clone(),
+                memory.values.clone(),
+                options,
+            )
+        } else {
+            selection::select_chunks(queries, memory.landmarks.clone(), options)
+        }
     }
 }

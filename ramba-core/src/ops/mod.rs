@@ -33,7 +33,7 @@ pub use activation::softplus;
 pub use conv::ConvGrads;
 pub use hsa::{HsaForward, HsaGrads, HsaOptions};
 pub use scan::{ScanGrads, ScanOptions};
-pub use selection::{ChunkSelection, ChunkWeighting, SelectionOptions};
+pub use selection::{ChunkSelection, ChunkWeighting, SelectionMode, SelectionOptions};
 
 /// Backend extension with the long-context ops of HSA and Mamba-2.
 ///

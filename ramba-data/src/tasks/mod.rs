@@ -59,7 +59,8 @@ pub use niah_multi_value::NiahMultiValueTask;
 pub use passkey::{PasskeyTask, MAX_QUESTIONS};
 pub use prompt::{
     answer_text, filler_sentences, haystack_alphabet, key_sentence, needle_prompt, passkey_prompt,
-    score_answer, PasskeyPrompt, DEFAULT_MAX_KEY, DEFAULT_MIN_KEY, FILLER, INSTRUCTION, QUESTION,
+    score_answer, PasskeyPrompt, PasskeyPrompter, DEFAULT_MAX_KEY, DEFAULT_MIN_KEY, FILLER,
+    INSTRUCTION, QUESTION,
 };
 pub(crate) use prompt::{Filler, Needle, PromptParts};
 use task_prompt::EvalTask;
@@ -157,12 +158,29 @@ impl Task {
 
     /// The task's haystack path, for tasks that read one, mutable (to make it absolute).
     pub fn haystack_mut(&mut self) -> Option<&mut PathBuf> {
+        self.haystack_slot().and_then(Option::as_mut)
+    }
+
+    /// Makes `path` the haystack of a task that reads one (replacing the filler or another
+    /// file); returns false, changing nothing, for tasks without a haystack.
+    pub fn set_haystack(&mut self, path: PathBuf) -> bool {
+        match self.haystack_slot() {
+            Some(slot) => {
+                *slot = Some(path);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The `haystack` setting of the tasks that have one.
+    fn haystack_slot(&mut self) -> Option<&mut Option<PathBuf>> {
         match self {
-            Task::Niah(t) => t.haystack.as_mut(),
-            Task::NiahMultiKey(t) => t.haystack.as_mut(),
-            Task::NiahMultiValue(t) => t.haystack.as_mut(),
-            Task::NiahMultiQuery(t) => t.haystack.as_mut(),
-            Task::VariableTracking(t) => t.haystack.as_mut(),
+            Task::Niah(t) => Some(&mut t.haystack),
+            Task::NiahMultiKey(t) => Some(&mut t.haystack),
+            Task::NiahMultiValue(t) => Some(&mut t.haystack),
+            Task::NiahMultiQuery(t) => Some(&mut t.haystack),
+            Task::VariableTracking(t) => Some(&mut t.haystack),
             Task::Filler(_)
             | Task::Passkey(_)
             | Task::MultiKey(_)
@@ -515,6 +533,26 @@ pub(crate) mod tests {
             e.message().contains("emoji") && e.message().contains("uuid"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn set_haystack_reaches_the_needle_tasks_only() {
+        for mut task in Task::all() {
+            let reads = task.has_eval_prompt()
+                && !matches!(task, Task::CommonWords(_) | Task::FrequentWords(_));
+            assert_eq!(
+                task.set_haystack(PathBuf::from("h.txt")),
+                reads,
+                "{}",
+                task.name()
+            );
+            assert_eq!(
+                task.haystack_mut().map(|p| p.clone()),
+                reads.then(|| PathBuf::from("h.txt")),
+                "{}",
+                task.name()
+            );
+        }
     }
 
     #[test]

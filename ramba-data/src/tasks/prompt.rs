@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use anyhow::{bail, ensure, Result};
 use rand::Rng;
 
-use super::haystack::haystack_words;
+use super::haystack::{haystack_words, HaystackText};
 use crate::tokenizer::Tokenizer;
 
 /// Passkey task description (Landmark Attention, Mohtashami & Jaggi 2023).
@@ -362,6 +362,57 @@ pub fn passkey_prompt(
     PromptParts::new(tok)?.passkey(tok, total_tokens, depth, key)
 }
 
+/// Most key draws [`PasskeyPrompter::prompt`] makes before giving up on a haystack that
+/// holds nearly every key (no real text does: it would need most five-digit numbers).
+const MAX_KEY_DRAWS: usize = 1000;
+
+/// Passkey prompts in the [`FILLER`] or in a file haystack, with the haystack tokenized
+/// once. Keys are drawn so that they never occur in the haystack as a number of their own,
+/// so the first integer after the question can only come from the key sentence.
+#[derive(Debug, Clone)]
+pub struct PasskeyPrompter {
+    parts: PromptParts,
+    label: String,
+}
+
+impl PasskeyPrompter {
+    /// Prompts in the passkey filler (`None`) or in `haystack`'s sentences.
+    pub fn new(tok: &dyn Tokenizer, haystack: Option<&HaystackText>) -> Result<Self> {
+        let mut parts = PromptParts::new(tok)?;
+        let label = match haystack {
+            None => "the passkey filler".to_string(),
+            Some(h) => {
+                parts.filler = h.filler(tok)?;
+                format!("haystack {}", h.label())
+            }
+        };
+        Ok(Self { parts, label })
+    }
+
+    /// A prompt of exactly `total` tokens (prompt + answer) with the key sentence at
+    /// `depth` (see [`passkey_prompt`]); the key is drawn from `rng` in
+    /// [`DEFAULT_MIN_KEY`]`..=`[`DEFAULT_MAX_KEY`], again while the haystack contains it.
+    pub fn prompt<R: Rng + ?Sized>(
+        &self,
+        tok: &dyn Tokenizer,
+        total: usize,
+        depth: f64,
+        rng: &mut R,
+    ) -> Result<PasskeyPrompt> {
+        for _ in 0..MAX_KEY_DRAWS {
+            let key = rng.random_range(DEFAULT_MIN_KEY..=DEFAULT_MAX_KEY);
+            if !self.parts.filler.contains_word(&key.to_string()) {
+                return self.parts.passkey(tok, total, depth, key);
+            }
+        }
+        bail!(
+            "{} contains every one of {MAX_KEY_DRAWS} pass keys drawn; a needle would not be \
+             unique in it",
+            self.label
+        )
+    }
+}
+
 /// Tokens the random haystack of [`needle_prompt`] is drawn from: the ids of `a`–`z` and
 /// space, where each is a single token (for the byte tokenizer, exactly those bytes).
 pub fn haystack_alphabet(tok: &dyn Tokenizer) -> Vec<u32> {
@@ -595,5 +646,41 @@ mod tests {
             assert_eq!(w.len(), 64);
             assert!(cycle.contains(&w), "{w}");
         }
+    }
+
+    /// In a file haystack the prompt is the haystack's text with the key sentence, of exact
+    /// length, and a key the haystack holds is drawn again; the filler prompter builds the
+    /// same prompts as [`passkey_prompt`].
+    #[test]
+    fn passkey_prompter_avoids_the_haystacks_numbers() {
+        let tok = ByteTokenizer;
+        let rng = ChaCha8Rng::seed_from_u64(3);
+        let first = rng.clone().random_range(DEFAULT_MIN_KEY..=DEFAULT_MAX_KEY);
+        let text = format!("In {first} the river rose. Nobody came back that year.");
+        let hay = HaystackText::from_text(&text, "river.txt").unwrap();
+        let p = PasskeyPrompter::new(&tok, Some(&hay)).unwrap();
+        let got = p.prompt(&tok, 600, 0.5, &mut rng.clone()).unwrap();
+        assert_eq!(got.total_len(), 600);
+        let key: u64 = got.answer_text.trim().parse().unwrap();
+        assert_ne!(key, first, "a key the haystack holds is redrawn");
+        let prompt = tok.decode(&got.prompt);
+        assert!(prompt.contains(&key_sentence(key)), "{prompt}");
+        assert!(prompt.contains(" Nobody came back that year."), "{prompt}");
+        assert!(!prompt.contains(" The grass is green."), "{prompt}");
+
+        let filler = PasskeyPrompter::new(&tok, None).unwrap();
+        let got = filler.prompt(&tok, 600, 0.25, &mut rng.clone()).unwrap();
+        assert_eq!(got, passkey_prompt(&tok, 600, 0.25, first).unwrap());
+
+        // Every key in the haystack: no unique needle can be drawn.
+        let all: String = (DEFAULT_MIN_KEY..=DEFAULT_MAX_KEY)
+            .map(|k| format!("{k} "))
+            .collect();
+        let full = HaystackText::from_text(&all, "numbers.txt").unwrap();
+        let e = PasskeyPrompter::new(&tok, Some(&full))
+            .unwrap()
+            .prompt(&tok, 600, 0.5, &mut rng.clone())
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("haystack numbers.txt"), "{e:#}");
     }
 }

@@ -6,15 +6,32 @@
 //! tensor ops on the `K` selected slots' scores ([`slot_scores`], [`chunk_weights`]), so
 //! gradients reach the retrieval queries and the landmarks only through the selected slots and
 //! no custom backward is needed.
+//!
+//! [`unaware`] is the chunk-unaware (NSA-style) ablation: the same selection, its weights
+//! detached, and scores learned from token-level attention to the mean-pooled keys instead.
 
 pub(crate) mod cube;
 pub mod reference;
+pub mod unaware;
 
 use burn::prelude::*;
 use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use super::{softplus, RambaBackend};
+
+/// How chunk scores are learned (`model.hsa.selection`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionMode {
+    /// HSA: the selected chunks' weights multiply their outputs, so scores learn from what
+    /// each chunk contributes (the paper's method).
+    #[default]
+    ChunkAware,
+    /// NSA-style ablation ([`unaware`]): scores learn only from token-level attention to the
+    /// mean-pooled keys; the selected chunks' weights carry no gradient.
+    ChunkUnaware,
+}
 
 /// How the selected chunks' scores become weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -48,6 +65,10 @@ pub struct ChunkSelection<B: Backend> {
     pub indices: Tensor<B, 4, Int>,
     /// `[batch, seq, h_kv, top_k]`: chunk weights (0 on invalid slots).
     pub weights: Tensor<B, 4>,
+    /// Chunk-unaware selection only: `[batch, seq, h_kv, d_h]`, the token-level attention
+    /// readout of the chunks' mean-pooled values ([`unaware::compressed_attention`]) that the
+    /// HSA layers add to their output; `None` for chunk-aware selection.
+    pub compressed: Option<Tensor<B, 4>>,
 }
 
 /// Selection and weights from retrieval queries and landmarks.
@@ -66,6 +87,7 @@ pub fn select_chunks<B: RambaBackend>(
         return ChunkSelection {
             indices: Tensor::full([batch, seq, heads, options.top_k], -1, &device),
             weights: Tensor::zeros([batch, seq, heads, options.top_k], &device),
+            compressed: None,
         };
     }
     let indices = Tensor::<B, 4, Int>::from_primitive(B::select_chunks(
@@ -80,7 +102,11 @@ pub fn select_chunks<B: RambaBackend>(
         scores = scores.cast(DType::F32);
     }
     let weights = chunk_weights(scores, valid, options.weighting);
-    ChunkSelection { indices, weights }
+    ChunkSelection {
+        indices,
+        weights,
+        compressed: None,
+    }
 }
 
 /// The selected slots' scores `<q_t, lmk_c> / √d_r`, `[batch, seq, h, K]`, differentiable in
