@@ -37,7 +37,7 @@ use cubecl::prelude::*;
 use cubecl::{cmma, ir::StorageType};
 
 use super::chunk_scan_backward::ChunkScanGradients;
-use super::chunk_scan_cmma::{stage, HEAD_DIM, PAD_H};
+use super::chunk_scan_cmma::{HEAD_DIM, PAD_H};
 use super::{empty_like_shape, load_chunk_decay, ScanShape, CHUNK};
 use crate::fragments::{load_a, load_b, new_acc};
 use crate::launch::{address_type_of, cube_count_for, zeros_like_shape};
@@ -100,6 +100,34 @@ fn store_tile(scratch: &mut SharedMemory<f32>, base: usize, col: usize, acc: &cm
         PAD as u32,
         cmma::MatrixLayout::RowMajor,
     );
+}
+
+/// Copies `CHUNK` rows of `width` elements (row `r` at `src[first + r · row_step …]`) into `dst`
+/// (stride `stride`) as `F`, zeros from row `valid` on; unrolled, so each thread has its loads in
+/// flight together. No barrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage_rows_unrolled<F: Float>(
+    src: &Tensor<F>,
+    dst: &mut SharedMemory<F>,
+    first: usize,
+    row_step: usize,
+    valid: usize,
+    #[comptime] width: usize,
+    #[comptime] stride: usize,
+) {
+    let tid = UNIT_POS as usize;
+    #[unroll]
+    for k in 0..comptime!(CHUNK * width / THREADS) {
+        let i = tid + k * THREADS;
+        let r = i / width;
+        let e = i % width;
+        let mut v = F::new(0.0);
+        if r < valid {
+            v = src[first + r * row_step + e];
+        }
+        dst[r * stride + e] = v;
+    }
 }
 
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -183,27 +211,23 @@ fn chunk_scan_backward_cmma_kernel<F: Float>(
     let mut red2 = SharedMemory::<f32>::new(THREADS);
 
     let bc0 = ((batch * seq + t0) * groups + g) * d_state;
-    stage::<F, F>(
+    stage_rows_unrolled::<F>(
         b,
         &mut bs,
         bc0,
         comptime!(groups * d_state),
         valid,
-        CHUNK,
         d_state,
         ns,
-        THREADS,
     );
-    stage::<F, F>(
+    stage_rows_unrolled::<F>(
         c,
         &mut cs,
         bc0,
         comptime!(groups * d_state),
         valid,
-        CHUNK,
         d_state,
         ns,
-        THREADS,
     );
     #[unroll]
     for k in 0..comptime!(CHUNK * d_state / THREADS) {
@@ -222,27 +246,23 @@ fn chunk_scan_backward_cmma_kernel<F: Float>(
     for j in 0..per_split {
         let h = (g * comptime!(heads / groups)) + split * per_split + j;
         let x0 = ((batch * seq + t0) * heads + h) * HEAD_DIM;
-        stage::<F, F>(
+        stage_rows_unrolled::<F>(
             x,
             &mut xs,
             x0,
             comptime!(heads * HEAD_DIM),
             valid,
-            CHUNK,
             HEAD_DIM,
             PAD_H,
-            THREADS,
         );
-        stage::<F, F>(
+        stage_rows_unrolled::<F>(
             dy,
             &mut dys,
             x0,
             comptime!(heads * HEAD_DIM),
             valid,
-            CHUNK,
             HEAD_DIM,
             PAD_H,
-            THREADS,
         );
         // G and H (`P × N`, all rows valid), and this thread's share of ⟨G, H⟩ in f32.
         let st = ((batch * heads + h) * n_chunks + chunk) * state_size;

@@ -63,10 +63,6 @@ fn rows_dot_rows<F: Float>(
 
 /// Copies `rows` rows (row `r` at `src[first + r · row_step …]`, `width` wide) into `dst` with
 /// row stride `stride`, as `F`; rows from `valid_rows` on are zeros. No barrier.
-///
-/// The loop is unrolled (its trip count is known at compile time), so each thread has all of
-/// its loads in flight at once: with a few cubes per SM, a loop issuing one load per iteration
-/// waited out the memory latency once per element and dominated the kernels.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn stage<F: Float, S: Float>(
@@ -80,19 +76,16 @@ pub(crate) fn stage<F: Float, S: Float>(
     #[comptime] stride: usize,
     #[comptime] threads: usize,
 ) {
-    let tid = UNIT_POS as usize;
-    #[unroll]
-    for k in 0..comptime!((rows * width).div_ceil(threads)) {
-        let i = tid + k * threads;
-        if i < comptime!(rows * width) {
-            let r = i / width;
-            let e = i % width;
-            let mut v = F::new(0.0);
-            if r < valid_rows {
-                v = F::cast_from(src[first + r * row_step + e]);
-            }
-            dst[r * stride + e] = v;
+    let mut i = UNIT_POS as usize;
+    while i < comptime!(rows * width) {
+        let r = i / width;
+        let e = i % width;
+        let mut v = F::new(0.0);
+        if r < valid_rows {
+            v = F::cast_from(src[first + r * row_step + e]);
         }
+        dst[r * stride + e] = v;
+        i += threads;
     }
 }
 

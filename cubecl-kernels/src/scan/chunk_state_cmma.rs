@@ -92,21 +92,16 @@ fn chunk_state_cmma_kernel<F: Float>(
     }
     sync_cube();
     let v0 = ((b * seq + t0) * heads + h) * HEAD_DIM;
-    // Unrolled, like `stage`, so the loads are in flight together.
-    #[unroll]
-    for k in 0..comptime!((CHUNK * HEAD_DIM).div_ceil(threads)) {
-        let i = tid + k * threads;
-        if i < comptime!(CHUNK * HEAD_DIM) {
-            let r = i / HEAD_DIM;
-            let p = i % HEAD_DIM;
-            let mut x = F::new(0.0);
-            if r < valid {
-                x = F::cast_from(
-                    w[r] * f32::cast_from(v[v0 + r * comptime!(heads * HEAD_DIM) + p]),
-                );
-            }
-            vw[r * PAD_H + p] = x;
+    let mut i = tid;
+    while i < comptime!(CHUNK * HEAD_DIM) {
+        let r = i / HEAD_DIM;
+        let p = i % HEAD_DIM;
+        let mut x = F::new(0.0);
+        if r < valid {
+            x = F::cast_from(w[r] * f32::cast_from(v[v0 + r * comptime!(heads * HEAD_DIM) + p]));
         }
+        vw[r * PAD_H + p] = x;
+        i += threads;
     }
     sync_cube();
 
