@@ -106,9 +106,9 @@ if has launches; then
   cp /tmp/launches_1.csv "$OUT/launches_1.csv"
 fi
 if has ncubwd; then
-  # The backward's kernels at 8 × 16K: one launch of each (the chunk-state recomputation, the
-  # local state gradients, the two state passings, the tensor-core backward, the split sums).
-  timeout 200 ncu --clock-control none -k "regex:chunk_|state_passing|sum_splits" -c 12 \
+  # The backward's own kernels at 8 × 16K, one launch each: the state passing backward, the
+  # tensor-core backward and the split sums.
+  timeout 200 ncu --clock-control none -k "regex:chunk_scan_backward|state_passing_backward|sum_splits" -c 3 \
     --section SpeedOfLight --section LaunchStats --section Occupancy \
     /tmp/ramba-bench scan --backend cuda --batch 8 --lengths 16k --budget-ms 1 \
     --reference-max-tokens 0 > /tmp/ncu_bwd.txt 2>&1; cp /tmp/ncu_bwd.txt "$OUT/ncu_bwd.txt"
