@@ -2,7 +2,8 @@
 //!
 //! - [`ops`]: the ops seam ([`ops::RambaBackend`]) and the reference implementation of every op.
 //! - [`nn`]: building blocks (Mamba-2, attention, chunk memory, retrieval, HSA layer).
-//! - [`model`]: the language models behind [`model::LanguageModel`].
+//! - [`model`]: the language models behind [`model::LanguageModel`], with streaming prefill/step.
+//! - [`stream`]: what a stream keeps between calls (chunk stores, growing buffers).
 //! - [`config`]: serde model configs with the paper's RAMba-370M as defaults.
 //! - [`backend`]: run-time backend selection (`auto | cuda | wgpu | cpu`).
 
@@ -12,5 +13,6 @@ pub mod config;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod stream;
 #[doc(hidden)]
 pub mod testing;

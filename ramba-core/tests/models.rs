@@ -6,70 +6,18 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use ramba_core::backend_tests;
-use ramba_core::config::{Arch, Landmark, ModelConfig};
+use ramba_core::config::{Arch, ModelConfig};
 use ramba_core::model::ModelState;
 use ramba_core::nn::attention::{AttentionMask, AttentionSettings, SelfAttention};
-use ramba_core::ops::{ChunkWeighting, RambaBackend};
+use ramba_core::ops::RambaBackend;
 use ramba_core::testing::*;
 
-/// A model small enough for lavapipe: 5 chunks of 8 tokens at L = 40, G = 4.
 fn tiny(arch: Arch) -> ModelConfig {
-    let mut c = ModelConfig {
-        arch,
-        vocab_size: 37,
-        d_model: 32,
-        n_lower: 1,
-        n_groups: 1,
-        hsa_per_group: 2,
-        blocks_per_hsa: 1,
-        ..Default::default()
-    };
-    c.mamba.head_dim = 16;
-    c.mamba.d_state = 8;
-    c.mamba.chunk_size = 16;
-    c.hsa.chunk_size = 8;
-    c.hsa.top_k = 2;
-    c.hsa.n_heads = 4;
-    c.hsa.n_kv_heads = 1;
-    c.hsa.head_dim = 8;
-    c.hsa.retrieval_dim = 16;
-    c.hsa.encoder_heads = 2;
-    c.hsa.encoder_kv_heads = 2;
-    c.hsa.mlp_hidden = 48;
-    c.attention.n_heads = 4;
-    c.attention.n_kv_heads = 2;
-    c.attention.window = 6;
-    c.attention.mlp_hidden = 48;
-    c.validate().expect("tiny config is valid");
-    c
+    tiny_config(arch)
 }
 
-/// The variants exercised: every arch, plus the HSA options.
 fn variants() -> Vec<(&'static str, ModelConfig)> {
-    let mut mean = tiny(Arch::Ramba);
-    mean.hsa.landmark = Landmark::Mean;
-    mean.hsa.encoder_layers = 0;
-    mean.hsa.weighting = ChunkWeighting::Softmax;
-    mean.hsa.softmax_off_by_one = true;
-    let mut mlp = tiny(Arch::SwaHsa);
-    mlp.hsa.hsa_mlp = true;
-    mlp.n_groups = 2;
-    mlp.hsa_per_group = 1;
-    // Chunk-unaware selection scores chunks by mean-pooled keys: mean landmarks.
-    let mut nsa = tiny(Arch::Ramba);
-    nsa.arch = Arch::MambaNsa;
-    nsa.hsa.landmark = Landmark::Mean;
-    nsa.hsa.encoder_layers = 0;
-    nsa.validate().expect("mamba_nsa config is valid");
-    vec![
-        ("ramba", tiny(Arch::Ramba)),
-        ("ramba_mean_softmax", mean),
-        ("mamba2", tiny(Arch::Mamba2)),
-        ("transformer", tiny(Arch::Transformer)),
-        ("swa_hsa", tiny(Arch::SwaHsa)),
-        ("swa_hsa_mlp_2groups", mlp),
-        ("mamba_nsa", nsa),
-    ]
+    config_variants()
 }
 
 fn tokens<B: Backend>(

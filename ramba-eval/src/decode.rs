@@ -7,16 +7,19 @@
 //! * **Free generation** ([`generate`]): what greedy decoding actually writes. It starts from
 //!   the same teacher-forced pass (the greedy output agrees with the answer up to the first
 //!   position where the argmax differs, so that prefix and the differing token come for
-//!   free), then continues one token per forward pass until the text holds a stop or the
+//!   free), then continues one token per step until the text holds a stop or the
 //!   budget runs out. List answers in another order than the reference are only judged
 //!   right this way.
 //!
-//! Every continuation step runs the whole sequence again: the models have no incremental
-//! step for every architecture yet, and answers are a few tokens long.
+//! Continuation steps go through the streaming path (prefill, then one step per token), the
+//! decoder [`crate::generate`] builds on.
 
 use burn::prelude::*;
 use ramba_core::model::LanguageModel;
 use ramba_core::ops::RambaBackend;
+use ramba_core::stream::ChunkStoreKind;
+
+use crate::generate::{argmax, host_rows, id_tensor};
 
 /// A prompt and the answer teacher forcing feeds after it.
 pub trait Forced {
@@ -123,8 +126,15 @@ pub fn greedy_prefix(answer: &[u32], pred: &[u32]) -> Vec<u32> {
 }
 
 /// Greedy continuation of `prompt` whose first tokens are `start` (from [`greedy_prefix`]):
-/// one token per forward pass until `done` holds for the tokens so far or there are `budget`
-/// of them. Returns the generated tokens.
+/// one token per step until `done` holds for the tokens so far or there are `budget` of
+/// them. Returns the generated tokens.
+///
+/// Runs through the streaming path (one prefill of `prompt + start`, then one step per
+/// token; [`crate::generate`] is the same generator with sampling), so a continuation costs
+/// one token's work per step instead of the whole sequence again.
+///
+/// # Panics
+/// If `prompt` is empty: there is nothing to continue (callers build non-empty prompts).
 pub fn generate<B: RambaBackend>(
     model: &LanguageModel<B>,
     prompt: &[u32],
@@ -133,15 +143,28 @@ pub fn generate<B: RambaBackend>(
     done: impl Fn(&[u32]) -> bool,
     device: &B::Device,
 ) -> Vec<u32> {
+    assert!(!prompt.is_empty(), "generate: an empty prompt");
     let mut out = start;
-    while !done(&out) && out.len() < budget {
-        let mut seq = prompt.to_vec();
-        seq.extend_from_slice(&out);
-        let n = seq.len();
-        let next = argmax_rows(model, &seq, 1, n - 1..n, device)[0][0];
-        out.push(next);
+    if done(&out) || out.len() >= budget {
+        return out;
     }
-    out
+    let seq: Vec<u32> = prompt.iter().chain(&out).copied().collect();
+    // Answers are generated for prompts within eval.max_context (longer cells are skipped
+    // before): the chunk memory stays on the device and the prompt is one prefill.
+    let mut state = model.stream_state(ChunkStoreKind::Device);
+    let mut logits = model.prefill_last(id_tensor::<B>(&[&seq], 0..seq.len(), device), &mut state);
+    loop {
+        let next = argmax(&host_rows(logits)[0]);
+        out.push(next);
+        if done(&out) || out.len() >= budget {
+            return out;
+        }
+        let id = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(vec![next as i64], [1]).convert::<B::IntElem>(),
+            device,
+        );
+        logits = model.step(id, &mut state);
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod decode;
 pub mod downstream;
+pub mod generate;
 pub mod grid;
 pub mod passkey;
 pub mod perplexity;

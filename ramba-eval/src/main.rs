@@ -1,5 +1,6 @@
-//! `ramba-eval passkey --run runs/NAME ...`, `ramba-eval ruler --run runs/NAME --tasks ...` and
-//! `ramba-eval ppl --run runs/NAME --text FILE ...`
+//! `ramba-eval passkey --run runs/NAME ...`, `ramba-eval ruler --run runs/NAME --tasks ...`,
+//! `ramba-eval ppl --run runs/NAME --text FILE ...` and
+//! `ramba-eval generate --run runs/NAME --prompt TEXT ...`
 
 use std::path::PathBuf;
 
@@ -7,10 +8,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::ops::RambaBackend;
+use ramba_core::stream::ChunkStoreKind;
 use ramba_data::{JsonlFormat, TooLong};
 use ramba_eval::downstream::{run_task, TaskEvalSettings};
 use ramba_eval::grid::GridLimits;
-use ramba_eval::passkey::{run_passkey, Haystack, PasskeySettings};
+use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeySettings};
 use ramba_eval::perplexity::{perplexity_by_length, write_ppl};
 use ramba_eval::retrieval_map::retrieval_map;
 use ramba_eval::ruler::{ruler_task, run_ruler, RulerSettings, Scoring};
@@ -38,6 +40,8 @@ enum Command {
     RetrievalMap(RetrievalMapArgs),
     /// Perplexity by context length on a text file.
     Ppl(PplArgs),
+    /// Generate text from a prompt through the streaming path, printing tokens as they come.
+    Generate(GenerateArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -116,6 +120,93 @@ struct PasskeyArgs {
         help = "use a random-token haystack (the needle variant) instead of filler"
     )]
     random_tokens: bool,
+    /// Teacher-forced scoring instead of free generation.
+    #[arg(
+        long,
+        help = "score the answer teacher-forced (argmax at its positions) instead of generating it"
+    )]
+    teacher_forced: bool,
+    #[command(flatten)]
+    streaming: StreamingArgs,
+}
+
+/// How prompts go through the streaming path.
+#[derive(Args, Debug, Clone)]
+struct StreamingArgs {
+    /// Keys and values of the chunk memory in host memory.
+    #[arg(
+        long,
+        help = "keep the chunk memory's keys and values in host memory (landmarks stay on the device)"
+    )]
+    offload: bool,
+    /// Tokens per prefill call.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u64).range(1..),
+        help = "tokens per prefill call (default: the run's eval.max_context)"
+    )]
+    segment: Option<u64>,
+}
+
+impl StreamingArgs {
+    fn store(&self) -> ChunkStoreKind {
+        if self.offload {
+            ChunkStoreKind::Offloaded
+        } else {
+            ChunkStoreKind::Device
+        }
+    }
+
+    fn segment(&self, max_context: usize) -> usize {
+        self.segment
+            .map_or(max_context, |s| usize::try_from(s).unwrap_or(usize::MAX))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+struct GenerateArgs {
+    /// The run folder (runs/NAME).
+    #[arg(long, help = "run folder written by ramba-train (runs/NAME)")]
+    run: PathBuf,
+    /// Backend: auto | cuda | wgpu | cpu.
+    #[arg(
+        long,
+        default_value = "auto",
+        help = "auto (CUDA, else wgpu, else CPU), cuda, wgpu or cpu"
+    )]
+    backend: BackendKind,
+    /// The prompt text.
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    prompt: Option<String>,
+    /// A UTF-8 file holding the prompt.
+    #[arg(long, help = "read the prompt from this UTF-8 file")]
+    prompt_file: Option<PathBuf>,
+    /// Most tokens to generate.
+    #[arg(
+        long,
+        default_value_t = 256,
+        help = "most tokens to generate (stops early at EOS)"
+    )]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0, help = "sampling temperature; 0 = greedy")]
+    temperature: f64,
+    /// Nucleus (top-p) sampling mass.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        help = "top-p: sample from the smallest set of tokens with this much probability"
+    )]
+    top_p: f64,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0, help = "seed of the sampling")]
+    seed: u64,
+    #[command(flatten)]
+    streaming: StreamingArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -344,6 +435,13 @@ impl BackendTask for EvalTask {
                     },
                     seed: a.grid.seed,
                     max_context: run.config.eval.max_context,
+                    decoding: if a.teacher_forced {
+                        AnswerDecoding::TeacherForced
+                    } else {
+                        AnswerDecoding::Generate
+                    },
+                    store: a.streaming.store(),
+                    segment: a.streaming.segment(run.config.eval.max_context),
                     batch_tokens: 16_384,
                     stop: None,
                 };
@@ -355,6 +453,9 @@ impl BackendTask for EvalTask {
                     |m| eprintln!("{m}"),
                 )?;
                 println!("{}", report.table());
+                if report.streamed() {
+                    println!("{}", report.cost_table());
+                }
                 for c in report
                     .grid
                     .cells
@@ -528,9 +629,91 @@ impl BackendTask for EvalTask {
                 write_ppl(&rows, &out)?;
                 eprintln!("wrote {}/ppl.{{json,csv,png}}", out.display());
             }
+            Command::Generate(a) => generate::<B>(a, &device)?,
         }
         Ok(())
     }
+}
+
+/// `ramba-eval generate`: the prompt is prefilled in segments, then tokens are decoded and
+/// printed as they come (stdout holds the continuation only).
+fn generate<B: RambaBackend>(a: GenerateArgs, device: &B::Device) -> Result<()> {
+    use ramba_eval::generate::{decode, prefill_rows, Sampler, Sampling};
+    use std::io::Write;
+    let mut sampler = Sampler::new(Sampling {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+    })?;
+    let run = load_run::<B>(&a.run, device)?;
+    let text = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading --prompt-file {}", f.display()))?,
+        (None, None) => bail!("give --prompt TEXT or --prompt-file FILE"),
+    };
+    let prompt = run.tokenizer.encode(&text);
+    if prompt.is_empty() {
+        bail!("the prompt is empty: nothing to continue");
+    }
+    let segment = a.streaming.segment(run.config.eval.max_context);
+    let mut state = run.model.stream_state(a.streaming.store());
+    let started = std::time::Instant::now();
+    let last = prefill_rows(
+        &run.model,
+        &[&prompt],
+        prompt.len(),
+        segment,
+        &mut state,
+        device,
+        |_| {},
+    )?;
+    eprintln!(
+        "prefilled {} tokens in {:.2}s",
+        prompt.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let eos = run.tokenizer.eos_id();
+    let tok = run.tokenizer.clone();
+    let mut ids: Vec<u32> = Vec::new();
+    let mut printed = 0;
+    let mut stdout = std::io::stdout();
+    let decoding = std::time::Instant::now();
+    let out = decode(
+        &run.model,
+        &mut state,
+        last,
+        a.max_tokens,
+        std::slice::from_mut(&mut sampler),
+        device,
+        |t| {
+            if t[0] == eos {
+                return false;
+            }
+            ids.push(t[0]);
+            // Print what decodes to whole characters; a token ending inside a multi-byte character
+            // (the byte tokenizer) waits for the next one.
+            let text = tok.decode(&ids);
+            let whole = text.trim_end_matches('\u{FFFD}');
+            if whole.len() > printed {
+                let _ = write!(stdout, "{}", &whole[printed..]);
+                let _ = stdout.flush();
+                printed = whole.len();
+            }
+            true
+        },
+    );
+    let text = tok.decode(&ids);
+    if text.len() > printed {
+        print!("{}", &text[printed..]);
+    }
+    println!();
+    let n = out[0].len();
+    eprintln!(
+        "generated {n} tokens in {:.2}s",
+        decoding.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn main() {
@@ -541,6 +724,7 @@ fn main() {
         Command::Task(a) => a.common.backend,
         Command::RetrievalMap(a) => a.common.backend,
         Command::Ppl(a) => a.common.backend,
+        Command::Generate(a) => a.backend,
     };
     if let Err(e) = dispatch(backend, EvalTask(cli.command)).and_then(|r| r) {
         eprintln!("error: {e:#}");

@@ -15,8 +15,9 @@ use ramba_core::backend::BackendInfo;
 use ramba_core::checkpoint::has_checkpoints;
 use ramba_core::config::Arch;
 use ramba_core::ops::RambaBackend;
+use ramba_core::stream::ChunkStoreKind;
 use ramba_eval::grid::{short_len, GridLimits};
-use ramba_eval::passkey::{run_passkey, Haystack, PasskeySettings};
+use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeySettings};
 use ramba_eval::perplexity::perplexity_by_length;
 use ramba_eval::ruler::{ruler_task, run_ruler, RulerSettings, Scoring};
 use ramba_eval::run::load_run;
@@ -204,6 +205,13 @@ pub fn compare<B: RambaBackend>(
                 haystack: Haystack::Filler,
                 seed: cfg.run.seed ^ 0x9e37_79b9,
                 max_context: limits.max_context,
+                // Every arch's answers are decoded the way --scoring says, as for RULER.
+                decoding: match settings.scoring {
+                    Scoring::FreeGeneration => AnswerDecoding::Generate,
+                    Scoring::TeacherForced => AnswerDecoding::TeacherForced,
+                },
+                store: ChunkStoreKind::Device,
+                segment: limits.max_context,
                 batch_tokens: 16_384,
                 stop: limits.stop.clone(),
             },

@@ -20,8 +20,9 @@ use ramba_core::model::{lm_loss, LanguageModel, ModelState};
 use ramba_core::nn::block::BlockState;
 use ramba_core::nn::mamba2::Mamba2State;
 use ramba_core::ops::RambaBackend;
+use ramba_core::stream::ChunkStoreKind;
 use ramba_data::{AnswerScore, Batch, DataPipeline, SourceConfig, Split};
-use ramba_eval::passkey::{run_passkey, Haystack, PasskeyReport, PasskeySettings};
+use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeyReport, PasskeySettings};
 use ramba_experiment::ExperimentConfig;
 use ramba_report::{line_chart, read_jsonl, truncate_after_step, MetricsLog, Progress, Series};
 use rand::{Rng, SeedableRng};
@@ -382,6 +383,9 @@ pub fn train<B: RambaBackend>(
             haystack: Haystack::Filler,
             seed: cfg.run.seed ^ 0x9e37_79b9,
             max_context: cfg.eval.max_context,
+            decoding: AnswerDecoding::Generate,
+            store: ChunkStoreKind::Device,
+            segment: cfg.eval.max_context,
             batch_tokens: 16_384,
             stop: Some(req.stop.clone()),
         };

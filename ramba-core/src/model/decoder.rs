@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-use super::{attention_mask, run_blocks, LmHead, ModelState};
+use super::{run_stream, LmHead, StreamState};
 use crate::config::ModelConfig;
 use crate::nn::block::DecoderBlock;
 use crate::ops::RambaBackend;
@@ -33,22 +33,29 @@ impl<B: Backend> Decoder<B> {
 }
 
 impl<B: RambaBackend> Decoder<B> {
-    /// `[batch, seq]` → logits `[batch, seq, vocab]` and the blocks' final state.
-    pub fn forward(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        state: Option<ModelState<B>>,
-    ) -> (Tensor<B, 3>, ModelState<B>) {
-        let mask = attention_mask(self.window);
-        let mut states = state.map(|s| s.blocks).unwrap_or_default().into_iter();
-        let mut out = Vec::with_capacity(self.blocks.len());
-        let x = run_blocks(
-            &self.blocks,
-            self.lm.embed(tokens),
-            &mut states,
-            mask,
-            &mut out,
-        );
-        (self.lm.logits(x), ModelState { blocks: out })
+    /// A fresh stream state: one per block.
+    pub fn stream_state(&self) -> StreamState<B> {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| b.stream_state(self.window))
+            .collect();
+        StreamState::new(blocks, None)
+    }
+
+    /// `[batch, seq]` at the stream's position → the final residual `[batch, seq, d_model]`
+    /// (before the LM head), advancing `state`.
+    pub fn run(&self, tokens: Tensor<B, 2, Int>, state: &mut StreamState<B>) -> Tensor<B, 3> {
+        let start = state.position;
+        let seq = tokens.dims()[1];
+        let mut states = state.blocks.iter_mut();
+        let x = run_stream(&self.blocks, self.lm.embed(tokens), start, &mut states);
+        state.position += seq;
+        x
+    }
+
+    /// The embedding and LM head.
+    pub fn lm(&self) -> &LmHead<B> {
+        &self.lm
     }
 }

@@ -13,13 +13,14 @@
 
 use burn::prelude::*;
 
-use super::{attention_mask, run_blocks, LmHead, ModelState};
+use super::{run_stream, LmHead, StreamState};
 use crate::config::{mlp_hidden, ModelConfig};
 use crate::nn::block::DecoderBlock;
 use crate::nn::chunk_memory::{ChunkMemory, ChunkMemoryConfig};
 use crate::nn::hsa_layer::{HsaLayer, HsaLayerConfig};
 use crate::nn::retrieval::{Retrieval, RetrievalConfig};
 use crate::ops::RambaBackend;
+use crate::stream::ChunkStoreKind;
 
 /// One HSA layer and the blocks after it.
 #[derive(Module, Debug)]
@@ -129,32 +130,75 @@ impl ModelConfig {
 }
 
 impl<B: RambaBackend> HsaDecoder<B> {
-    /// `[batch, seq]` → logits `[batch, seq, vocab]` and the blocks' final state.
-    pub fn forward(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        state: Option<ModelState<B>>,
-    ) -> (Tensor<B, 3>, ModelState<B>) {
-        let mask = attention_mask(self.window);
-        let mut states = state.map(|s| s.blocks).unwrap_or_default().into_iter();
-        let mut out = Vec::with_capacity(self.n_blocks());
+    /// A fresh stream state, its chunk memory kept in a store of `kind`.
+    pub fn stream_state(&self, kind: ChunkStoreKind) -> StreamState<B> {
+        let blocks = self
+            .lower
+            .iter()
+            .chain(
+                self.groups
+                    .iter()
+                    .flat_map(|g| &g.stages)
+                    .flat_map(|s| &s.blocks),
+            )
+            .map(|b| b.stream_state(self.window))
+            .collect();
+        StreamState::new(blocks, Some((self.memory.chunk_size(), kind)))
+    }
 
-        let mut x = run_blocks(
-            &self.lower,
-            self.lm.embed(tokens),
-            &mut states,
-            mask,
-            &mut out,
-        );
-        let memory = self.memory.forward(x.clone());
-        for group in &self.groups {
-            let selection = group.retrieval.forward(x.clone(), &memory);
-            for stage in &group.stages {
-                x = stage.hsa.forward(x, &memory, &selection);
-                x = run_blocks(&stage.blocks, x, &mut states, mask, &mut out);
+    /// `[batch, seq]` at the stream's position → the final residual `[batch, seq, d_model]`
+    /// (before the LM head), advancing `state`.
+    ///
+    /// A stream's first call is the whole-sequence model (the training forward, fused kernels
+    /// where the backend has them): its chunk memory is its own. Later calls first store the
+    /// chunks they complete, then select among all stored chunks with the causal rule at their
+    /// absolute positions, and read the selected chunks' keys and values gathered from the
+    /// store, once per retrieval group.
+    pub fn run(&self, tokens: Tensor<B, 2, Int>, state: &mut StreamState<B>) -> Tensor<B, 3> {
+        let start = state.position;
+        let seq = tokens.dims()[1];
+        let hsa = state
+            .hsa
+            .as_mut()
+            .expect("a stream state of a model without HSA");
+        let mut states = state.blocks.iter_mut();
+        let lower = run_stream(&self.lower, self.lm.embed(tokens), start, &mut states);
+        let mut x = lower.clone();
+        if start == 0 {
+            let memory = self.memory.forward(lower.clone());
+            for group in &self.groups {
+                let selection = group.retrieval.forward(x.clone(), &memory);
+                for stage in &group.stages {
+                    x = stage.hsa.forward(x, &memory, &selection);
+                    x = run_stream(&stage.blocks, x, start, &mut states);
+                }
+            }
+            hsa.keep(memory, lower);
+        } else {
+            hsa.extend(&self.memory, lower);
+            let landmarks = hsa.store.landmarks();
+            let pooled = hsa.store.pooled_values();
+            for group in &self.groups {
+                let read = landmarks.clone().map(|l| {
+                    let pooled = pooled.clone();
+                    let selection = group.retrieval.select(x.clone(), l, pooled, start);
+                    let chunks = hsa.store.gather(&selection.indices);
+                    (chunks, selection)
+                });
+                let chunks = read.as_ref().and_then(|(c, s)| c.as_ref().map(|c| (c, s)));
+                for stage in &group.stages {
+                    x = stage.hsa.forward_gathered(x, chunks);
+                    x = run_stream(&stage.blocks, x, start, &mut states);
+                }
             }
         }
-        (self.lm.logits(x), ModelState { blocks: out })
+        state.position += seq;
+        x
+    }
+
+    /// The embedding and LM head.
+    pub fn lm(&self) -> &LmHead<B> {
+        &self.lm
     }
 }
 
@@ -163,16 +207,11 @@ impl<B: RambaBackend> HsaDecoder<B> {
     /// for inspecting retrieval (which chunks each token read, with what weight). Runs the
     /// layers [`forward`](Self::forward) runs, up to the last group's retrieval.
     pub fn selections(&self, tokens: Tensor<B, 2, Int>) -> Vec<crate::ops::ChunkSelection<B>> {
-        let mask = attention_mask(self.window);
-        let mut states = Vec::new().into_iter();
-        let mut out = Vec::new();
-        let mut x = run_blocks(
-            &self.lower,
-            self.lm.embed(tokens),
-            &mut states,
-            mask,
-            &mut out,
-        );
+        // A fresh stream's first call is the whole-sequence forward: the blocks run on their
+        // own zero states, and the state is dropped afterwards.
+        let mut state = self.stream_state(ChunkStoreKind::Device);
+        let mut states = state.blocks.iter_mut();
+        let mut x = run_stream(&self.lower, self.lm.embed(tokens), 0, &mut states);
         let memory = self.memory.forward(x.clone());
         let mut selections = Vec::with_capacity(self.groups.len());
         for (i, group) in self.groups.iter().enumerate() {
@@ -180,7 +219,7 @@ impl<B: RambaBackend> HsaDecoder<B> {
             if i + 1 < self.groups.len() {
                 for stage in &group.stages {
                     x = stage.hsa.forward(x, &memory, &selection);
-                    x = run_blocks(&stage.blocks, x, &mut states, mask, &mut out);
+                    x = run_stream(&stage.blocks, x, 0, &mut states);
                 }
             }
             selections.push(selection);

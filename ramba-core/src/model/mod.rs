@@ -9,24 +9,31 @@
 //! | `transformer` | [`Decoder`] | causal attention |
 //!
 //! Every model maps token ids `[batch, seq]` to logits `[batch, seq, vocab]`, optionally taking
-//! and returning the recurrent state of its blocks ([`ModelState`]).
+//! and returning the recurrent state of its blocks ([`ModelState`], the training API).
+//!
+//! Streaming inference ([`StreamState`]): [`LanguageModel::prefill`] over segments, then
+//! [`LanguageModel::step`] token by token, equals one forward over the whole stream;
+//! [`LanguageModel::forward`] is a prefill on a fresh state, so the two cannot drift.
 
 mod decoder;
 mod hsa_decoder;
 mod lm_head;
+mod stream;
 
 pub use decoder::Decoder;
 pub use hsa_decoder::{HsaDecoder, HsaGroup, HsaStage};
 pub use lm_head::LmHead;
+pub use stream::StreamState;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::config::{Arch, ModelConfig};
-use crate::nn::attention::{AttentionMask, AttentionSettings};
-use crate::nn::block::{BlockState, DecoderBlock, TransformerBlock};
+use crate::nn::attention::AttentionSettings;
+use crate::nn::block::{BlockState, BlockStream, DecoderBlock, TransformerBlock};
 use crate::nn::mamba2::Mamba2Block;
 use crate::ops::RambaBackend;
+use crate::stream::ChunkStoreKind;
 
 /// Recurrent state of every decoder block, in stack order.
 #[derive(Clone, Debug)]
@@ -130,7 +137,6 @@ impl ModelConfig {
         }
     }
 
-    /// The mask attention blocks of this architecture use.
     /// The sliding window of this architecture's attention blocks (`None`: full causal).
     pub(crate) fn attention_window(&self) -> Option<usize> {
         (self.arch == Arch::SwaHsa).then_some(self.attention.window)
@@ -138,21 +144,77 @@ impl ModelConfig {
 }
 
 impl<B: RambaBackend> LanguageModel<B> {
-    /// `tokens`: `[batch, seq]` → logits `[batch, seq, vocab]`.
+    /// `tokens`: `[batch, seq]` → logits `[batch, seq, vocab]`: a prefill on a fresh stream.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.forward_with_state(tokens, None).0
+        self.prefill(tokens, &mut self.stream_state(ChunkStoreKind::Device))
     }
 
-    /// Like [`forward`](Self::forward), with the blocks' initial state (zeros when `None`) and
-    /// their final state returned.
+    /// Like [`forward`](Self::forward), with the blocks' initial recurrent state (zeros when
+    /// `None`) and their final state returned: the training API (memory reset), where the
+    /// chunk memory and attention caches start fresh in every call.
     pub fn forward_with_state(
         &self,
         tokens: Tensor<B, 2, Int>,
         state: Option<ModelState<B>>,
     ) -> (Tensor<B, 3>, ModelState<B>) {
+        let mut stream = self.stream_state(ChunkStoreKind::Device);
+        if let Some(s) = state {
+            stream.seed(s);
+        }
+        let logits = self.prefill(tokens, &mut stream);
+        (logits, stream.block_states())
+    }
+
+    /// A fresh stream for this model; HSA models keep their chunk memory in a store of `kind`
+    /// (the others ignore it).
+    pub fn stream_state(&self, kind: ChunkStoreKind) -> StreamState<B> {
         match self {
-            LanguageModel::Plain(m) => m.forward(tokens, state),
-            LanguageModel::Hsa(m) => m.forward(tokens, state),
+            LanguageModel::Plain(m) => m.stream_state(),
+            LanguageModel::Hsa(m) => m.stream_state(kind),
+        }
+    }
+
+    /// The next segment of a stream, `tokens [batch, seq]` (`seq ≥ 1`) → logits
+    /// `[batch, seq, vocab]`, advancing `state`.
+    ///
+    /// # Panics
+    /// When `seq` is 0, or `state` belongs to another model.
+    pub fn prefill(&self, tokens: Tensor<B, 2, Int>, state: &mut StreamState<B>) -> Tensor<B, 3> {
+        let h = self.run(tokens, state);
+        self.lm().logits(h)
+    }
+
+    /// Like [`prefill`](Self::prefill), returning only the last position's logits
+    /// `[batch, vocab]` (what generation needs, without a vocabulary-wide row per token).
+    pub fn prefill_last(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: &mut StreamState<B>,
+    ) -> Tensor<B, 2> {
+        let h = self.run(tokens, state);
+        let [batch, seq, _] = h.dims();
+        let logits = self.lm().logits(h.narrow(1, seq - 1, 1));
+        let vocab = logits.dims()[2];
+        logits.reshape([batch, vocab])
+    }
+
+    /// One token per row, `tokens [batch]` → the next-token logits `[batch, vocab]`.
+    pub fn step(&self, tokens: Tensor<B, 1, Int>, state: &mut StreamState<B>) -> Tensor<B, 2> {
+        self.prefill_last(tokens.unsqueeze_dim(1), state)
+    }
+
+    fn run(&self, tokens: Tensor<B, 2, Int>, state: &mut StreamState<B>) -> Tensor<B, 3> {
+        assert!(tokens.dims()[1] > 0, "prefill: an empty segment");
+        match self {
+            LanguageModel::Plain(m) => m.run(tokens, state),
+            LanguageModel::Hsa(m) => m.run(tokens, state),
+        }
+    }
+
+    fn lm(&self) -> &LmHead<B> {
+        match self {
+            LanguageModel::Plain(m) => m.lm(),
+            LanguageModel::Hsa(m) => m.lm(),
         }
     }
 
@@ -204,23 +266,18 @@ pub fn lm_loss<B: Backend>(
     (picked * mask).sum().neg() / total
 }
 
-/// The mask of attention blocks with an optional sliding window.
-pub(crate) fn attention_mask(window: Option<usize>) -> AttentionMask {
-    window.map_or(AttentionMask::Causal, AttentionMask::Window)
-}
-
-/// Runs `blocks` in order with their states, returning the output and the new states.
-pub(crate) fn run_blocks<B: RambaBackend>(
+/// Runs `blocks` in order at stream positions `start..`, each with its stream state.
+pub(crate) fn run_stream<'a, B: RambaBackend>(
     blocks: &[DecoderBlock<B>],
     mut x: Tensor<B, 3>,
-    states: &mut std::vec::IntoIter<BlockState<B>>,
-    mask: AttentionMask,
-    out: &mut Vec<BlockState<B>>,
+    start: usize,
+    states: &mut std::slice::IterMut<'a, BlockStream<B>>,
 ) -> Tensor<B, 3> {
     for block in blocks {
-        let (y, s) = block.forward(x, states.next(), mask);
-        x = y;
-        out.push(s);
+        let state = states
+            .next()
+            .expect("a stream state of another model: fewer block states than blocks");
+        x = block.forward_stream(x, start, state);
     }
     x
 }

@@ -7,6 +7,7 @@ use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use super::kv_cache::{blocked_by_position, KvCache};
 use super::rope::apply_rope;
 use super::{linear, rms_norm};
 
@@ -78,7 +79,30 @@ impl<B: Backend> SelfAttention<B> {
 
     /// `x`: `[batch, seq, d_model]` at positions `start..start + seq` → `[batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
-        let [batch, seq, d_model] = x.dims();
+        let seq = x.dims()[1];
+        let device = x.device();
+        let (q, k, v) = self.project(x, start);
+        self.attend(q, k, v, blocked_keys::<B>(seq, mask, &device))
+    }
+
+    /// Like [`forward`](Self::forward) in a stream: the keys and values of earlier calls come
+    /// from `cache` (full causal or a sliding window, the cache's kind), and this call's are
+    /// added to it.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        start: usize,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let (q, k, v) = self.project(x, start);
+        let cached = cache.update(k, v, start);
+        self.attend(q, cached.keys, cached.values, Some(cached.blocked))
+    }
+
+    /// Queries `[B, h, L, d_h]` and keys, values `[B, h_kv, L, d_h]` of `x`, RoPE at positions
+    /// `start..`.
+    fn project(&self, x: Tensor<B, 3>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [batch, seq, _] = x.dims();
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]);
         let mut q = heads(self.q.forward(x.clone()), self.n_heads);
         let mut k = heads(self.k.forward(x.clone()), self.n_kv_heads);
@@ -89,13 +113,26 @@ impl<B: Backend> SelfAttention<B> {
         }
         let q = apply_rope(q.swap_dims(1, 2), start, self.rope_theta);
         let k = apply_rope(k.swap_dims(1, 2), start, self.rope_theta);
-        let v = v.swap_dims(1, 2);
+        (q, k, v.swap_dims(1, 2))
+    }
+
+    /// Attention of `q [B, h, L, d_h]` over `k, v [B, h_kv, T, d_h]`; `blocked [L, T]` marks
+    /// the keys each query may not see (`None`: all visible).
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        blocked: Option<Tensor<B, 2, Bool>>,
+    ) -> Tensor<B, 3> {
+        let [batch, _, seq, _] = q.dims();
+        let n_keys = k.dims()[2];
         // Grouped-query heads: each KV head serves `group` consecutive query heads.
         let group = self.n_heads / self.n_kv_heads;
         let expand = |t: Tensor<B, 4>| {
             t.unsqueeze_dim::<5>(2)
-                .expand([batch, self.n_kv_heads, group, seq, self.head_dim])
-                .reshape([batch, self.n_heads, seq, self.head_dim])
+                .expand([batch, self.n_kv_heads, group, n_keys, self.head_dim])
+                .reshape([batch, self.n_heads, n_keys, self.head_dim])
         };
         let (k, v) = if group > 1 {
             (expand(k), expand(v))
@@ -104,36 +141,35 @@ impl<B: Backend> SelfAttention<B> {
         };
 
         let scale = (self.head_dim as f64).sqrt().recip();
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, H, L, L]
-        if let Some(blocked) = blocked_keys::<B>(seq, mask, &scores.device()) {
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, H, L, T]
+        if let Some(blocked) = blocked {
             scores = scores.mask_fill(
                 blocked
-                    .reshape([1, 1, seq, seq])
-                    .expand([batch, self.n_heads, seq, seq]),
+                    .reshape([1, 1, seq, n_keys])
+                    .expand([batch, self.n_heads, seq, n_keys]),
                 -1.0e9,
             );
         }
         let out = softmax(scores, 3).matmul(v); // [B, H, L, dh]
-        self.o
-            .forward(out.swap_dims(1, 2).reshape([batch, seq, d_model]))
+        self.o.forward(
+            out.swap_dims(1, 2)
+                .reshape([batch, seq, self.n_heads * self.head_dim]),
+        )
     }
 }
 
 /// `[seq, seq]`, true where query `i` may not see key `j`; `None` when nothing is blocked.
+/// The same position rule as a stream's cached keys, so the two cannot disagree.
 fn blocked_keys<B: Backend>(
     seq: usize,
     mask: AttentionMask,
     device: &B::Device,
 ) -> Option<Tensor<B, 2, Bool>> {
-    // `tril_mask(.., 0)` is true strictly above the diagonal, i.e. at future keys.
-    let future = || Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, device);
-    match mask {
-        AttentionMask::Bidirectional => None,
-        AttentionMask::Causal => Some(future()),
-        AttentionMask::Window(w) => {
-            // `triu_mask(.., -w)` is true at j < i − w + 1, i.e. keys that left the window.
-            let old = Tensor::<B, 2, Bool>::triu_mask([seq, seq], -(w as i64) + 1, device);
-            Some(future().bool_or(old))
-        }
-    }
+    let window = match mask {
+        AttentionMask::Bidirectional => return None,
+        AttentionMask::Causal => None,
+        AttentionMask::Window(w) => Some(w),
+    };
+    let positions = Tensor::arange(0..seq as i64, device);
+    Some(blocked_by_position(0, seq, positions, window))
 }

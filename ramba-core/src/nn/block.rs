@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::attention::{AttentionMask, AttentionSettings, SelfAttention};
+use super::kv_cache::KvCache;
 use super::mamba2::{Mamba2Block, Mamba2State};
 use super::mlp::SwiGluMlp;
 use super::rms_norm;
@@ -34,6 +35,20 @@ impl<B: Backend> TransformerBlock<B> {
     /// `[batch, seq, d]` at positions `start..` → `[batch, seq, d]`.
     pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), start, mask);
+        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+    }
+
+    /// Like [`forward`](Self::forward) in a stream, attending also to the keys `cache` holds.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        start: usize,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let x = x.clone()
+            + self
+                .attn
+                .forward_cached(self.attn_norm.forward(x), start, cache);
         x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
     }
 }
@@ -124,6 +139,53 @@ impl<B: RambaBackend> DecoderBlock<B> {
                 (y, BlockState::Mamba(s))
             }
             DecoderBlock::Attention(t) => (t.forward(x, 0, mask), BlockState::Stateless),
+        }
+    }
+}
+
+/// What a decoder block carries between the calls of a stream.
+#[derive(Clone, Debug)]
+pub enum BlockStream<B: Backend> {
+    /// A Mamba-2 block's conv and SSM states (`None`: zeros, before the first token).
+    Mamba(Option<Mamba2State<B>>),
+    /// An attention block's keys and values.
+    Attention(KvCache<B>),
+}
+
+impl<B: RambaBackend> DecoderBlock<B> {
+    /// A fresh stream state for this block; `window` is the attention blocks' sliding window
+    /// (`None`: full causal).
+    pub fn stream_state(&self, window: Option<usize>) -> BlockStream<B> {
+        match self {
+            DecoderBlock::Mamba(_) => BlockStream::Mamba(None),
+            DecoderBlock::Attention(_) => BlockStream::Attention(KvCache::new(window)),
+        }
+    }
+
+    /// `x [batch, seq, d]` at positions `start..start + seq` of a stream → `[batch, seq, d]`,
+    /// updating `state`. A single token runs the Mamba block's decoding step.
+    pub fn forward_stream(
+        &self,
+        x: Tensor<B, 3>,
+        start: usize,
+        state: &mut BlockStream<B>,
+    ) -> Tensor<B, 3> {
+        match (self, state) {
+            (DecoderBlock::Mamba(m), BlockStream::Mamba(s)) => {
+                let [batch, seq, _] = x.dims();
+                let (y, next) = if seq == 1 {
+                    let before = s.take().unwrap_or_else(|| m.zero_state(batch, &x.device()));
+                    m.step(x, before)
+                } else {
+                    m.forward(x, s.take())
+                };
+                *s = Some(next);
+                y
+            }
+            (DecoderBlock::Attention(t), BlockStream::Attention(cache)) => {
+                t.forward_cached(x, start, cache)
+            }
+            _ => panic!("a stream state of another model: block kinds differ"),
         }
     }
 }

@@ -120,6 +120,11 @@ impl ChunkMemoryConfig {
 }
 
 impl<B: Backend> ChunkMemory<B> {
+    /// Tokens per chunk (`S`).
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
     /// `h`: `[batch, seq, d_model]`, the residual after the lower decoder.
     pub fn forward(&self, h: Tensor<B, 3>) -> ChunkMemoryOutput<B> {
         let [batch, seq, d] = h.dims();

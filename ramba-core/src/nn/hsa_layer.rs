@@ -9,6 +9,7 @@ use super::chunk_memory::ChunkMemoryOutput;
 use super::mlp::SwiGluMlp;
 use super::{linear, rms_norm};
 use crate::ops::{ChunkSelection, HsaOptions, RambaBackend};
+use crate::stream::SelectedChunks;
 
 /// What an [`HsaLayer`] is built from; defaults are RAMba-370M's `[model.hsa]` values. A model
 /// builds it from its `ModelConfig`; the module itself knows nothing of the model.
@@ -89,6 +90,57 @@ impl<B: RambaBackend> HsaLayer<B> {
         memory: &ChunkMemoryOutput<B>,
         selection: &ChunkSelection<B>,
     ) -> Tensor<B, 3> {
+        self.apply(h, selection.compressed.as_ref(), |q| {
+            crate::ops::hsa::hsa(
+                q,
+                memory.keys.clone(),
+                memory.values.clone(),
+                selection.indices.clone(),
+                selection.weights.clone(),
+                self.options(),
+            )
+        })
+    }
+
+    /// Like [`forward`](Self::forward) in a stream: the group's selection and the selected
+    /// chunks' keys and values, gathered from the stream's chunk store (`None`: the store
+    /// holds no chunk yet, so nothing is read and the attention output is zero, as in the
+    /// whole-sequence op).
+    pub fn forward_gathered(
+        &self,
+        h: Tensor<B, 3>,
+        read: Option<(&SelectedChunks<B>, &ChunkSelection<B>)>,
+    ) -> Tensor<B, 3> {
+        let compressed = read.and_then(|(_, selection)| selection.compressed.as_ref());
+        self.apply(h, compressed, |q| match read {
+            Some((c, selection)) => crate::ops::hsa::hsa_gathered(
+                q,
+                c.keys.clone(),
+                c.values.clone(),
+                selection.indices.clone(),
+                selection.weights.clone(),
+                self.options(),
+            ),
+            None => q.zeros_like(),
+        })
+    }
+
+    fn options(&self) -> HsaOptions {
+        HsaOptions {
+            chunk_size: self.chunk_size,
+            softmax_off_by_one: self.softmax_off_by_one,
+        }
+    }
+
+    /// The layer around its attention: `attend` maps the queries `[batch, seq, h_q, d_h]` to
+    /// the attention output of the same shape; `compressed [batch, seq, h_kv, d_h]`, chunk-unaware
+    /// selection's readout, is added to it.
+    fn apply(
+        &self,
+        h: Tensor<B, 3>,
+        compressed: Option<&Tensor<B, 4>>,
+        attend: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
         let [batch, seq, d] = h.dims();
         let q = self.query.forward(self.norm.forward(h.clone())).reshape([
             batch,
@@ -96,20 +148,10 @@ impl<B: RambaBackend> HsaLayer<B> {
             self.n_heads,
             self.head_dim,
         ]);
-        let o = crate::ops::hsa::hsa(
-            q,
-            memory.keys.clone(),
-            memory.values.clone(),
-            selection.indices.clone(),
-            selection.weights.clone(),
-            HsaOptions {
-                chunk_size: self.chunk_size,
-                softmax_off_by_one: self.softmax_off_by_one,
-            },
-        );
+        let o = attend(q);
         // Chunk-unaware selection: its compression readout (one per KV head) joins the output
         // of every query head of the group, as NSA sums its branches.
-        let o = match &selection.compressed {
+        let o = match compressed {
             Some(c) => {
                 let [_, _, h_kv, d_h] = c.dims();
                 let group = self.n_heads / h_kv;

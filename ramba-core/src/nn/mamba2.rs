@@ -233,6 +233,52 @@ impl<B: RambaBackend> Mamba2Block<B> {
         (Tensor::cat(vec![y, tail], 1), last)
     }
 
+    /// One decoding step: `x [batch, 1, d_model]` and the state before it → the output and the
+    /// state after it, through the one-token ops of the seam (single launches on backends with
+    /// kernels) instead of a scan over a sequence of one.
+    pub fn step(&self, x: Tensor<B, 3>, state: Mamba2State<B>) -> (Tensor<B, 3>, Mamba2State<B>) {
+        let [batch, _, d_model] = x.dims();
+        let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
+        let conv_dim = di + 2 * gn;
+        let proj = self
+            .in_proj
+            .forward(self.norm.forward(x.clone()))
+            .reshape([batch, di + conv_dim + self.n_heads]);
+        let z = proj.clone().slice([0..batch, 0..di]);
+        let xbc = proj.clone().slice([0..batch, di..di + conv_dim]);
+        let dt = proj.slice([0..batch, di + conv_dim..di + conv_dim + self.n_heads]);
+
+        let (xbc, conv) = crate::ops::conv::causal_conv1d_step(
+            xbc,
+            self.conv_weight.val(),
+            Some(self.conv_bias.val()),
+            state.conv,
+        );
+        let xbc = silu(xbc);
+        let xs = xbc
+            .clone()
+            .slice([0..batch, 0..di])
+            .reshape([batch, self.n_heads, self.head_dim]);
+        let b = xbc.clone().slice([0..batch, di..di + gn]).reshape([
+            batch,
+            self.n_groups,
+            self.d_state,
+        ]);
+        let c =
+            xbc.slice([0..batch, di + gn..conv_dim])
+                .reshape([batch, self.n_groups, self.d_state]);
+        let delta = softplus(dt + self.dt_bias.val().reshape([1, self.n_heads]));
+        let a = self.a_log.val().exp().neg();
+        let (y, ssm) =
+            crate::ops::scan::selective_scan_step(xs, delta, a, b, c, self.d.val(), state.ssm);
+        let y = self
+            .gate_norm
+            .forward(y.reshape([batch, 1, di]), z.reshape([batch, 1, di]));
+        let out = x + self.out_proj.forward(y);
+        debug_assert_eq!(out.dims(), [batch, 1, d_model]);
+        (out, Mamba2State { conv, ssm })
+    }
+
     /// [`Self::forward`] as one recurrence over the whole sequence.
     fn forward_sequence(
         &self,

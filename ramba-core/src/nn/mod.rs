@@ -7,6 +7,7 @@ pub mod attention;
 pub mod block;
 pub mod chunk_memory;
 pub mod hsa_layer;
+pub mod kv_cache;
 pub mod mamba2;
 pub mod mlp;
 pub mod norm;

@@ -80,6 +80,39 @@ pub struct Retrieval<B: Backend> {
 impl<B: RambaBackend> Retrieval<B> {
     /// `h`: `[batch, seq, d_model]` → indices and weights `[batch, seq, h_kv, top_k]`.
     pub fn forward(&self, h: Tensor<B, 3>, memory: &ChunkMemoryOutput<B>) -> ChunkSelection<B> {
+        let landmarks = memory.landmarks.clone();
+        // Chunk-unaware selection's compressed attention reads the chunks' mean-pooled values.
+        let pooled = self.chunk_unaware.then(|| {
+            selection::unaware::mean_pooled_values(
+                memory.values.clone(),
+                landmarks.dims()[1],
+                self.chunk_size,
+            )
+        });
+        self.select(h, landmarks, pooled, 0)
+    }
+
+    /// Selection of `h`'s tokens at positions `query_start..` among `landmarks
+    /// [batch, n_chunks, h_kv, d_r]` (a stream's: chunks of earlier calls included).
+    /// `pooled [batch, n_chunks, h_kv, d_h]`, the chunks' mean-pooled values, is required by
+    /// chunk-unaware selection (its compressed attention reads them) and ignored otherwise.
+    ///
+    /// # Panics
+    /// If the retrieval is chunk-unaware and `pooled` is `None`: a caller bug, not input.
+    pub fn select(
+        &self,
+        h: Tensor<B, 3>,
+        landmarks: Tensor<B, 4>,
+        pooled: Option<Tensor<B, 4>>,
+        query_start: usize,
+    ) -> ChunkSelection<B> {
+        let pooled = match (self.chunk_unaware, pooled) {
+            (true, Some(p)) => Some(p),
+            (true, None) => {
+                panic!("chunk-unaware selection needs the chunks' mean-pooled values")
+            }
+            (false, _) => None,
+        };
         let [batch, seq, _] = h.dims();
         let options = SelectionOptions {
             chunk_size: self.chunk_size,
@@ -89,7 +122,7 @@ impl<B: RambaBackend> Retrieval<B> {
             } else {
                 ChunkWeighting::StickBreaking
             },
-            query_start: 0,
+            query_start,
         };
         let queries = self.query.forward(self.norm.forward(h)).reshape([
             batch,
@@ -97,15 +130,11 @@ impl<B: RambaBackend> Retrieval<B> {
             self.n_heads,
             self.head_dim,
         ]);
-        if self.chunk_unaware {
-            selection::unaware::select_chunks_unaware(
-                queries,
-                memory.landmarks.clone(),
-                memory.values.clone(),
-                options,
-            )
-        } else {
-            selection::select_chunks(queries, memory.landmarks.clone(), options)
+        match pooled {
+            Some(pooled) => selection::unaware::select_chunks_unaware_pooled(
+                queries, landmarks, pooled, options,
+            ),
+            None => selection::select_chunks(queries, landmarks, options),
         }
     }
 }

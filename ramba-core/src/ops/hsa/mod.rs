@@ -91,3 +91,21 @@ pub fn check_indices<B: Backend>(indices: &Tensor<B, 4, Int>, n_chunks: usize) {
         );
     }
 }
+
+/// HSA of a stream's queries over the chunk tiles its chunk store gathered for the selection:
+/// `q [B, L, h_q, D]`, `k_sel, v_sel [B·h_kv·L, K, S, D]` (rows by batch, KV head, token; see
+/// [`reference::attend_tiles`]), `indices, weights [B, L, h_kv, K]`; returns `[B, L, h_q, D]`.
+///
+/// Plain tensor ops on every backend: the kernels read the chunks of the queries' own sequence
+/// (keys as long as the queries), while a stream's queries read chunks of earlier calls, held
+/// by the store and brought in only where selected.
+pub fn hsa_gathered<B: Backend>(
+    q: Tensor<B, 4>,
+    k_sel: Tensor<B, 4>,
+    v_sel: Tensor<B, 4>,
+    indices: Tensor<B, 4, Int>,
+    weights: Tensor<B, 4>,
+    options: HsaOptions,
+) -> Tensor<B, 4> {
+    reference::attend_tiles(q, k_sel, v_sel, indices, weights, options, false).0
+}

@@ -111,12 +111,11 @@ fn attend<B: Backend>(
     options: HsaOptions,
     with_lse: bool,
 ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
-    let [batch, seq, h_q, d_h] = q.dims();
-    let [_, seq_kv, h_kv, _] = k.dims();
+    let [batch, seq, h_q, _] = q.dims();
+    let [_, seq_kv, h_kv, d_h] = k.dims();
     let top_k = indices.dims()[3];
     let s = options.chunk_size;
     let n_chunks = seq_kv / s;
-    let group = h_q / h_kv;
     let device = q.device();
     if n_chunks == 0 || top_k == 0 {
         // No complete chunk exists, so no token can read anything.
@@ -135,18 +134,43 @@ fn attend<B: Backend>(
     let v_tiles = tiles(v);
 
     // [B, L, h_kv, K] -> [B, h_kv, L, K], rows ordered like the tiles' (batch, kv head).
-    let indices = indices.permute([0, 2, 1, 3]);
-    let valid = indices.clone().greater_equal_elem(0);
     let base = Tensor::<B, 1, Int>::arange(0..(batch * h_kv) as i64, &device)
         .mul_scalar(n_chunks as i64)
         .reshape([batch, h_kv, 1, 1]);
-    let flat = (indices.clamp(0, n_chunks as i64 - 1) + base).reshape([batch * h_kv * seq * top_k]);
+    let flat = (indices
+        .clone()
+        .permute([0, 2, 1, 3])
+        .clamp(0, n_chunks as i64 - 1)
+        + base)
+        .reshape([batch * h_kv * seq * top_k]);
 
     let rows = batch * h_kv * seq;
     let k_sel = k_tiles
         .select(0, flat.clone())
         .reshape([rows, top_k, s, d_h]);
     let v_sel = v_tiles.select(0, flat).reshape([rows, top_k, s, d_h]);
+    attend_tiles(q, k_sel, v_sel, indices, weights, options, with_lse)
+}
+
+/// HSA over the selected chunks' key and value tiles, already gathered: `k_sel, v_sel
+/// [B·h_kv·L, K, S, d_h]` (rows ordered by batch, KV head, token; slot `k` of a row is the chunk
+/// `indices[b, t, g, k]`, any tile where that index is `-1`), `q [B, L, h_q, d_h]`, `indices,
+/// weights [B, L, h_kv, K]`. The whole-sequence op gathers from its own keys; a stream gathers
+/// from its chunk store, which may keep them in host memory.
+pub fn attend_tiles<B: Backend>(
+    q: Tensor<B, 4>,
+    k_sel: Tensor<B, 4>,
+    v_sel: Tensor<B, 4>,
+    indices: Tensor<B, 4, Int>,
+    weights: Tensor<B, 4>,
+    options: HsaOptions,
+    with_lse: bool,
+) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
+    let [batch, seq, h_q, d_h] = q.dims();
+    let [_, _, h_kv, top_k] = indices.dims();
+    let group = h_q / h_kv;
+    let rows = batch * h_kv * seq;
+    let valid = indices.permute([0, 2, 1, 3]).greater_equal_elem(0);
 
     // Queries of one KV group: [rows, 1, G, d_h], shared by the K slots.
     let q = q

@@ -38,7 +38,21 @@ pub fn select_chunks_unaware<B: RambaBackend>(
     values: Tensor<B, 4>,
     options: SelectionOptions,
 ) -> ChunkSelection<B> {
-    let compressed = compressed_attention(queries.clone(), landmarks.clone(), values, options);
+    let pooled = mean_pooled_values(values, landmarks.dims()[1], options.chunk_size);
+    select_chunks_unaware_pooled(queries, landmarks, pooled, options)
+}
+
+/// [`select_chunks_unaware`] given each chunk's mean-pooled value `pooled [batch, n_chunks,
+/// h_kv, d_h]` instead of the tokens' values: what a stream has, whose chunk store keeps the
+/// pooled values next to the landmarks (the tokens' values may live in host memory).
+pub fn select_chunks_unaware_pooled<B: RambaBackend>(
+    queries: Tensor<B, 4>,
+    landmarks: Tensor<B, 4>,
+    pooled: Tensor<B, 4>,
+    options: SelectionOptions,
+) -> ChunkSelection<B> {
+    let compressed =
+        compressed_attention_pooled(queries.clone(), landmarks.clone(), pooled, options);
     let selection = select_chunks(queries, landmarks, options);
     ChunkSelection {
         indices: selection.indices,
@@ -57,9 +71,39 @@ pub fn compressed_attention<B: Backend>(
     values: Tensor<B, 4>,
     options: SelectionOptions,
 ) -> Tensor<B, 4> {
+    let pooled = mean_pooled_values(values, landmarks.dims()[1], options.chunk_size);
+    compressed_attention_pooled(queries, landmarks, pooled, options)
+}
+
+/// Each of the first `n_chunks` chunks' mean-pooled value `v̄_c`, `[batch, n_chunks, h_kv,
+/// d_h]`, from the tokens' values `[batch, seq_kv, h_kv, d_h]` (`seq_kv ≥ n_chunks·S`).
+pub fn mean_pooled_values<B: Backend>(
+    values: Tensor<B, 4>,
+    n_chunks: usize,
+    chunk_size: usize,
+) -> Tensor<B, 4> {
+    let [batch, _, heads, d_h] = values.dims();
+    if n_chunks == 0 {
+        return Tensor::zeros([batch, 0, heads, d_h], &values.device());
+    }
+    values
+        .narrow(1, 0, n_chunks * chunk_size)
+        .reshape([batch, n_chunks, chunk_size, heads, d_h])
+        .mean_dim(2)
+        .reshape([batch, n_chunks, heads, d_h])
+}
+
+/// [`compressed_attention`] given the chunks' mean-pooled values `pooled [batch, n_chunks,
+/// h_kv, d_h]` (see [`mean_pooled_values`]).
+pub fn compressed_attention_pooled<B: Backend>(
+    queries: Tensor<B, 4>,
+    landmarks: Tensor<B, 4>,
+    pooled: Tensor<B, 4>,
+    options: SelectionOptions,
+) -> Tensor<B, 4> {
     let [batch, seq, heads, dim] = queries.dims();
     let n_chunks = landmarks.dims()[1];
-    let d_h = values.dims()[3];
+    let d_h = pooled.dims()[3];
     let device = queries.device();
     if n_chunks == 0 {
         return Tensor::zeros([batch, seq, heads, d_h], &device);
@@ -87,12 +131,7 @@ pub fn compressed_attention<B: Backend>(
     // then zeroes it.
     let masked = scores.mask_fill(visible.bool_not(), -1.0e30);
     let p = burn::tensor::activation::softmax(masked, 3) * keep;
-    // Mean-pooled values [B, h, C, d_h].
-    let pooled = values
-        .slice([0..batch, 0..n_chunks * s])
-        .reshape([batch, n_chunks, s, heads, d_h])
-        .mean_dim(2)
-        .reshape([batch, n_chunks, heads, d_h])
-        .swap_dims(1, 2);
+    // [B, h, C, d_h]
+    let pooled = pooled.narrow(1, 0, n_chunks).swap_dims(1, 2);
     p.matmul(pooled).swap_dims(1, 2)
 }
