@@ -81,8 +81,12 @@ quickstart-s2 configs/quickstart.toml --set run.seed=2 --set data.seed=2"}
   # The smoke test runs as soon as its run is trained, beside the longer trainings.
   if has smoke; then
     smoke_pid_var="pid_${SMOKE_RUN:-quickstart-s0}"; smoke_pid_var=${smoke_pid_var//-/_}
-    wait "${!smoke_pid_var}"
-    passkey "${SMOKE_RUN:-quickstart-s0}" "${SMOKE_LENGTHS:-64k,1M}" 0.5 1 smoke ${SMOKE_ARGS:-}
+    # In the background, so the trainings' archive is written however long the smoke takes.
+    (wait "${!smoke_pid_var}" 2>/dev/null
+     while kill -0 "${!smoke_pid_var}" 2>/dev/null; do sleep 2; done
+     passkey "${SMOKE_RUN:-quickstart-s0}" "${SMOKE_LENGTHS:-64k,1M}" 0.5 1 smoke ${SMOKE_ARGS:-}
+    ) > "$OUT/smoke-summary.txt" 2>&1 &
+    smoke_bg=$!
     STAGES=${STAGES/smoke/}
   fi
   wait "${pids[@]}"
@@ -91,13 +95,14 @@ quickstart-s2 configs/quickstart.toml --set run.seed=2 --set data.seed=2"}
     echo "== $(basename "$log"): $(grep -E "tokens/s" "$log" | tail -1)"
     grep -E "answers exact|interrupted|error|Error" "$log" | tail -2
   done
-  # Runs come back without their per-step checkpoints beyond the last (they are small anyway).
-  mkdir -p "$OUT/runs"
+  # One archive per run (the device tool returns a bounded number of files, 16 MiB each, and
+  # folder depth); unpack them all into .carry/runs to resume or evaluate next call.
   for d in "$RUNS"/*/; do
-    n=$(basename "$d"); mkdir -p "$OUT/runs/$n"
-    cp -r "$d"/. "$OUT/runs/$n/"
+    n=$(basename "$d")
+    tar -czf "$OUT/runs-$n.tar.gz" -C "$RUNS" --exclude='.stale-*' --exclude='.partial-*' "$n"
   done
-  du -sh "$OUT/runs"
+  du -sh "$OUT"/runs-*.tar.gz
+  if [ -n "${smoke_bg:-}" ]; then wait "$smoke_bg"; cat "$OUT/smoke-summary.txt"; fi
 fi
 
 if has smoke; then

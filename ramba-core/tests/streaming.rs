@@ -44,6 +44,13 @@ fn tokens<B: Backend>(ids: &[i64], lo: usize, hi: usize, device: &B::Device) -> 
     )
 }
 
+fn one_row<B: Backend>(ids: &[i64], device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(
+        TensorData::new(ids.to_vec(), [1, ids.len()]).convert::<B::IntElem>(),
+        device,
+    )
+}
+
 /// Logits `[BATCH, LEN, vocab]` of the segments then the steps, in a store of `kind`.
 fn streamed<B: RambaBackend>(
     model: &LanguageModel<B>,
@@ -132,3 +139,28 @@ backend_tests!(
     prefill_and_steps_equal_the_whole_forward,
     offloaded_store_equals_device_store
 );
+
+/// A later call longer than one pass (4096 tokens) runs in passes and still gives the whole
+/// forward's logits.
+#[test]
+fn a_long_later_segment_equals_the_whole_forward() {
+    let device = Default::default();
+    let (name, cfg) = models()
+        .into_iter()
+        .find(|(_, c)| c.arch.has_hsa())
+        .expect("an HSA variant");
+    let model = cfg.init::<TestCpu>(&device);
+    let (head, len) = (9, 9 + 4096 + 13);
+    let mut r = rng(5);
+    let ids: Vec<i64> = random_vec(&mut r, len, 1.0)
+        .iter()
+        .map(|x| ((x.abs() * 1000.0) as i64) % cfg.vocab_size as i64)
+        .collect();
+    let row = |lo: usize, hi: usize| one_row::<TestCpu>(&ids[lo..hi], &device);
+    let whole = model.forward(row(0, len));
+    let mut state = model.stream_state(ChunkStoreKind::Device);
+    let first = model.prefill(row(0, head), &mut state);
+    let rest = model.prefill(row(head, len), &mut state);
+    let err = rel_err(Tensor::cat(vec![first, rest], 1), whole);
+    assert!(err < 1e-4, "{name}: a long later segment differs by {err:e}");
+}

@@ -157,6 +157,20 @@ impl<B: RambaBackend> HsaDecoder<B> {
     pub fn run(&self, tokens: Tensor<B, 2, Int>, state: &mut StreamState<B>) -> Tensor<B, 3> {
         let start = state.position;
         let seq = tokens.dims()[1];
+        if start > 0 && seq > GATHERED_TOKENS_PER_PASS {
+            // A later call reads `[seq, K, S, d_h]` gathered tiles per retrieval group; a long
+            // segment would need them all at once (a 64K-token segment: beyond wgpu's largest
+            // buffer, and a CUDA launch grid's batch axis). Passes of a bounded length give
+            // the same result, since a stream is exact for any split of its tokens.
+            let passes = (0..seq)
+                .step_by(GATHERED_TOKENS_PER_PASS)
+                .map(|from| {
+                    let to = (from + GATHERED_TOKENS_PER_PASS).min(seq);
+                    self.run(tokens.clone().slice(s![.., from..to]), state)
+                })
+                .collect();
+            return Tensor::cat(passes, 1);
+        }
         let hsa = state
             .hsa
             .as_mut()
@@ -201,6 +215,10 @@ impl<B: RambaBackend> HsaDecoder<B> {
         &self.lm
     }
 }
+
+/// The longest pass of a stream's later calls ([`HsaDecoder::run`] splits longer segments):
+/// the gathered tiles of 4096 tokens take 4 MiB (quickstart) to 128 MiB (passkey-4k) per group.
+const GATHERED_TOKENS_PER_PASS: usize = 4096;
 
 impl<B: RambaBackend> HsaDecoder<B> {
     /// What each retrieval group selected for `tokens` (from a zero state), in group order:
