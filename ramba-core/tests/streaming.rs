@@ -162,5 +162,8 @@ fn a_long_later_segment_equals_the_whole_forward() {
     let first = model.prefill(row(0, head), &mut state);
     let rest = model.prefill(row(head, len), &mut state);
     let err = rel_err(Tensor::cat(vec![first, rest], 1), whole);
-    assert!(err < 1e-4, "{name}: a long later segment differs by {err:e}");
+    assert!(
+        err < 1e-4,
+        "{name}: a long later segment differs by {err:e}"
+    );
 }
