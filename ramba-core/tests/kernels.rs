@@ -471,6 +471,67 @@ fn fused_selection_matches_reference() {
     }
 }
 
+/// A stream's later call: queries at `query_start > 0` selecting among more chunks than their
+/// own length holds, with the chunk range cut into splits (forced, and as the launcher picks)
+/// whose partial top-Ks are merged: exactly the reference's indices, ties (duplicated landmarks,
+/// within a split and across splits) going to the lower chunk id. The index buffer is poisoned
+/// first (-7 never passes).
+#[test]
+fn fused_selection_in_chunk_splits_matches_reference() {
+    use cubecl_kernels::selection::select_chunks_split;
+    let device = Default::default();
+    let mut r = rng(32);
+    let int_dtype = Tensor::<Gpu, 1, Int>::zeros([1], &device).dtype();
+    // (batch, tokens, KV heads, d_r, chunk size, K, query start, stored chunks)
+    for (b, l, h, dr, s, k, start, c) in [
+        (1, 70, 1, 64, 16, 8, 9_000, 600),
+        (2, 33, 2, 24, 8, 4, 2_500, 320),
+        (1, 129, 1, 16, 4, 1, 1_200, 330),
+    ] {
+        let qr = random::<Gpu, 4>(&mut r, [b, l, h, dr], 1.0, &device);
+        let mut lmk = random::<Gpu, 4>(&mut r, [b, c, h, dr], 1.0, &device);
+        // Exact ties: chunk 3 again at 40 (same split) and at c - 5 (a later split), chunk 70
+        // again at 71.
+        for (from, to) in [(3, 40), (3, c - 5), (70, 71)] {
+            let row = lmk.clone().slice(s![.., from..from + 1]);
+            lmk = lmk.slice_assign(s![.., to..to + 1], row);
+        }
+        let options = SelectionOptions {
+            chunk_size: s,
+            top_k: k,
+            weighting: ChunkWeighting::Softmax,
+            query_start: start,
+        };
+        let want = selection::reference::select_chunks(cpu(&qr), cpu(&lmk), options);
+        let want: Vec<i64> = want.into_data().convert::<i64>().to_vec().unwrap();
+        assert!(want.iter().filter(|&&i| i >= 0).count() > 0);
+        let check = |got: Tensor<Gpu, 4, Int>, what: &str| {
+            let got: Vec<i64> = got.into_data().convert::<i64>().to_vec().unwrap();
+            assert_eq!(
+                got, want,
+                "{what}: b={b} l={l} h={h} s={s} k={k} start={start}"
+            );
+        };
+        for splits in [1, 2, 3, 7, 1_000] {
+            let poisoned = Tensor::<Gpu, 4, Int>::full([b, l, h, k], -7, &device);
+            Gpu::sync(&device).expect("sync");
+            drop(poisoned);
+            let got = select_chunks_split(
+                prim(qr.clone()),
+                prim(lmk.clone()),
+                s,
+                k,
+                start,
+                int_dtype,
+                splits,
+            );
+            check(Tensor::from_primitive(got), &format!("{splits} splits"));
+        }
+        let got = Gpu::select_chunks(prim(qr.clone()), prim(lmk.clone()), options);
+        check(Tensor::from_primitive(got), "the launcher's splits");
+    }
+}
+
 /// The tensor-core kernels (bf16, G = 16, D = S = 64) against the f32 reference: forward and
 /// every gradient within 1e-2 relative (bf16 inputs and P/dS tiles, f32 accumulation), with a
 /// ragged length and batch > 1.

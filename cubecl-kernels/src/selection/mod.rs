@@ -12,10 +12,18 @@
 //! are visited in increasing id and a new score must be strictly greater to displace one, so
 //! ties go to the lower chunk id.
 //!
-//! Grid: one cube per `(batch, KV head, block of TOKENS tokens)`, one thread per token. Query
-//! and landmark tiles of `DR_TILE` dims are staged in shared memory (rows padded by one element),
-//! so each landmark tile is read once for the block's tokens; each thread holds `CHUNK_TILE`
-//! running scores and its top-K in registers.
+//! Grid: one cube per `(batch, KV head, block of TOKENS tokens, chunk split)`, one thread per
+//! token. Query and landmark tiles of `DR_TILE` dims are staged in shared memory (rows padded by
+//! one element), so each landmark tile is read once for the block's tokens; each thread holds
+//! `CHUNK_TILE` running scores and its top-K in registers.
+//!
+//! Chunk splits: a stream's later calls select for a few thousand tokens among millions of
+//! stored chunks, which one cube per token block would walk alone (64 cubes on a GPU of 132
+//! SMs, each looping over every chunk). There the chunk range is cut into splits of whole
+//! `CHUNK_TILE` tiles, each cube keeps the top-K of its split (scores and ids, partials
+//! `[B, L, h, splits, K]`), and [`merge_kernel`] takes each token's top-K of its splits'
+//! candidates. Both keep the single pass's order, score descending then chunk id ascending (a
+//! total order over distinct ids), so the split result is exactly the unsplit one.
 
 use cubecl::prelude::*;
 
@@ -25,6 +33,14 @@ use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 const TOKENS: u32 = 64;
 const CHUNK_TILE: usize = 32;
 const DR_TILE: usize = 32;
+/// Cubes a split launch aims for: several waves on any current GPU.
+const TARGET_CUBES: usize = 4096;
+/// The fewest chunk tiles a split covers, so a cube's scoring outweighs its share of the merge.
+const MIN_TILES_PER_SPLIT: usize = 8;
+/// Threads per cube of the merge.
+const MERGE_THREADS: u32 = 128;
+/// Score of an empty top-K slot: a chunk enters only with a strictly greater score.
+const EMPTY_SCORE: f32 = -3.0e38;
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
@@ -32,9 +48,13 @@ fn select_kernel<F: Float, I: Int>(
     queries: &Tensor<F>,
     landmarks: &Tensor<F>,
     indices: &mut Tensor<I>,
+    part_scores: &mut Tensor<f32>,
+    part_ids: &mut Tensor<i32>,
     seq: usize,
     n_chunks: usize,
     n_blocks: usize,
+    n_splits: usize,
+    split_chunks: usize,
     n_cubes: usize,
     q_start: usize,
     scale: f32,
@@ -42,6 +62,7 @@ fn select_kernel<F: Float, I: Int>(
     #[comptime] dim: usize,
     #[comptime] top_k: usize,
     #[comptime] chunk: usize,
+    #[comptime] partial: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let cube = CUBE_POS;
@@ -50,8 +71,9 @@ fn select_kernel<F: Float, I: Int>(
     }
     let tokens = comptime!(TOKENS as usize);
     let tid = UNIT_POS as usize;
-    let blk = cube % n_blocks;
-    let bg = cube / n_blocks;
+    let split = cube % n_splits;
+    let blk = (cube / n_splits) % n_blocks;
+    let bg = cube / n_splits / n_blocks;
     let g = bg % heads;
     let b = bg / heads;
     let t = blk * tokens + tid;
@@ -63,6 +85,9 @@ fn select_kernel<F: Float, I: Int>(
     }
     let last_t = min(blk * tokens + tokens, seq) - 1;
     let block_visible = min((q_start + last_t) / chunk, n_chunks);
+    // This cube's chunks: whole tiles, so a tile never crosses into the next split.
+    let split_begin = split * split_chunks;
+    let split_end = min(split_begin + split_chunks, block_visible);
 
     let q_pad = comptime!(DR_TILE + 1);
     let mut q_tile = SharedMemory::<f32>::new(comptime!(TOKENS as usize * (DR_TILE + 1)));
@@ -72,15 +97,15 @@ fn select_kernel<F: Float, I: Int>(
     let mut top_i = Array::<i32>::new(top_k);
     #[unroll]
     for m in 0..top_k {
-        top_v[m] = -3.0e38f32;
+        top_v[m] = EMPTY_SCORE;
         top_i[m] = -1i32;
     }
     let mut scores = Array::<f32>::new(CHUNK_TILE);
 
     let q_row = ((b * seq) * heads + g) * dim; // + t·heads·dim
     let l_row = ((b * n_chunks) * heads + g) * dim; // + c·heads·dim
-    let mut c0 = 0usize;
-    while c0 < block_visible {
+    let mut c0 = split_begin;
+    while c0 < split_end {
         #[unroll]
         for m in 0..CHUNK_TILE {
             scores[m] = 0.0;
@@ -148,7 +173,35 @@ fn select_kernel<F: Float, I: Int>(
         c0 += comptime!(CHUNK_TILE);
     }
 
-    // Recency: chunk ids descending; -1 (never filled) sorts last.
+    if in_range {
+        if comptime!(partial) {
+            // Best first, as kept: the merge reads them in that order.
+            let out = (((b * seq + t) * heads + g) * n_splits + split) * top_k;
+            #[unroll]
+            for m in 0..top_k {
+                part_scores[out + m] = top_v[m];
+                part_ids[out + m] = top_i[m];
+            }
+        } else {
+            write_by_recency::<I>(
+                &mut top_i,
+                indices,
+                ((b * seq + t) * heads + g) * top_k,
+                top_k,
+            );
+        }
+    }
+}
+
+/// Sorts `top_i` by recency (chunk ids descending; `-1`, never filled, last) and writes it at
+/// `indices[out..out + top_k]`.
+#[cube]
+fn write_by_recency<I: Int>(
+    top_i: &mut Array<i32>,
+    indices: &mut Tensor<I>,
+    out: usize,
+    #[comptime] top_k: usize,
+) {
     #[unroll]
     for pass in 0..top_k {
         #[unroll]
@@ -161,17 +214,65 @@ fn select_kernel<F: Float, I: Int>(
             }
         }
     }
-    if in_range {
-        let out = ((b * seq + t) * heads + g) * top_k;
-        #[unroll]
-        for m in 0..top_k {
-            indices[out + m] = I::cast_from(top_i[m]);
-        }
+    #[unroll]
+    for m in 0..top_k {
+        indices[out + m] = I::cast_from(top_i[m]);
     }
 }
 
-/// Launches the selection kernel. `queries` and `landmarks` must be contiguous; `int_dtype`
-/// is the backend's int element type.
+/// Each `(batch, token, KV head)` row's top-K of its splits' candidates (one thread a row):
+/// `part_scores, part_ids [rows, n_splits, K]` → `indices [rows, K]` by recency. A candidate
+/// displaces the K-th if its score is greater, or equal with a lower chunk id: the single
+/// pass's order, in which the splits' candidates are distinct.
+#[cube(launch_unchecked, address_type = "dynamic")]
+fn merge_kernel<I: Int>(
+    part_scores: &Tensor<f32>,
+    part_ids: &Tensor<i32>,
+    indices: &mut Tensor<I>,
+    n_rows: usize,
+    n_splits: usize,
+    #[comptime] top_k: usize,
+    #[define(I)] _dtype: StorageType,
+) {
+    let row = CUBE_POS * comptime!(MERGE_THREADS as usize) + UNIT_POS as usize;
+    if row >= n_rows {
+        terminate!();
+    }
+    let mut top_v = Array::<f32>::new(top_k);
+    let mut top_i = Array::<i32>::new(top_k);
+    #[unroll]
+    for m in 0..top_k {
+        top_v[m] = EMPTY_SCORE;
+        top_i[m] = -1i32;
+    }
+    let last = comptime!(top_k - 1);
+    for p in 0..n_splits * top_k {
+        let at = row * n_splits * top_k + p;
+        let s = part_scores[at];
+        let c = part_ids[at];
+        if c >= 0 && (s > top_v[last] || (s == top_v[last] && c < top_i[last])) {
+            top_v[last] = s;
+            top_i[last] = c;
+            #[unroll]
+            for u in 0..last {
+                let hi = comptime!(top_k - 2 - u);
+                let (a, b) = (hi, hi + 1);
+                if top_v[b] > top_v[a] || (top_v[b] == top_v[a] && top_i[b] < top_i[a]) {
+                    let tv = top_v[a];
+                    top_v[a] = top_v[b];
+                    top_v[b] = tv;
+                    let ti = top_i[a];
+                    top_i[a] = top_i[b];
+                    top_i[b] = ti;
+                }
+            }
+        }
+    }
+    write_by_recency::<I>(&mut top_i, indices, row * top_k, top_k);
+}
+
+/// Launches the selection, with as many chunk splits as [`default_splits`] picks.
+/// `queries` and `landmarks` must be contiguous; `int_dtype` is the backend's int element type.
 pub fn select_chunks<R: CubeRuntime>(
     queries: CubeTensor<R>,
     landmarks: CubeTensor<R>,
@@ -180,34 +281,80 @@ pub fn select_chunks<R: CubeRuntime>(
     q_start: usize,
     int_dtype: burn::tensor::DType,
 ) -> CubeTensor<R> {
+    let [batch, seq, heads, _] = queries.meta.shape().dims::<4>();
+    let n_chunks = landmarks.meta.shape()[1];
+    let splits = default_splits(batch * heads * seq.div_ceil(TOKENS as usize), {
+        let last = (q_start + seq).saturating_sub(1);
+        (last / chunk.max(1)).min(n_chunks)
+    });
+    select_chunks_split(queries, landmarks, chunk, top_k, q_start, int_dtype, splits)
+}
+
+/// Chunk splits for a launch of `token_cubes` cubes (one per batch, KV head and token block)
+/// over at most `max_visible` visible chunks: enough for about [`TARGET_CUBES`] cubes, each
+/// split at least [`MIN_TILES_PER_SPLIT`] tiles. Training shapes (many token blocks) get 1.
+pub fn default_splits(token_cubes: usize, max_visible: usize) -> usize {
+    let tiles = max_visible.div_ceil(CHUNK_TILE);
+    let most = (tiles / MIN_TILES_PER_SPLIT).max(1);
+    (TARGET_CUBES / token_cubes.max(1)).clamp(1, most)
+}
+
+/// [`select_chunks`] with the chunk range cut into `splits` parts of whole tiles (fewer where
+/// the visible chunks fill fewer tiles); the result does not depend on `splits`.
+pub fn select_chunks_split<R: CubeRuntime>(
+    queries: CubeTensor<R>,
+    landmarks: CubeTensor<R>,
+    chunk: usize,
+    top_k: usize,
+    q_start: usize,
+    int_dtype: burn::tensor::DType,
+    splits: usize,
+) -> CubeTensor<R> {
+    use burn::tensor::{DType, Shape};
     let [batch, seq, heads, dim] = queries.meta.shape().dims::<4>();
     let n_chunks = landmarks.meta.shape()[1];
     let client = queries.client.clone();
     // Contiguous: the kernel writes linearly, and CUDA may pitch a plain allocation's rows.
     let indices = crate::launch::empty_like_shape(
         &queries,
-        burn::tensor::Shape::new([batch, seq, heads, top_k]),
+        Shape::new([batch, seq, heads, top_k]),
         int_dtype,
     );
     let n_blocks = seq.div_ceil(TOKENS as usize);
-    let n_cubes = batch * heads * n_blocks;
-    if n_cubes == 0 || top_k == 0 {
+    if batch * heads * n_blocks == 0 || top_k == 0 {
         return indices;
     }
-    let dtypes = [queries.dtype.into(), int_dtype.into()];
-    let address = address_type_of(&[&queries, &landmarks, &indices]);
+    // Whole tiles per split, over the chunks the last token can see.
+    let max_visible = ((q_start + seq - 1) / chunk).min(n_chunks);
+    let tiles = max_visible.div_ceil(CHUNK_TILE).max(1);
+    let split_chunks = tiles.div_ceil(splits.clamp(1, tiles)) * CHUNK_TILE;
+    let n_splits = max_visible.div_ceil(split_chunks).max(1);
+    let partial = n_splits > 1;
+    // One-element stand-ins where the single pass writes the indices directly.
+    let part_shape = match partial {
+        true => Shape::new([batch * seq * heads, n_splits, top_k]),
+        false => Shape::new([1]),
+    };
+    let part_scores = crate::launch::empty_like_shape(&queries, part_shape.clone(), DType::F32);
+    let part_ids = crate::launch::empty_like_shape(&queries, part_shape, DType::I32);
+    let n_cubes = batch * heads * n_blocks * n_splits;
+    let address = address_type_of(&[&queries, &landmarks, &indices, &part_scores]);
     unsafe {
         select_kernel::launch_unchecked::<R>(
             &client,
             cube_count_for(&client, n_cubes),
             CubeDim::new_1d(TOKENS),
             address,
-            queries.into_tensor_arg(),
+            queries.clone().into_tensor_arg(),
             landmarks.into_tensor_arg(),
             indices.clone().into_tensor_arg(),
+            part_scores.clone().into_tensor_arg(),
+            part_ids.clone().into_tensor_arg(),
             seq,
             n_chunks,
             n_blocks,
+            n_splits,
+            split_chunks,
             n_cubes,
             q_start,
             (dim as f32).sqrt().recip(),
@@ -215,8 +362,27 @@ pub fn select_chunks<R: CubeRuntime>(
             dim,
             top_k,
             chunk,
-            dtypes,
+            partial,
+            [queries.dtype.into(), int_dtype.into()],
         )
     };
+    if partial {
+        let n_rows = batch * seq * heads;
+        unsafe {
+            merge_kernel::launch_unchecked::<R>(
+                &client,
+                cube_count_for(&client, n_rows.div_ceil(MERGE_THREADS as usize)),
+                CubeDim::new_1d(MERGE_THREADS),
+                address,
+                part_scores.into_tensor_arg(),
+                part_ids.into_tensor_arg(),
+                indices.clone().into_tensor_arg(),
+                n_rows,
+                n_splits,
+                top_k,
+                int_dtype.into(),
+            )
+        };
+    }
     indices
 }
