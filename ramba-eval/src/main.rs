@@ -13,7 +13,7 @@ use ramba_data::{JsonlFormat, TooLong};
 use ramba_eval::downstream::{run_task, TaskEvalSettings};
 use ramba_eval::grid::GridLimits;
 use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeySettings};
-use ramba_eval::perplexity::{perplexity_by_length, write_ppl};
+use ramba_eval::perplexity::{perplexity_by_length, write_ppl, PplSettings};
 use ramba_eval::retrieval_map::retrieval_map;
 use ramba_eval::ruler::{ruler_task, run_ruler, RulerSettings, Scoring};
 use ramba_eval::run::{load_run, LoadedRun};
@@ -314,6 +314,9 @@ struct PplArgs {
         help = "non-overlapping windows evaluated per length (1 or more)"
     )]
     max_windows: u64,
+    /// Windows longer than the segment are streamed.
+    #[command(flatten)]
+    streaming: StreamingArgs,
 }
 
 /// Most depths a `--depths` grid may have (a 0.001 step over [0, 1]): more is a typo, and an
@@ -595,17 +598,15 @@ impl BackendTask for EvalTask {
                     .iter()
                     .map(|s| parse_len(s))
                     .collect::<Result<Vec<_>>>()?;
-                if let Some(l) = lengths.iter().find(|&&l| l > run.config.eval.max_context) {
-                    bail!("--lengths: {l} exceeds eval.max_context = {}; longer contexts need streaming inference", run.config.eval.max_context);
-                }
-                let rows = perplexity_by_length(
-                    &run.model,
-                    &tokens,
-                    &lengths,
-                    usize::try_from(a.max_windows).unwrap_or(usize::MAX),
-                    &device,
-                    |m| eprintln!("{m}"),
-                );
+                let settings = PplSettings {
+                    max_windows: usize::try_from(a.max_windows).unwrap_or(usize::MAX),
+                    segment: a.streaming.segment(run.config.eval.max_context),
+                    store: a.streaming.store(),
+                };
+                let rows =
+                    perplexity_by_length(&run.model, &tokens, &lengths, settings, &device, |m| {
+                        eprintln!("{m}")
+                    });
                 if rows.is_empty() {
                     bail!(
                         "--text {} has {} tokens: too few for any of --lengths {:?} (a window \

@@ -425,7 +425,7 @@ pub fn stream_prompts<B: RambaBackend>(
             AnswerDecoding::TeacherForced => plen - 1,
         };
         let mut state = model.stream_state(settings.store);
-        let bar = prefill_bar(upto, settings.segment, refs.len());
+        let mut bar = PrefillProgress::new(upto, settings.segment, refs.len());
         let mut m = Measure {
             peak_host_bytes: host_rss_bytes(),
             peak_device_bytes: B::memory_usage(device).map(|u| u.in_use),
@@ -440,7 +440,7 @@ pub fn stream_prompts<B: RambaBackend>(
             &mut state,
             device,
             |done| {
-                bar.set_position(done as u64);
+                bar.set(done);
                 m.peak_host_bytes = m.peak_host_bytes.max(host_rss_bytes());
                 m.peak_device_bytes = m
                     .peak_device_bytes
@@ -451,7 +451,7 @@ pub fn stream_prompts<B: RambaBackend>(
         let first = host_rows(last.clone());
         m.prefill_seconds = started.elapsed().as_secs_f64();
         m.prefill_tokens = upto * refs.len();
-        bar.finish_and_clear();
+        bar.finish();
         if let Some(store) = state.chunk_store() {
             m.store_device_bytes = store.device_bytes() as u64;
             m.store_host_bytes = store.host_bytes() as u64;
@@ -498,21 +498,71 @@ pub fn stream_prompts<B: RambaBackend>(
     Ok((trials, total))
 }
 
-/// A progress bar with ETA over a prefill of `tokens` per row, drawn only when it takes many
-/// segments (and only on a terminal: indicatif hides it otherwise).
-fn prefill_bar(tokens: usize, segment: usize, rows: usize) -> indicatif::ProgressBar {
-    if tokens <= 8 * segment {
-        return indicatif::ProgressBar::hidden();
+/// Progress of a long prefill (many segments): on a terminal an indicatif bar with ETA; in a
+/// log (stderr not a terminal) a plain line every [`PrefillProgress::LOG_EVERY`], so a
+/// millions-of-tokens prefill on a GPU machine shows how far it got. Short prefills show
+/// nothing.
+struct PrefillProgress {
+    bar: Option<indicatif::ProgressBar>,
+    /// Plain-line mode: the prefill's total, start and the last line's time.
+    log: Option<(usize, Instant, Instant)>,
+    rows: usize,
+}
+
+impl PrefillProgress {
+    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+    fn new(tokens: usize, segment: usize, rows: usize) -> Self {
+        let mut progress = Self {
+            bar: None,
+            log: None,
+            rows,
+        };
+        if tokens <= 8 * segment {
+            return progress;
+        }
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let bar = indicatif::ProgressBar::new(tokens as u64);
+            let style = indicatif::ProgressStyle::with_template(
+                "prefill {msg} [{bar:30}] {pos}/{len} tokens ({per_sec}, ETA {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_message(format!("{rows} row(s)"));
+            progress.bar = Some(bar);
+        } else {
+            let now = Instant::now();
+            progress.log = Some((tokens, now, now));
+        }
+        progress
     }
-    let bar = indicatif::ProgressBar::new(tokens as u64);
-    let style = indicatif::ProgressStyle::with_template(
-        "prefill {msg} [{bar:30}] {pos}/{len} tokens ({per_sec}, ETA {eta})",
-    )
-    .expect("a valid template")
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(format!("{rows} row(s)"));
-    bar
+
+    /// `done` tokens per row prefilled so far.
+    fn set(&mut self, done: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+        }
+        if let Some((total, started, last)) = &mut self.log {
+            if last.elapsed() >= Self::LOG_EVERY && done < *total {
+                *last = Instant::now();
+                let elapsed = started.elapsed();
+                let eta = ramba_report::progress::eta(0, done as u64, *total as u64, elapsed)
+                    .map_or("?".into(), ramba_report::progress::format_duration);
+                eprintln!(
+                    "prefill {} row(s): {done}/{total} tokens ({:.0} tokens/s, ETA {eta})",
+                    self.rows,
+                    (done * self.rows) as f64 / elapsed.as_secs_f64(),
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
 }
 
 /// Judges a freely generated answer: correct iff its first number is the key.

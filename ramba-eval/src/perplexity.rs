@@ -1,5 +1,8 @@
 //! Perplexity by context length on held-out text: for each length `L`, non-overlapping windows
-//! of `L + 1` tokens, mean next-token loss over all `L` positions, `ppl = exp(loss)`.
+//! of `L + 1` tokens, mean next-token loss over all `L` positions, `ppl = exp(loss)`. Windows
+//! longer than [`PplSettings::segment`] are streamed: prefilled segment by segment into a chunk
+//! store, each segment's logits scored as they come, so the length is bounded by memory for the
+//! chunk store (host memory when offloaded), not by one forward.
 
 use std::path::Path;
 
@@ -7,6 +10,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use ramba_core::model::{lm_loss, LanguageModel};
 use ramba_core::ops::RambaBackend;
+use ramba_core::stream::ChunkStoreKind;
 use ramba_report::{line_chart, write_csv, write_json_pretty, Series};
 use serde::Serialize;
 
@@ -23,16 +27,29 @@ pub struct PplRow {
     pub ppl: f64,
 }
 
-/// Evaluates `tokens` at each length, at most `max_windows` windows per length. Lengths longer
-/// than the text are skipped (reported by `progress`).
+/// How the windows are evaluated.
+#[derive(Clone, Copy, Debug)]
+pub struct PplSettings {
+    /// Windows per length at most.
+    pub max_windows: usize,
+    /// Longest window scored in one forward; longer ones are streamed in segments of this
+    /// many tokens (the run's `eval.max_context` by default).
+    pub segment: usize,
+    /// Where a streamed window keeps its chunk memory.
+    pub store: ChunkStoreKind,
+}
+
+/// Evaluates `tokens` at each length, at most `settings.max_windows` windows per length.
+/// Lengths longer than the text are skipped (reported by `progress`).
 pub fn perplexity_by_length<B: RambaBackend>(
     model: &LanguageModel<B>,
     tokens: &[u32],
     lengths: &[usize],
-    max_windows: usize,
+    settings: PplSettings,
     device: &B::Device,
     mut progress: impl FnMut(&str),
 ) -> Vec<PplRow> {
+    let max_windows = settings.max_windows;
     let mut rows = vec![];
     for &length in lengths {
         let fit = tokens.len() / (length + 1);
@@ -49,20 +66,12 @@ pub fn perplexity_by_length<B: RambaBackend>(
             });
             continue;
         }
-        let mut total = 0.0;
-        for w in 0..windows {
-            let win = &tokens[w * (length + 1)..(w + 1) * (length + 1)];
-            let ids = |s: &[u32]| {
-                let v: Vec<i64> = s.iter().map(|&t| t as i64).collect();
-                Tensor::<B, 2, Int>::from_data(
-                    TensorData::new(v, [1, length]).convert::<B::IntElem>(),
-                    device,
-                )
-            };
-            let logits = model.forward(ids(&win[..length]));
-            let loss = lm_loss(logits, ids(&win[1..]), Tensor::ones([1, length], device));
-            total += loss.into_scalar().elem::<f64>();
-        }
+        let total: f64 = (0..windows)
+            .map(|w| {
+                let window = &tokens[w * (length + 1)..(w + 1) * (length + 1)];
+                window_loss(model, window, settings, device)
+            })
+            .sum();
         let loss = total / windows as f64;
         if !loss.is_finite() {
             progress(&format!(
@@ -82,6 +91,45 @@ pub fn perplexity_by_length<B: RambaBackend>(
         });
     }
     rows
+}
+
+/// Mean next-token loss over a window's `window.len() - 1` positions: one forward, or segment
+/// by segment through the stream (each segment's mean weighted by its positions).
+fn window_loss<B: RambaBackend>(
+    model: &LanguageModel<B>,
+    window: &[u32],
+    settings: PplSettings,
+    device: &B::Device,
+) -> f64 {
+    let length = window.len() - 1;
+    let ids = |s: &[u32]| {
+        let v: Vec<i64> = s.iter().map(|&t| t as i64).collect();
+        Tensor::<B, 2, Int>::from_data(
+            TensorData::new(v, [1, s.len()]).convert::<B::IntElem>(),
+            device,
+        )
+    };
+    let segment_loss = |logits: Tensor<B, 3>, targets: &[u32]| {
+        lm_loss(
+            logits,
+            ids(targets),
+            Tensor::ones([1, targets.len()], device),
+        )
+        .into_scalar()
+        .elem::<f64>()
+    };
+    let segment = settings.segment.max(1);
+    if length <= segment {
+        return segment_loss(model.forward(ids(&window[..length])), &window[1..]);
+    }
+    let mut state = model.stream_state(settings.store);
+    let mut sum = 0.0;
+    for at in (0..length).step_by(segment) {
+        let end = (at + segment).min(length);
+        let logits = model.prefill(ids(&window[at..end]), &mut state);
+        sum += segment_loss(logits, &window[at + 1..end + 1]) * (end - at) as f64;
+    }
+    sum / length as f64
 }
 
 /// Writes `ppl.json`, `ppl.csv` and `ppl.png` into `dir`.

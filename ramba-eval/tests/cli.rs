@@ -157,6 +157,65 @@ fn passkey_and_ppl_on_a_tiny_run() {
     assert!(dir.join("eval/ppl.png").exists());
 }
 
+/// `ppl` beyond one forward: windows longer than `--segment` are streamed segment by segment
+/// (device and offloaded chunk stores) and give the one-forward loss, including a window whose
+/// length is not a multiple of the segment. Larger initial weights than TINY's, so the logits
+/// depend on the context and a wrong target or segment weighting shows in the loss.
+#[test]
+fn ppl_streams_windows_longer_than_a_segment() {
+    let config = TINY.replace("vocab_size = 257", "vocab_size = 257\ninit_std = 0.3");
+    let dir = run_folder_of("ppl-stream", &config);
+    let d = dir.to_str().unwrap();
+    let text = dir.join("held_out.txt");
+    std::fs::write(
+        &text,
+        "Pack my box with five dozen liquor jugs, 0123456789. ".repeat(40),
+    )
+    .unwrap();
+    let losses = |extra: &[&str], tag: &str| -> Vec<f64> {
+        let out = dir.join(format!("eval-{tag}"));
+        let mut args = vec![
+            "ppl",
+            "--run",
+            d,
+            "--backend",
+            "cpu",
+            "--text",
+            text.to_str().unwrap(),
+            "--lengths",
+            "200,448",
+            "--max-windows",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = eval(&args);
+        assert!(ok, "{tag}: {err}");
+        let json = std::fs::read_to_string(out.join("ppl.json")).unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let whole = losses(&[], "whole");
+    assert_eq!(whole.len(), 2);
+    for (extra, tag) in [
+        (&["--segment", "96"][..], "device"),
+        (&["--segment", "96", "--offload"][..], "offloaded"),
+    ] {
+        let streamed = losses(extra, tag);
+        for (s, w) in streamed.iter().zip(&whole) {
+            assert!(
+                ((s - w) / w).abs() < 1e-4,
+                "{tag}: streamed loss {s} vs one forward {w}"
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_arguments_are_clear_errors() {
     let (ok, _, err) = eval(&["passkey", "--run", "/nonexistent/run", "--backend", "cpu"]);

@@ -18,7 +18,7 @@ use ramba_core::ops::RambaBackend;
 use ramba_core::stream::ChunkStoreKind;
 use ramba_eval::grid::{short_len, GridLimits};
 use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeySettings};
-use ramba_eval::perplexity::perplexity_by_length;
+use ramba_eval::perplexity::{perplexity_by_length, PplSettings};
 use ramba_eval::ruler::{ruler_task, run_ruler, RulerSettings, Scoring};
 use ramba_eval::run::load_run;
 use ramba_experiment::ExperimentConfig;
@@ -181,11 +181,16 @@ pub fn compare<B: RambaBackend>(
             None => vec![],
             Some(text) => {
                 let tokens = tok.encode(text);
+                let ppl_settings = PplSettings {
+                    max_windows: settings.ppl_windows,
+                    segment: cfg.eval.max_context,
+                    store: ChunkStoreKind::Device,
+                };
                 let got = perplexity_by_length(
                     &run.model,
                     &tokens,
                     &lengths,
-                    settings.ppl_windows,
+                    ppl_settings,
                     &device,
                     &mut log,
                 );
