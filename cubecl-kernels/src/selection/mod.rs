@@ -148,26 +148,12 @@ fn select_kernel<F: Float, I: Int>(
             sync_cube();
             d0 += comptime!(DR_TILE);
         }
-        // Insert the tile's visible chunks in increasing id (strictly greater displaces).
+        // The tile's visible chunks, in increasing id.
         #[unroll]
         for m in 0..CHUNK_TILE {
             let c = c0 + m;
-            let s = scores[m] * scale;
-            if c < visible && s > top_v[comptime!(top_k - 1)] {
-                top_v[comptime!(top_k - 1)] = s;
-                top_i[comptime!(top_k - 1)] = c as i32;
-                #[unroll]
-                for u in 0..comptime!(top_k - 1) {
-                    let hi = comptime!(top_k - 2 - u);
-                    if top_v[hi + 1] > top_v[hi] {
-                        let tv = top_v[hi];
-                        top_v[hi] = top_v[hi + 1];
-                        top_v[hi + 1] = tv;
-                        let ti = top_i[hi];
-                        top_i[hi] = top_i[hi + 1];
-                        top_i[hi + 1] = ti;
-                    }
-                }
+            if c < visible {
+                insert_top_k(&mut top_v, &mut top_i, scores[m] * scale, c as i32, top_k);
             }
         }
         c0 += comptime!(CHUNK_TILE);
@@ -189,6 +175,40 @@ fn select_kernel<F: Float, I: Int>(
                 ((b * seq + t) * heads + g) * top_k,
                 top_k,
             );
+        }
+    }
+}
+
+/// Puts chunk `c` with score `s` into the running top-K (best first) if it comes before the
+/// K-th in the order score descending, then chunk id ascending. Visiting chunks in increasing
+/// id, that is "strictly greater displaces" (ties to the lower id); the merge's candidates come
+/// from several splits, and the id rule keeps the order total there too. An empty slot
+/// ([`EMPTY_SCORE`], id -1) is displaced by any score above `EMPTY_SCORE`; NaN displaces
+/// nothing.
+#[cube]
+fn insert_top_k(
+    top_v: &mut Array<f32>,
+    top_i: &mut Array<i32>,
+    s: f32,
+    c: i32,
+    #[comptime] top_k: usize,
+) {
+    let last = comptime!(top_k - 1);
+    if s > top_v[last] || (s == top_v[last] && c < top_i[last]) {
+        top_v[last] = s;
+        top_i[last] = c;
+        #[unroll]
+        for u in 0..last {
+            let a = comptime!(top_k - 2 - u);
+            let b = a + 1;
+            if top_v[b] > top_v[a] || (top_v[b] == top_v[a] && top_i[b] < top_i[a]) {
+                let tv = top_v[a];
+                top_v[a] = top_v[b];
+                top_v[b] = tv;
+                let ti = top_i[a];
+                top_i[a] = top_i[b];
+                top_i[b] = ti;
+            }
         }
     }
 }
@@ -245,27 +265,11 @@ fn merge_kernel<I: Int>(
         top_v[m] = EMPTY_SCORE;
         top_i[m] = -1i32;
     }
-    let last = comptime!(top_k - 1);
     for p in 0..n_splits * top_k {
         let at = row * n_splits * top_k + p;
-        let s = part_scores[at];
         let c = part_ids[at];
-        if c >= 0 && (s > top_v[last] || (s == top_v[last] && c < top_i[last])) {
-            top_v[last] = s;
-            top_i[last] = c;
-            #[unroll]
-            for u in 0..last {
-                let hi = comptime!(top_k - 2 - u);
-                let (a, b) = (hi, hi + 1);
-                if top_v[b] > top_v[a] || (top_v[b] == top_v[a] && top_i[b] < top_i[a]) {
-                    let tv = top_v[a];
-                    top_v[a] = top_v[b];
-                    top_v[b] = tv;
-                    let ti = top_i[a];
-                    top_i[a] = top_i[b];
-                    top_i[b] = ti;
-                }
-            }
+        if c >= 0 {
+            insert_top_k(&mut top_v, &mut top_i, part_scores[at], c, top_k);
         }
     }
     write_by_recency::<I>(&mut top_i, indices, row * top_k, top_k);
