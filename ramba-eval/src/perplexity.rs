@@ -4,6 +4,7 @@
 //! store, each segment's logits scored as they come, so the length is bounded by memory for the
 //! chunk store (host memory when offloaded), not by one forward.
 
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::Result;
@@ -13,6 +14,8 @@ use ramba_core::ops::RambaBackend;
 use ramba_core::stream::ChunkStoreKind;
 use ramba_report::{line_chart, write_csv, write_json_pretty, Series};
 use serde::Serialize;
+
+use crate::generate::id_tensor;
 
 /// One context length.
 #[derive(Clone, Debug, Serialize)]
@@ -102,32 +105,24 @@ fn window_loss<B: RambaBackend>(
     device: &B::Device,
 ) -> f64 {
     let length = window.len() - 1;
-    let ids = |s: &[u32]| {
-        let v: Vec<i64> = s.iter().map(|&t| t as i64).collect();
-        Tensor::<B, 2, Int>::from_data(
-            TensorData::new(v, [1, s.len()]).convert::<B::IntElem>(),
-            device,
-        )
-    };
-    let segment_loss = |logits: Tensor<B, 3>, targets: &[u32]| {
-        lm_loss(
-            logits,
-            ids(targets),
-            Tensor::ones([1, targets.len()], device),
-        )
-        .into_scalar()
-        .elem::<f64>()
+    let ids = |range: Range<usize>| id_tensor::<B>(&[window], range, device);
+    // Mean loss of the logits of positions `range` against the tokens one ahead of them.
+    let loss_at = |logits: Tensor<B, 3>, range: Range<usize>| {
+        let mask = Tensor::ones([1, range.len()], device);
+        lm_loss(logits, ids(range.start + 1..range.end + 1), mask)
+            .into_scalar()
+            .elem::<f64>()
     };
     let segment = settings.segment.max(1);
     if length <= segment {
-        return segment_loss(model.forward(ids(&window[..length])), &window[1..]);
+        return loss_at(model.forward(ids(0..length)), 0..length);
     }
     let mut state = model.stream_state(settings.store);
     let mut sum = 0.0;
     for at in (0..length).step_by(segment) {
         let end = (at + segment).min(length);
-        let logits = model.prefill(ids(&window[at..end]), &mut state);
-        sum += segment_loss(logits, &window[at + 1..end + 1]) * (end - at) as f64;
+        let logits = model.prefill(ids(at..end), &mut state);
+        sum += loss_at(logits, at..end) * (end - at) as f64;
     }
     sum / length as f64
 }
