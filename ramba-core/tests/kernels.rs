@@ -523,7 +523,7 @@ fn fused_selection_in_chunk_splits_matches_reference() {
                 k,
                 start,
                 int_dtype,
-                splits,
+                Some(splits),
             );
             check(Tensor::from_primitive(got), &format!("{splits} splits"));
         }

@@ -275,7 +275,7 @@ fn merge_kernel<I: Int>(
     write_by_recency::<I>(&mut top_i, indices, row * top_k, top_k);
 }
 
-/// Launches the selection, with as many chunk splits as [`default_splits`] picks.
+/// Launches the selection, with as many chunk splits as `default_splits` picks.
 /// `queries` and `landmarks` must be contiguous; `int_dtype` is the backend's int element type.
 pub fn select_chunks<R: CubeRuntime>(
     queries: CubeTensor<R>,
@@ -285,26 +285,20 @@ pub fn select_chunks<R: CubeRuntime>(
     q_start: usize,
     int_dtype: burn::tensor::DType,
 ) -> CubeTensor<R> {
-    let [batch, seq, heads, _] = queries.meta.shape().dims::<4>();
-    let n_chunks = landmarks.meta.shape()[1];
-    let splits = default_splits(batch * heads * seq.div_ceil(TOKENS as usize), {
-        let last = (q_start + seq).saturating_sub(1);
-        (last / chunk.max(1)).min(n_chunks)
-    });
-    select_chunks_split(queries, landmarks, chunk, top_k, q_start, int_dtype, splits)
+    select_chunks_split(queries, landmarks, chunk, top_k, q_start, int_dtype, None)
 }
 
 /// Chunk splits for a launch of `token_cubes` cubes (one per batch, KV head and token block)
-/// over at most `max_visible` visible chunks: enough for about [`TARGET_CUBES`] cubes, each
-/// split at least [`MIN_TILES_PER_SPLIT`] tiles. Training shapes (many token blocks) get 1.
-pub fn default_splits(token_cubes: usize, max_visible: usize) -> usize {
-    let tiles = max_visible.div_ceil(CHUNK_TILE);
+/// over `tiles` tiles of visible chunks: enough for about [`TARGET_CUBES`] cubes, each split
+/// at least [`MIN_TILES_PER_SPLIT`] tiles. Training shapes (many token blocks) get 1.
+fn default_splits(token_cubes: usize, tiles: usize) -> usize {
     let most = (tiles / MIN_TILES_PER_SPLIT).max(1);
     (TARGET_CUBES / token_cubes.max(1)).clamp(1, most)
 }
 
 /// [`select_chunks`] with the chunk range cut into `splits` parts of whole tiles (fewer where
-/// the visible chunks fill fewer tiles); the result does not depend on `splits`.
+/// the visible chunks fill fewer tiles; `None`: as many as `default_splits` picks); the
+/// result does not depend on `splits`.
 pub fn select_chunks_split<R: CubeRuntime>(
     queries: CubeTensor<R>,
     landmarks: CubeTensor<R>,
@@ -312,7 +306,7 @@ pub fn select_chunks_split<R: CubeRuntime>(
     top_k: usize,
     q_start: usize,
     int_dtype: burn::tensor::DType,
-    splits: usize,
+    splits: Option<usize>,
 ) -> CubeTensor<R> {
     use burn::tensor::{DType, Shape};
     let [batch, seq, heads, dim] = queries.meta.shape().dims::<4>();
@@ -331,6 +325,7 @@ pub fn select_chunks_split<R: CubeRuntime>(
     // Whole tiles per split, over the chunks the last token can see.
     let max_visible = ((q_start + seq - 1) / chunk).min(n_chunks);
     let tiles = max_visible.div_ceil(CHUNK_TILE).max(1);
+    let splits = splits.unwrap_or_else(|| default_splits(batch * heads * n_blocks, tiles));
     let split_chunks = tiles.div_ceil(splits.clamp(1, tiles)) * CHUNK_TILE;
     let n_splits = max_visible.div_ceil(split_chunks).max(1);
     let partial = n_splits > 1;
