@@ -32,6 +32,15 @@ const STEP_TOL: f64 = if cfg!(feature = "cuda-tests") {
 } else {
     1e-3
 };
+/// A whole step's parameter gradients: f32 on wgpu (1e-3 covers the summation order). On
+/// CUDA each gradient also passes through several of Burn's TF32 matmuls: on an H100 the
+/// worst parameter reached 1.1e-3 (`mamba2`, whose scan and conv kernels pass their own
+/// gradient tests at 1e-4 there) and 1.2e-3 (`ramba`).
+const STEP_GRAD_TOL: f64 = if cfg!(feature = "cuda-tests") {
+    5e-3
+} else {
+    1e-3
+};
 
 /// The oracle runs on the CPU backend (exact f32), whatever backend the kernels run on. Data
 /// travels flattened: CUDA refuses to read some strided (e.g. row-pitched) layouts.
@@ -98,25 +107,27 @@ fn inputs<B: RambaBackend>(cs: Case, seed: u64, device: &B::Device) -> Inputs<B>
     let q = random(&mut r, [cs.b, cs.l, cs.hq, cs.dh], 1.0, device);
     let k = random(&mut r, [cs.b, cs.l, cs.hkv, cs.dh], 1.0, device);
     let v = random(&mut r, [cs.b, cs.l, cs.hkv, cs.dh], 1.0, device);
-    let qr = random::<B, 4>(&mut r, [cs.b, cs.l, cs.hkv, dr], 1.0, device);
-    let lmk = random::<B, 4>(&mut r, [cs.b, n_chunks, cs.hkv, dr], 1.0, device);
     let options = SelectionOptions {
         chunk_size: cs.s,
         top_k: cs.k,
         weighting: ChunkWeighting::StickBreaking,
         query_start: 0,
     };
-    let indices = if n_chunks == 0 {
-        Tensor::full([cs.b, cs.l, cs.hkv, cs.k], -1, device)
+    // No landmarks without a complete chunk: CUDA refuses a host write of a zero-length
+    // tensor (a zero stride), and the error then surfaces at a later read.
+    let (indices, weights) = if n_chunks == 0 {
+        (
+            Tensor::full([cs.b, cs.l, cs.hkv, cs.k], -1, device),
+            Tensor::zeros([cs.b, cs.l, cs.hkv, cs.k], device),
+        )
     } else {
-        selection::reference::select_chunks(qr.clone(), lmk.clone(), options)
-    };
-    let valid = indices.clone().greater_equal_elem(0);
-    let weights = if n_chunks == 0 {
-        Tensor::zeros([cs.b, cs.l, cs.hkv, cs.k], device)
-    } else {
+        let qr = random::<B, 4>(&mut r, [cs.b, cs.l, cs.hkv, dr], 1.0, device);
+        let lmk = random::<B, 4>(&mut r, [cs.b, n_chunks, cs.hkv, dr], 1.0, device);
+        let indices = selection::reference::select_chunks(qr.clone(), lmk.clone(), options);
+        let valid = indices.clone().greater_equal_elem(0);
         let scores = selection::slot_scores(qr, lmk, indices.clone());
-        selection::chunk_weights(scores, valid, ChunkWeighting::StickBreaking)
+        let weights = selection::chunk_weights(scores, valid, ChunkWeighting::StickBreaking);
+        (indices, weights)
     };
     let d_out = random(&mut r, [cs.b, cs.l, cs.hq, cs.dh], 1.0, device);
     Inputs {
@@ -432,7 +443,7 @@ fn assert_training_step_matches_at(cfg: &ModelConfig, batch: usize, seq: usize) 
         );
         let err = rel_err_vec(g, want);
         assert!(
-            err < 1e-3,
+            err < STEP_GRAD_TOL,
             "parameter {i}: gradient relative error {err:.3e}"
         );
     }

@@ -28,7 +28,7 @@
 use cubecl::prelude::*;
 
 use crate::launch::{address_type_of, cube_count_for};
-use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 
 const TOKENS: u32 = 64;
 const CHUNK_TILE: usize = 32;
@@ -275,8 +275,8 @@ fn merge_kernel<I: Int>(
     write_by_recency::<I>(&mut top_i, indices, row * top_k, top_k);
 }
 
-/// Launches the selection, with as many chunk splits as `default_splits` picks.
-/// `queries` and `landmarks` must be contiguous; `int_dtype` is the backend's int element type.
+/// Launches the selection, with as many chunk splits as `default_splits` picks;
+/// `int_dtype` is the backend's int element type.
 pub fn select_chunks<R: CubeRuntime>(
     queries: CubeTensor<R>,
     landmarks: CubeTensor<R>,
@@ -309,6 +309,9 @@ pub fn select_chunks_split<R: CubeRuntime>(
     splits: Option<usize>,
 ) -> CubeTensor<R> {
     use burn::tensor::{DType, Shape};
+    // The kernel indexes both linearly; CUDA may hand out row-pitched layouts (a `d_r` of 24
+    // f32 is not a multiple of the row alignment), which it would misread.
+    let (queries, landmarks) = (into_contiguous(queries), into_contiguous(landmarks));
     let [batch, seq, heads, dim] = queries.meta.shape().dims::<4>();
     let n_chunks = landmarks.meta.shape()[1];
     let client = queries.client.clone();

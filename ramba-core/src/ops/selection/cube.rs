@@ -2,7 +2,6 @@
 //! `cubecl-kernels/src/selection/`.
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 use super::SelectionOptions;
@@ -19,8 +18,8 @@ where
     BT: BoolElement,
 {
     cubecl_kernels::selection::select_chunks(
-        into_contiguous(queries),
-        into_contiguous(landmarks),
+        queries,
+        landmarks,
         options.chunk_size,
         options.top_k,
         options.query_start,
