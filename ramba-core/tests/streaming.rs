@@ -6,7 +6,7 @@ use ramba_core::backend_tests;
 use ramba_core::config::ModelConfig;
 use ramba_core::model::LanguageModel;
 use ramba_core::ops::RambaBackend;
-use ramba_core::stream::ChunkStoreKind;
+use ramba_core::stream::{ChunkStoreKind, StreamStage};
 use ramba_core::testing::*;
 
 const BATCH: usize = 2;
@@ -166,4 +166,47 @@ fn a_long_later_segment_equals_the_whole_forward() {
         err < 1e-4,
         "{name}: a long later segment differs by {err:e}"
     );
+}
+
+/// A profiled stream gives exactly the unprofiled logits, counts one pass per later call and
+/// times every stage of those calls.
+#[test]
+fn a_profiled_stream_is_the_same_stream() {
+    let device = Default::default();
+    let (name, cfg) = models()
+        .into_iter()
+        .find(|(_, c)| c.arch.has_hsa())
+        .expect("an HSA variant");
+    let model = cfg.init::<TestCpu>(&device);
+    let ids = token_ids(cfg.vocab_size);
+    let run = |profiled: bool| {
+        let mut state = model.stream_state(ChunkStoreKind::Offloaded);
+        if profiled {
+            state = state.with_profile();
+        }
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for n in SEGMENTS {
+            parts.push(model.prefill(tokens::<TestCpu>(&ids, at, at + n, &device), &mut state));
+            at += n;
+        }
+        (to_vec(Tensor::cat(parts, 1)), state.profile().cloned())
+    };
+    let (plain, _) = run(false);
+    let (profiled, profile) = run(true);
+    assert_eq!(plain, profiled, "{name}: profiling changed the logits");
+    let profile = profile.expect("with_profile turns profiling on");
+    assert_eq!(
+        profile.passes(),
+        SEGMENTS.len() - 1,
+        "{name}: a pass per later call"
+    );
+    for stage in StreamStage::ALL {
+        assert!(
+            !profile.total(stage).is_zero(),
+            "{name}: {} never timed\n{}",
+            stage.name(),
+            profile.table()
+        );
+    }
 }

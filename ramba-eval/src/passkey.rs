@@ -452,6 +452,9 @@ pub fn stream_prompts<B: RambaBackend>(
         m.prefill_seconds = started.elapsed().as_secs_f64();
         m.prefill_tokens = upto * refs.len();
         bar.finish();
+        if let Some(profile) = state.profile() {
+            eprint!("{}", profile.table());
+        }
         if let Some(store) = state.chunk_store() {
             m.store_device_bytes = store.device_bytes() as u64;
             m.store_host_bytes = store.host_bytes() as u64;

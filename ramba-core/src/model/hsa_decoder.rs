@@ -20,7 +20,8 @@ use crate::nn::chunk_memory::{ChunkMemory, ChunkMemoryConfig};
 use crate::nn::hsa_layer::{HsaLayer, HsaLayerConfig};
 use crate::nn::retrieval::{Retrieval, RetrievalConfig};
 use crate::ops::RambaBackend;
-use crate::stream::ChunkStoreKind;
+use crate::stream::profile::timed;
+use crate::stream::{ChunkStoreKind, StreamStage};
 
 /// One HSA layer and the blocks after it.
 #[derive(Module, Debug)]
@@ -171,12 +172,17 @@ impl<B: RambaBackend> HsaDecoder<B> {
                 .collect();
             return Tensor::cat(passes, 1);
         }
+        let device = tokens.device();
         let hsa = state
             .hsa
             .as_mut()
             .expect("a stream state of a model without HSA");
         let mut states = state.blocks.iter_mut();
-        let lower = run_stream(&self.lower, self.lm.embed(tokens), start, &mut states);
+        // Only later calls are profiled: a first call is the whole-sequence forward.
+        let mut profile = state.profile.as_mut().filter(|_| start > 0);
+        let lower = timed::<B, _>(&mut profile, StreamStage::Lower, &device, || {
+            run_stream(&self.lower, self.lm.embed(tokens), start, &mut states)
+        });
         let mut x = lower.clone();
         if start == 0 {
             let memory = self.memory.forward(lower.clone());
@@ -189,21 +195,35 @@ impl<B: RambaBackend> HsaDecoder<B> {
             }
             hsa.keep(memory, lower);
         } else {
-            hsa.extend(&self.memory, lower);
+            timed::<B, _>(&mut profile, StreamStage::Store, &device, || {
+                hsa.extend(&self.memory, lower)
+            });
             let landmarks = hsa.store.landmarks();
             let pooled = hsa.store.pooled_values();
             for group in &self.groups {
                 let read = landmarks.clone().map(|l| {
                     let pooled = pooled.clone();
-                    let selection = group.retrieval.select(x.clone(), l, pooled, start);
-                    let chunks = hsa.store.gather(&selection.indices);
+                    let selection =
+                        timed::<B, _>(&mut profile, StreamStage::Select, &device, || {
+                            group.retrieval.select(x.clone(), l, pooled, start)
+                        });
+                    let chunks = timed::<B, _>(&mut profile, StreamStage::Gather, &device, || {
+                        hsa.store.gather(&selection.indices)
+                    });
                     (chunks, selection)
                 });
                 let chunks = read.as_ref().and_then(|(c, s)| c.as_ref().map(|c| (c, s)));
                 for stage in &group.stages {
-                    x = stage.hsa.forward_gathered(x, chunks);
-                    x = run_stream(&stage.blocks, x, start, &mut states);
+                    x = timed::<B, _>(&mut profile, StreamStage::Hsa, &device, || {
+                        stage.hsa.forward_gathered(x, chunks)
+                    });
+                    x = timed::<B, _>(&mut profile, StreamStage::Blocks, &device, || {
+                        run_stream(&stage.blocks, x, start, &mut states)
+                    });
                 }
+            }
+            if let Some(p) = profile {
+                p.end_pass();
             }
         }
         state.position += seq;

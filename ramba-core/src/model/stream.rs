@@ -12,7 +12,7 @@ use burn::prelude::*;
 
 use crate::nn::block::{BlockState, BlockStream};
 use crate::nn::chunk_memory::{ChunkMemory, ChunkMemoryOutput};
-use crate::stream::{ChunkStore, ChunkStoreKind};
+use crate::stream::{ChunkStore, ChunkStoreKind, StreamProfile};
 
 use super::ModelState;
 
@@ -21,6 +21,8 @@ pub struct StreamState<B: Backend> {
     pub(crate) position: usize,
     pub(crate) blocks: Vec<BlockStream<B>>,
     pub(crate) hsa: Option<HsaStream<B>>,
+    /// Time per stage of the later calls, when profiling (HSA models record it).
+    pub(crate) profile: Option<StreamProfile>,
 }
 
 /// The HSA part of a stream: the incomplete chunk and the chunk memory.
@@ -54,7 +56,20 @@ impl<B: Backend> StreamState<B> {
                 pending: None,
                 store: kind.create(chunk_size),
             }),
+            profile: StreamProfile::from_env(),
         }
+    }
+
+    /// This state with profiling on, whatever `RAMBA_STREAM_PROFILE` says.
+    pub fn with_profile(mut self) -> Self {
+        self.profile.get_or_insert_with(StreamProfile::default);
+        self
+    }
+
+    /// Time per stage of the later calls so far (`None` unless profiling; see
+    /// [`crate::stream::profile`]).
+    pub fn profile(&self) -> Option<&StreamProfile> {
+        self.profile.as_ref()
     }
 
     /// Tokens consumed so far: the position of the next token.

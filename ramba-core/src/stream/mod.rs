@@ -4,11 +4,14 @@
 //! - [`chunk_store`]: the chunk memory of a stream, on the device or offloaded to the host.
 //! - [`growing`]: a tensor that grows along one axis with amortised appends (chunk stores, KV
 //!   caches).
+//! - [`profile`]: time per stage of a stream's later calls (`RAMBA_STREAM_PROFILE=1`).
 
 pub mod chunk_store;
 pub mod growing;
+pub mod profile;
 
 pub use chunk_store::{
     ChunkStore, ChunkStoreKind, DeviceChunkStore, OffloadedChunkStore, SelectedChunks,
 };
 pub use growing::GrowingTensor;
+pub use profile::{StreamProfile, StreamStage, PROFILE_ENV};
