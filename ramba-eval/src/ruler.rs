@@ -273,11 +273,11 @@ fn judge_text(p: &TaskPrompt, text: &str) -> Trial {
 }
 
 /// Teacher-forced: right iff greedy decoding reproduces the whole reference (`prefix` is
-/// the answer and one more token) and stops after it.
+/// then the answer and one more token), its closing period included, which is where free
+/// generation stops.
 fn judge_forced(tok: &dyn Tokenizer, p: &TaskPrompt, prefix: &[u32]) -> Trial {
     let text = tok.decode(prefix);
-    let whole = prefix.len() == p.answer.len() + 1;
-    let correct = whole && p.ends_answer(&tok.decode(&prefix[p.answer.len()..]));
+    let correct = prefix.len() > p.answer.len();
     Trial {
         answer: p.answer_text.trim().to_string(),
         generated: text.trim().to_string(),
@@ -319,16 +319,21 @@ mod tests {
     }
 
     #[test]
-    fn teacher_forced_needs_the_whole_answer_and_a_stop() {
+    fn teacher_forced_needs_the_whole_answer_and_its_period() {
         let tok = ByteTokenizer;
         let p = prompt("niah_multi_query");
+        assert!(p.answer_text.ends_with('.'), "{}", p.answer_text);
         let bytes = |s: &str| -> Vec<u32> { s.bytes().map(u32::from).collect() };
-        let right = bytes(&format!("{}.", p.answer_text));
-        assert!(judge_forced(&tok, &p, &right).correct);
-        let runs_on = bytes(&format!("{},", p.answer_text));
-        assert!(!judge_forced(&tok, &p, &runs_on).correct);
-        let t = judge_forced(&tok, &p, &right[..3]);
-        assert!(!t.correct);
+        // `greedy_prefix` gives the whole answer and the token after it, or stops at the
+        // first deviation (here: a list that runs on where the period should be).
+        let right = bytes(&format!("{} The", p.answer_text));
+        assert!(greedy_prefix(&p.answer, &right[..=p.answer.len()]).len() > p.answer.len());
+        assert!(judge_forced(&tok, &p, &right[..=p.answer.len()]).correct);
+        let runs_on = bytes(&p.answer_text.replace('.', ", 1"));
+        let prefix = greedy_prefix(&p.answer, &runs_on);
+        assert_eq!(prefix.len(), p.answer.len(), "deviates at the period");
+        assert!(!judge_forced(&tok, &p, &prefix).correct);
+        assert!(!judge_forced(&tok, &p, &right[..3]).correct);
     }
 
     #[test]

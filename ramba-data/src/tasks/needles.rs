@@ -275,8 +275,8 @@ pub(crate) mod tests {
                         let text = tok.decode(&p.tokens());
                         let (key, val) = parse_needle(&needle_texts(&p)[0]);
                         assert_eq!(p.gold, [val.as_str()]);
-                        assert_eq!(p.answer_text, format!(" {val}"));
-                        assert!(text.ends_with(&format!("{key}? Answer: {val}")), "{text}");
+                        assert_eq!(p.answer_text, format!(" {val}."));
+                        assert!(text.ends_with(&format!("{key}? Answer: {val}.")), "{text}");
                         assert_eq!(text.matches(&val).count(), 2, "needle and answer only");
                         assert!(p.score(&p.answer_text) && p.score(&format!("{val}.")));
                     }
@@ -341,7 +341,7 @@ pub(crate) mod tests {
             assert!(needles.iter().all(|n| n.0 == needles[0].0), "one key");
             let in_order: Vec<String> = needles.iter().map(|n| n.1.clone()).collect();
             assert_eq!(p.gold, in_order);
-            assert_eq!(p.answer_text, format!(" {}", in_order.join(", ")));
+            assert_eq!(p.answer_text, format!(" {}.", in_order.join(", ")));
             // All five, any order; four, a repeat, a cut UUID or an extra are wrong.
             let mut shuffled = in_order.clone();
             shuffled.reverse();

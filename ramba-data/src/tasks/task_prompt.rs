@@ -2,8 +2,11 @@
 //!
 //! Every such task builds its training samples and its evaluation prompts the same way: a
 //! [`TaskPrompt`] at a chosen needle depth (random for training). Answers are lists of items
-//! (values, variable names, words) written as `" a, b, c"`; the items never contain `,`, `.`
-//! or a line break, which is what lets [`score_items`] find them in generated text.
+//! (values, variable names, words) written as `" a, b, c."`; the items never contain `,`, `.`
+//! or a line break, which is what lets [`score_items`] find them in generated text. The period
+//! is part of the answer: training rows end with it, so a model learns to stop its list there,
+//! which free generation needs (without it, a fine-tuned model wrote the right value and went
+//! on with `", "` and more values, as the multi-item answers had taught it).
 
 use anyhow::Result;
 use rand::RngCore;
@@ -17,7 +20,8 @@ pub struct TaskPrompt {
     pub prompt: Vec<u32>,
     /// Tokens the model should produce next (the teacher-forced answer).
     pub answer: Vec<u32>,
-    /// Text of the answer: the items joined by `", "`, with a leading space.
+    /// Text of the answer: the items joined by `", "`, with a leading space and a closing
+    /// period.
     pub answer_text: String,
     /// The items the answer must hold, all of them and nothing else, in the order
     /// `answer_text` lists them (the order is not scored).
@@ -54,15 +58,6 @@ impl TaskPrompt {
     /// Fraction of the gold items `generated` names (RULER's partial credit).
     pub fn recall(&self, generated: &str) -> f64 {
         item_recall(generated, &self.gold)
-    }
-
-    /// For teacher-forced judging (one forward pass over `prompt + answer`, as the passkey
-    /// evaluation does): whether greedy decoding would stop after the answer when the model's
-    /// top prediction after its last token decodes to `next`. It would not when `next` goes
-    /// on with the last item (a letter, digit or `-`) or starts another one (`,`), since
-    /// training rows end right after the answer and decoding then runs on.
-    pub fn ends_answer(&self, next: &str) -> bool {
-        !next.starts_with(|c: char| c.is_alphanumeric() || c == '-' || c == ',')
     }
 
     /// The prompt and answer as a training sample (one answer, ending the sample).
@@ -115,9 +110,9 @@ pub fn item_recall(generated: &str, gold: &[String]) -> f64 {
     hit as f64 / gold.len() as f64
 }
 
-/// `" a, b, c"`.
+/// `" a, b, c."`: the answer as written, its period included (see the module docs).
 pub(crate) fn join_items(items: &[String]) -> String {
-    format!(" {}", items.join(", "))
+    format!(" {}.", items.join(", "))
 }
 
 /// A task that builds evaluation prompts at a given needle depth.
@@ -176,26 +171,7 @@ mod tests {
         );
         assert!(!score_items(" Apple", &gold(&["apple"])), "case counts");
         assert!(!score_items(" x", &[]));
-        assert_eq!(join_items(&g), " 1234567, 7654321");
+        assert_eq!(join_items(&g), " 1234567, 7654321.");
         assert_eq!(answer_items(&join_items(&g)), ["1234567", "7654321"]);
-    }
-
-    #[test]
-    fn teacher_forced_answers_end_only_before_a_break() {
-        let p = TaskPrompt {
-            prompt: vec![1],
-            answer: vec![2],
-            answer_text: " 12".into(),
-            gold: gold(&["12"]),
-            needles: vec![],
-            target: None,
-            haystack: (0, 1),
-        };
-        for stop in [".", "\n", " The", "", "?"] {
-            assert!(p.ends_answer(stop), "{stop:?}");
-        }
-        for more in ["3", ",", "-4", "a", "É"] {
-            assert!(!p.ends_answer(more), "{more:?}");
-        }
     }
 }
