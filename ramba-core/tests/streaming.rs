@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use ramba_core::backend_tests;
 use ramba_core::config::ModelConfig;
-use ramba_core::model::LanguageModel;
+use ramba_core::model::{LanguageModel, StreamState};
 use ramba_core::ops::RambaBackend;
 use ramba_core::stream::{ChunkStoreKind, StreamStage};
 use ramba_core::testing::*;
@@ -58,20 +58,37 @@ fn streamed<B: RambaBackend>(
     kind: ChunkStoreKind,
     device: &B::Device,
 ) -> Tensor<B, 3> {
-    let mut state = model.stream_state(kind);
+    streamed_in(model, ids, &mut model.stream_state(kind), device)
+}
+
+/// [`streamed`] through a given fresh `state`.
+fn streamed_in<B: RambaBackend>(
+    model: &LanguageModel<B>,
+    ids: &[i64],
+    state: &mut StreamState<B>,
+    device: &B::Device,
+) -> Tensor<B, 3> {
     let mut parts = Vec::new();
     let mut at = 0;
     for n in SEGMENTS {
-        parts.push(model.prefill(tokens::<B>(ids, at, at + n, device), &mut state));
+        parts.push(model.prefill(tokens::<B>(ids, at, at + n, device), state));
         at += n;
     }
     while at < LEN {
         let token = tokens::<B>(ids, at, at + 1, device).reshape([BATCH]);
-        parts.push(model.step(token, &mut state).unsqueeze_dim(1));
+        parts.push(model.step(token, state).unsqueeze_dim(1));
         at += 1;
     }
     assert_eq!(state.position(), LEN);
     Tensor::cat(parts, 1)
+}
+
+/// The first HSA variant of [`models`].
+fn hsa_model() -> (&'static str, ModelConfig) {
+    models()
+        .into_iter()
+        .find(|(_, c)| c.arch.has_hsa())
+        .expect("an HSA variant")
 }
 
 /// For every architecture: segments and steps give the whole forward's logits (1e-4).
@@ -145,10 +162,7 @@ backend_tests!(
 #[test]
 fn a_long_later_segment_equals_the_whole_forward() {
     let device = Default::default();
-    let (name, cfg) = models()
-        .into_iter()
-        .find(|(_, c)| c.arch.has_hsa())
-        .expect("an HSA variant");
+    let (name, cfg) = hsa_model();
     let model = cfg.init::<TestCpu>(&device);
     let (head, len) = (9, 9 + 4096 + 13);
     let mut r = rng(5);
@@ -168,15 +182,12 @@ fn a_long_later_segment_equals_the_whole_forward() {
     );
 }
 
-/// A profiled stream gives exactly the unprofiled logits, counts one pass per later call and
-/// times every stage of those calls.
+/// A profiled stream (segments, then steps) gives exactly the unprofiled logits, counts one
+/// pass per later call and times every stage of those calls.
 #[test]
 fn a_profiled_stream_is_the_same_stream() {
     let device = Default::default();
-    let (name, cfg) = models()
-        .into_iter()
-        .find(|(_, c)| c.arch.has_hsa())
-        .expect("an HSA variant");
+    let (name, cfg) = hsa_model();
     let model = cfg.init::<TestCpu>(&device);
     let ids = token_ids(cfg.vocab_size);
     let run = |profiled: bool| {
@@ -184,21 +195,18 @@ fn a_profiled_stream_is_the_same_stream() {
         if profiled {
             state = state.with_profile();
         }
-        let mut parts = Vec::new();
-        let mut at = 0;
-        for n in SEGMENTS {
-            parts.push(model.prefill(tokens::<TestCpu>(&ids, at, at + n, &device), &mut state));
-            at += n;
-        }
-        (to_vec(Tensor::cat(parts, 1)), state.profile().cloned())
+        let logits = streamed_in(&model, &ids, &mut state, &device);
+        (to_vec(logits), state.profile().cloned())
     };
     let (plain, _) = run(false);
     let (profiled, profile) = run(true);
     assert_eq!(plain, profiled, "{name}: profiling changed the logits");
     let profile = profile.expect("with_profile turns profiling on");
+    // Segments after the first, then one step per remaining token.
+    let later_calls = SEGMENTS.len() - 1 + LEN - SEGMENTS.iter().sum::<usize>();
     assert_eq!(
         profile.passes(),
-        SEGMENTS.len() - 1,
+        later_calls,
         "{name}: a pass per later call"
     );
     for stage in StreamStage::ALL {
