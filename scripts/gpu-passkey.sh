@@ -75,7 +75,7 @@ quickstart-s2 configs/quickstart.toml --set run.seed=2 --set data.seed=2"}
         --set eval.passkey_after_training=false $sets)
     fi
     echo "[$(elapsed) s] ${cmd[*]}"
-    eval "timeout -s TERM $TRAIN_LIMIT ${cmd[*]@Q}" > "$OUT/train-$name.log" 2>&1 &
+    eval "timeout -s TERM -k 30 $TRAIN_LIMIT ${cmd[*]@Q}" > "$OUT/train-$name.log" 2>&1 &
     pids+=($!); declare -g "pid_${name//-/_}=$!"
   done <<< "$TRAININGS"
   # The smoke test runs as soon as its run is trained, beside the longer trainings.
