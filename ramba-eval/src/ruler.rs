@@ -272,12 +272,11 @@ fn judge_text(p: &TaskPrompt, text: &str) -> Trial {
     }
 }
 
-/// Teacher-forced: right iff greedy decoding reproduces the whole reference (`prefix` is
-/// then the answer and one more token), its closing period included, which is where free
-/// generation stops.
+/// Teacher-forced: right iff greedy decoding reproduces the whole reference, its closing
+/// period included, which is where free generation stops.
 fn judge_forced(tok: &dyn Tokenizer, p: &TaskPrompt, prefix: &[u32]) -> Trial {
     let text = tok.decode(prefix);
-    let correct = prefix.len() > p.answer.len();
+    let correct = prefix.starts_with(&p.answer);
     Trial {
         answer: p.answer_text.trim().to_string(),
         generated: text.trim().to_string(),
