@@ -2,12 +2,15 @@
 //! `CubeRuntime` (CUDA and wgpu). One kernel family per file, its launcher beside it, the shapes
 //! and the grid mapping documented at the top of each file.
 //!
+//! - [`attention`]: fused causal / sliding-window / unmasked softmax attention, forward and
+//!   backward.
 //! - [`hsa`]: hierarchical sparse attention forward, backward (`dq`/`dw` pass, inverted index,
 //!   `dK`/`dV` pass).
 //! - [`selection`]: fused top-k chunk selection from retrieval queries and landmarks.
 //! - [`scan`]: Mamba-2 selective scan (chunked SSD), forward and backward.
 //! - [`conv`]: causal depthwise conv1d with carried state, forward and backward.
 
+pub mod attention;
 pub mod conv;
 mod fragments;
 pub mod hsa;

@@ -1,6 +1,7 @@
 //! The CubeCL kernels (wgpu: lavapipe on CPU machines, a real GPU elsewhere) against the
 //! reference ops, on random inputs: HSA forward (output and log-sum-exp), HSA backward (dq, dk,
-//! dv, dweights), fused selection (indices, exactly), and a whole training step.
+//! dv, dweights), fused selection (indices, exactly), the scan and conv kernels, fused attention
+//! (`kernels/attention.rs`), and whole training steps.
 //!
 //! Tolerance: `‖x − y‖/‖y‖ < 1e-4` in f32 (the kernels accumulate in f32 in another order than
 //! the reference's matmuls; the differences seen are ~1e-7). Before each kernel call the memory
@@ -17,6 +18,9 @@ use ramba_core::ops::{
     SelectionOptions,
 };
 use ramba_core::testing::*;
+
+#[path = "kernels/attention.rs"]
+mod attention_kernels;
 
 /// wgpu (lavapipe in CI); with `--features cuda-tests` the same tests run on CUDA, plus the
 /// tensor-core (bf16) ones, on a GPU machine.

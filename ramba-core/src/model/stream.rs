@@ -12,6 +12,7 @@ use burn::prelude::*;
 
 use crate::nn::block::{BlockState, BlockStream};
 use crate::nn::chunk_memory::{ChunkMemory, ChunkMemoryOutput};
+use crate::ops::RambaBackend;
 use crate::stream::{ChunkStore, ChunkStoreKind, StreamProfile};
 
 use super::ModelState;
@@ -112,7 +113,7 @@ impl<B: Backend> StreamState<B> {
     }
 }
 
-impl<B: Backend> HsaStream<B> {
+impl<B: RambaBackend> HsaStream<B> {
     /// After a stream's first call, which encoded its own chunks as one sequence (`memory`,
     /// from the lower-decoder output `lower [batch, seq, d]`): keeps the complete chunks and
     /// the tail.

@@ -1,15 +1,18 @@
 //! Multi-head self-attention with RoPE and grouped-query heads, in three masks: causal (the
 //! transformer baseline), sliding-window causal (SWA), and bidirectional (the chunk encoder).
 //!
-//! Dense `[L, L]` scores: the reference path, exact and portable; fused kernels plug in later.
+//! The whole-sequence forward runs the attention op (fused kernels on CUDA and wgpu, dense
+//! scores on the CPU); a stream's cached forward attends densely over its cache's keys.
 
 use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use super::kv_cache::{blocked_by_position, KvCache};
+use super::kv_cache::KvCache;
 use super::rope::apply_rope;
 use super::{linear, rms_norm};
+use crate::ops::attention::{attention, AttentionOptions};
+use crate::ops::RambaBackend;
 
 /// Which key positions a query may attend to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,14 +78,6 @@ impl<B: Backend> SelfAttention<B> {
             head_dim,
             rope_theta: s.rope_theta,
         }
-    }
-
-    /// `x`: `[batch, seq, d_model]` at positions `start..start + seq` → `[batch, seq, d_model]`.
-    pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
-        let seq = x.dims()[1];
-        let device = x.device();
-        let (q, k, v) = self.project(x, start);
-        self.attend(q, k, v, blocked_keys::<B>(seq, mask, &device))
     }
 
     /// Like [`forward`](Self::forward) in a stream: the keys and values of earlier calls come
@@ -158,18 +153,27 @@ impl<B: Backend> SelfAttention<B> {
     }
 }
 
-/// `[seq, seq]`, true where query `i` may not see key `j`; `None` when nothing is blocked.
-/// The same position rule as a stream's cached keys, so the two cannot disagree.
-fn blocked_keys<B: Backend>(
-    seq: usize,
-    mask: AttentionMask,
-    device: &B::Device,
-) -> Option<Tensor<B, 2, Bool>> {
-    let window = match mask {
-        AttentionMask::Bidirectional => return None,
-        AttentionMask::Causal => None,
-        AttentionMask::Window(w) => Some(w),
-    };
-    let positions = Tensor::arange(0..seq as i64, device);
-    Some(blocked_by_position(0, seq, positions, window))
+impl<B: RambaBackend> SelfAttention<B> {
+    /// `x`: `[batch, seq, d_model]` at positions `start..start + seq` → `[batch, seq, d_model]`.
+    ///
+    /// Through the attention op ([`ops::attention`](crate::ops::attention)): fused on backends
+    /// with the kernels, so no `[seq, seq]` scores exist there; the dense reference elsewhere.
+    pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let (q, k, v) = self.project(x, start);
+        let options = match mask {
+            AttentionMask::Causal => AttentionOptions::causal(),
+            AttentionMask::Window(w) => AttentionOptions::sliding_window(w),
+            AttentionMask::Bidirectional => AttentionOptions::bidirectional(),
+        };
+        // The op takes sequence-first heads, `[B, L, h, D]`.
+        let out = attention(
+            q.swap_dims(1, 2),
+            k.swap_dims(1, 2),
+            v.swap_dims(1, 2),
+            options,
+        );
+        self.o
+            .forward(out.reshape([batch, seq, self.n_heads * self.head_dim]))
+    }
 }

@@ -32,12 +32,6 @@ impl<B: Backend> TransformerBlock<B> {
         }
     }
 
-    /// `[batch, seq, d]` at positions `start..` → `[batch, seq, d]`.
-    pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), start, mask);
-        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
-    }
-
     /// Like [`forward`](Self::forward) in a stream, attending also to the keys `cache` holds.
     pub fn forward_cached(
         &self,
@@ -49,6 +43,14 @@ impl<B: Backend> TransformerBlock<B> {
             + self
                 .attn
                 .forward_cached(self.attn_norm.forward(x), start, cache);
+        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+    }
+}
+
+impl<B: RambaBackend> TransformerBlock<B> {
+    /// `[batch, seq, d]` at positions `start..` → `[batch, seq, d]`.
+    pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), start, mask);
         x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
     }
 }

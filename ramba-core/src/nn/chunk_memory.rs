@@ -13,6 +13,7 @@ use super::attention::{AttentionMask, AttentionSettings};
 use super::block::TransformerBlock;
 use super::{linear, rms_norm};
 use crate::config::Landmark;
+use crate::ops::RambaBackend;
 
 /// The memory HSA layers read.
 #[derive(Clone, Debug)]
@@ -119,7 +120,7 @@ impl ChunkMemoryConfig {
     }
 }
 
-impl<B: Backend> ChunkMemory<B> {
+impl<B: RambaBackend> ChunkMemory<B> {
     /// Tokens per chunk (`S`).
     pub fn chunk_size(&self) -> usize {
         self.chunk_size

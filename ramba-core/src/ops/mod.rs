@@ -1,6 +1,6 @@
 //! The ops seam: the one place where models meet kernels.
 //!
-//! Models call the tensor functions of each op module ([`hsa::hsa`],
+//! Models call the tensor functions of each op module ([`attention::attention`], [`hsa::hsa`],
 //! [`selection::select_chunks`], [`scan::selective_scan`], [`conv::causal_conv1d`]); those call
 //! [`RambaBackend`], whose methods take and return primitives. The trait's default methods are
 //! the reference implementations (plain Burn tensor ops: exact, differentiable through
@@ -14,6 +14,7 @@
 //! kernels in the `cubecl-kernels` crate.
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod hsa;
 mod packed;
@@ -30,6 +31,7 @@ use burn::tensor::{TensorMetadata, TensorPrimitive};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 pub use activation::softplus;
+pub use attention::{AttentionForward, AttentionGrads, AttentionOptions};
 pub use conv::ConvGrads;
 pub use hsa::{HsaForward, HsaGrads, HsaOptions};
 pub use scan::{ScanGrads, ScanOptions};
@@ -40,6 +42,70 @@ pub use selection::{ChunkSelection, ChunkWeighting, SelectionMode, SelectionOpti
 /// Shapes use the spec's sequence-first layouts (`docs/hsa-spec.md` in the shared docs); each
 /// op module documents its own.
 pub trait RambaBackend: Backend {
+    /// Whether [`attention_forward`](Self::attention_forward) and
+    /// [`attention_backward`](Self::attention_backward) run fused kernels on this backend.
+    fn fused_attention() -> bool {
+        false
+    }
+
+    /// Softmax attention, differentiable when `Self` is an autodiff backend (see
+    /// [`attention::attention`]; not `attention`, the name of Burn's own `ModuleOps` method).
+    fn softmax_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        options: AttentionOptions,
+    ) -> FloatTensor<Self> {
+        if Self::fused_attention() {
+            return Self::attention_forward(q, k, v, options).out;
+        }
+        attention::reference::attention_primitive::<Self>(q, k, v, options)
+    }
+
+    /// Attention forward, keeping the row log-sum-exp for
+    /// [`attention_backward`](Self::attention_backward).
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        options: AttentionOptions,
+    ) -> AttentionForward<Self> {
+        let (out, lse) = attention::reference::forward::<Self>(
+            from_float(q),
+            from_float(k),
+            from_float(v),
+            options,
+        );
+        AttentionForward {
+            out: into_float(out),
+            lse: into_float(lse),
+        }
+    }
+
+    /// Gradients of `q`, `k`, `v` for the output gradient `d_out`, given the forward's output
+    /// and row log-sum-exp.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        options: AttentionOptions,
+    ) -> AttentionGrads<Self> {
+        let _ = (out, lse); // the reference recomputes everything
+        let [q, k, v] = attention::reference::backward::<Self>(
+            from_float(q),
+            from_float(k),
+            from_float(v),
+            from_float(d_out),
+            options,
+        )
+        .map(into_float);
+        AttentionGrads { q, k, v }
+    }
+
     /// Whether [`hsa_forward`](Self::hsa_forward) and [`hsa_backward`](Self::hsa_backward) run
     /// fused kernels on this backend.
     fn fused_hsa() -> bool {
@@ -283,6 +349,7 @@ pub struct DeviceMemory {
 /// (`fused: hsa, selection; reference: scan, conv`).
 pub fn fused_ops_summary<B: RambaBackend>() -> String {
     let ops = [
+        ("attention", B::fused_attention()),
         ("hsa", B::fused_hsa()),
         ("selection", B::fused_selection()),
         ("scan", B::fused_scan()),
@@ -320,6 +387,31 @@ impl RambaBackend for NdArray<f64> {}
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBackend
     for CubeBackend<R, F, I, BT>
 {
+    fn fused_attention() -> bool {
+        true
+    }
+
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        options: AttentionOptions,
+    ) -> AttentionForward<Self> {
+        attention::cube::forward(q, k, v, options)
+    }
+
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        options: AttentionOptions,
+    ) -> AttentionGrads<Self> {
+        attention::cube::backward(q, k, v, out, lse, d_out, options)
+    }
+
     fn fused_hsa() -> bool {
         true
     }
@@ -469,6 +561,22 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
 /// Autodiff: fused ops become one graph node each (backward = the inner backend's backward
 /// kernels); ops without kernels differentiate the reference.
 impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
+    fn fused_attention() -> bool {
+        B::fused_attention()
+    }
+
+    fn softmax_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        options: AttentionOptions,
+    ) -> FloatTensor<Self> {
+        if B::fused_attention() {
+            return attention::autodiff::attention::<B, C>(q, k, v, options);
+        }
+        attention::reference::attention_primitive::<Self>(q, k, v, options)
+    }
+
     fn fused_hsa() -> bool {
         B::fused_hsa()
     }
