@@ -1,5 +1,6 @@
 //! Kernel benchmarks: binaries that print a table (timings never go into tests).
 
+pub mod attention;
 pub mod hsa;
 pub mod scan;
 pub mod timing;

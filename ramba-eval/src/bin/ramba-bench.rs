@@ -1,6 +1,8 @@
-//! `ramba-bench hsa`: kernel benchmarks that print a table (see `ramba_eval::bench`).
+//! `ramba-bench hsa|scan|attention`: kernel benchmarks that print a table (see
+//! `ramba_eval::bench`).
 //!
 //! ```text
+//! ramba-bench attention --backend cuda --batch 8 --lengths 4k,16k,64k --windows causal,512,4096
 //! ramba-bench hsa --backend cuda --batch 8 --lengths 4k,16k,64k --dtype bf16
 //! ramba-bench hsa --backend cuda --batch 1 --lengths 256k,1m,4m --check 2048
 //! ramba-bench scan --backend cuda --batch 8 --lengths 4k,16k,64k --block 8x4k
@@ -15,6 +17,7 @@ use burn::tensor::DType;
 use clap::{Args, Parser, Subcommand};
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::ops::RambaBackend;
+use ramba_eval::bench::attention::{self, AttentionBenchSettings};
 use ramba_eval::bench::hsa::{self, HsaBenchSettings};
 use ramba_eval::bench::scan::{self, ScanBenchSettings};
 use ramba_eval::bench::timing;
@@ -33,6 +36,52 @@ enum Command {
     Hsa(HsaArgs),
     /// Mamba-2 selective scan forward and forward+backward; a Mamba-2 block training step.
     Scan(ScanArgs),
+    /// Fused causal / sliding-window attention forward and forward+backward.
+    Attention(AttentionArgs),
+}
+
+#[derive(Args, Debug)]
+struct AttentionArgs {
+    #[arg(long, default_value = "auto", help = "auto, cuda, wgpu or cpu")]
+    backend: BackendKind,
+    #[arg(long, default_value_t = 8, help = "batch size")]
+    batch: usize,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4k,16k,64k",
+        help = "sequence lengths (k = 1024, m = 1024k)"
+    )]
+    lengths: Vec<String>,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "causal,512,4096",
+        help = "masks: `causal` and/or sliding windows in tokens"
+    )]
+    windows: Vec<String>,
+    #[arg(long, default_value = "bf16", help = "input dtype: bf16, f16 or f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 16, help = "query heads")]
+    heads_q: usize,
+    #[arg(long, default_value_t = 1, help = "KV heads")]
+    heads_kv: usize,
+    #[arg(long, default_value_t = 64, help = "head dim")]
+    head_dim: usize,
+    #[arg(
+        long,
+        default_value_t = 16384,
+        help = "run the dense reference where batch·seq is at most this"
+    )]
+    reference_max_tokens: usize,
+    #[arg(
+        long,
+        default_value_t = 300.0,
+        help = "timing budget per measurement, ms"
+    )]
+    budget_ms: f64,
+    #[arg(long, help = "append the rows as JSON lines to this file")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -199,6 +248,58 @@ impl BackendTask for HsaTask {
     }
 }
 
+struct AttentionTask {
+    settings: AttentionBenchSettings,
+    json: Option<PathBuf>,
+}
+
+impl BackendTask for AttentionTask {
+    type Output = Result<()>;
+
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Result<()> {
+        println!("{info}");
+        let s = &self.settings;
+        let ceil = timing::ceilings::<B>(&device, s.dtype, s.budget_ms);
+        let rows = attention::run::<B>(&device, &info.kind.to_string(), s);
+        print!("{}", attention::table(&rows, &ceil, s));
+        if let Some(path) = &self.json {
+            append_json(path, &ceil, &rows)?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends the ceilings and the rows to `path` as JSON lines.
+fn append_json<T: serde::Serialize>(
+    path: &PathBuf,
+    ceil: &timing::Ceilings,
+    rows: &[T],
+) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::json!({ "ceilings": ceil }))?;
+    for r in rows {
+        writeln!(f, "{}", serde_json::to_string(r)?)?;
+    }
+    Ok(())
+}
+
+/// `causal` → `None`, `512` → `Some(512)`.
+fn parse_window(s: &str) -> Result<Option<usize>> {
+    if s.trim() == "causal" {
+        return Ok(None);
+    }
+    let w = parse_len(s)
+        .with_context(|| format!("--windows: `{s}` is neither `causal` nor a length"))?;
+    if w == 0 {
+        bail!("--windows: a window of 0 tokens sees nothing");
+    }
+    Ok(Some(w))
+}
+
 struct ScanTask {
     settings: ScanBenchSettings,
     block: Option<(usize, usize)>,
@@ -292,6 +393,37 @@ fn main() -> Result<()> {
             dispatch(
                 a.backend,
                 HsaTask {
+                    settings,
+                    json: a.json,
+                },
+            )?
+        }
+        Command::Attention(a) => {
+            let lengths = a
+                .lengths
+                .iter()
+                .map(|s| parse_len(s))
+                .collect::<Result<Vec<_>>>()?;
+            if a.heads_kv == 0 || a.heads_q % a.heads_kv != 0 {
+                bail!("--heads-q must be a positive multiple of --heads-kv");
+            }
+            let settings = AttentionBenchSettings {
+                shapes: lengths.iter().map(|&l| (a.batch, l)).collect(),
+                heads_q: a.heads_q,
+                heads_kv: a.heads_kv,
+                head_dim: a.head_dim,
+                windows: a
+                    .windows
+                    .iter()
+                    .map(|w| parse_window(w))
+                    .collect::<Result<Vec<_>>>()?,
+                dtype: parse_dtype(&a.dtype)?,
+                reference_max_tokens: a.reference_max_tokens,
+                budget_ms: a.budget_ms,
+            };
+            dispatch(
+                a.backend,
+                AttentionTask {
                     settings,
                     json: a.json,
                 },
