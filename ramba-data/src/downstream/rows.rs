@@ -78,7 +78,8 @@ impl ExampleSet {
 
     /// A row of exactly `n` tokens: examples of `split` drawn at random, each followed by
     /// `eos`, packed while the next one fits (the first always does), the rest `eos`. Returns
-    /// the tokens and the answers' token ranges; only those carry loss.
+    /// the tokens and the answers' token ranges (each answer with the `eos` after it); only
+    /// those carry loss.
     pub(crate) fn row<R: Rng + ?Sized>(
         &self,
         split: Split,
@@ -97,13 +98,17 @@ impl ExampleSet {
             if tokens.len() + ex.tokens.len() > n {
                 break;
             }
-            answers.push((tokens.len() + ex.prompt_len, tokens.len() + ex.tokens.len()));
+            let answer_start = tokens.len() + ex.prompt_len;
             tokens.extend_from_slice(&ex.tokens);
             if tokens.len() == n {
+                answers.push((answer_start, n));
                 break;
             }
-            // EOS ends the example, so the next one does not read it as context.
+            // EOS ends the example, so the next one does not read it as context. It carries
+            // loss with the answer: a fine-tuned model learns to stop there, which free
+            // generation's exact match needs (without it the answer ran on into noise).
             tokens.push(eos);
+            answers.push((answer_start, tokens.len()));
         }
         tokens.resize(n, eos);
         (tokens, answers)
