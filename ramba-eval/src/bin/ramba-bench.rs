@@ -234,15 +234,7 @@ impl BackendTask for HsaTask {
         let rows = hsa::run::<B>(&device, &info.kind.to_string(), s);
         print!("{}", hsa::table(&rows, &ceil, s));
         if let Some(path) = &self.json {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            writeln!(f, "{}", serde_json::json!({ "ceilings": ceil }))?;
-            for r in &rows {
-                writeln!(f, "{}", serde_json::to_string(r)?)?;
-            }
+            append_json(path, &ceil, &rows)?;
         }
         Ok(())
     }
@@ -336,15 +328,7 @@ impl BackendTask for ScanTask {
             );
         }
         if let Some(path) = &self.json {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            writeln!(f, "{}", serde_json::json!({ "ceilings": ceil }))?;
-            for r in &rows {
-                writeln!(f, "{}", serde_json::to_string(r)?)?;
-            }
+            append_json(path, &ceil, &rows)?;
         }
         Ok(())
     }
