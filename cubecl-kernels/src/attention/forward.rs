@@ -15,7 +15,7 @@
 
 use cubecl::prelude::*;
 
-use super::{load_rows, visible, AttentionShape, ROWS};
+use super::{first_key, key_end, load_rows, visible, AttentionShape, ROWS};
 use crate::launch::{address_type_of, cube_count_for};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 
@@ -81,15 +81,8 @@ fn attention_forward_kernel<F: Float>(
     let mut sm = SharedMemory::<f32>::new(comptime!(tile * head_dim));
 
     // Keys the block's queries may see: lo..hi (same rule as `AttentionShape::key_range`).
-    let i_last = min(i0 + rows, seq_q) - 1;
-    let mut hi = seq_k;
-    let mut lo = 0;
-    if comptime!(causal) {
-        hi = min(seq_k, i_last + q_offset + 1);
-        if window > 0 && i0 + q_offset + 1 > window {
-            lo = i0 + q_offset + 1 - window;
-        }
-    }
+    let lo = first_key(i0, q_offset, window, causal);
+    let hi = key_end(min(i0 + rows, seq_q), seq_k, q_offset, causal);
 
     let mut m = f32::new(-3.0e38);
     let mut l = 0.0f32;

@@ -201,6 +201,40 @@ pub(crate) fn visible(j: usize, pos: usize, window: usize, #[comptime] causal: b
     ok
 }
 
+/// The first key that queries `i0..` may see: `w` keys before the first query's position under
+/// a window, else 0.
+#[cube]
+pub(crate) fn first_key(
+    i0: usize,
+    q_offset: usize,
+    window: usize,
+    #[comptime] causal: bool,
+) -> usize {
+    let mut lo = 0;
+    if comptime!(causal) {
+        if window > 0 && i0 + q_offset + 1 > window {
+            lo = i0 + q_offset + 1 - window;
+        }
+    }
+    lo
+}
+
+/// One past the last key that queries `..i_end` may see: the last query's position when causal,
+/// else every key.
+#[cube]
+pub(crate) fn key_end(
+    i_end: usize,
+    seq_k: usize,
+    q_offset: usize,
+    #[comptime] causal: bool,
+) -> usize {
+    let mut hi = seq_k;
+    if comptime!(causal) {
+        hi = min(seq_k, i_end + q_offset);
+    }
+    hi
+}
+
 /// Copies rows `row0..row0 + tile` of a `[.., D]` row sequence (row `r` at
 /// `base + r · row_stride`) into shared memory as f32, `D` a row; rows at or past `n_rows`
 /// become zeros.
