@@ -204,6 +204,8 @@ pub(crate) fn visible(j: usize, pos: usize, window: usize, #[comptime] causal: b
 /// The first key that queries `i0..` may see: `w` keys before the first query's position under
 /// a window, else 0.
 #[cube]
+// The comptime branch stays apart from the runtime test so unmasked kernels compile without it.
+#[allow(clippy::collapsible_if)]
 pub(crate) fn first_key(
     i0: usize,
     q_offset: usize,
