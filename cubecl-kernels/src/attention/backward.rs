@@ -90,7 +90,7 @@ fn attention_backward_dq_kernel<F: Float>(
     let mut sk = SharedMemory::<f32>::new(comptime!(tile * head_dim));
     let mut sv = SharedMemory::<f32>::new(comptime!(tile * head_dim));
 
-    // Keys the block's queries may see: lo..hi (same rule as `AttentionShape::key_range`).
+    // Keys the block's queries may see: lo..hi.
     let lo = first_key(i0, q_offset, window, causal);
     let hi = key_end(min(i0 + rows, seq_q), seq_k, q_offset, causal);
     let mut t = lo / tile * tile;

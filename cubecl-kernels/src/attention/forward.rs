@@ -80,7 +80,7 @@ fn attention_forward_kernel<F: Float>(
     let mut scores = Array::<f32>::new(tile);
     let mut sm = SharedMemory::<f32>::new(comptime!(tile * head_dim));
 
-    // Keys the block's queries may see: lo..hi (same rule as `AttentionShape::key_range`).
+    // Keys the block's queries may see: lo..hi.
     let lo = first_key(i0, q_offset, window, causal);
     let hi = key_end(min(i0 + rows, seq_q), seq_k, q_offset, causal);
 

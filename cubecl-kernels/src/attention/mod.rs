@@ -92,21 +92,6 @@ impl AttentionShape {
     pub fn shared_bytes(&self) -> usize {
         4 * (2 * self.tile() * self.head_dim + 2 * self.tile())
     }
-    /// Keys `lo..hi` that queries `i0..i1` may see (the rest of the keys are skipped).
-    pub fn key_range(&self, i0: usize, i1: usize) -> (usize, usize) {
-        let first = i0 + self.q_offset;
-        let lo = if self.causal && self.window > 0 {
-            (first + 1).saturating_sub(self.window)
-        } else {
-            0
-        };
-        let hi = if self.causal {
-            (i1 - 1 + self.q_offset + 1).min(self.seq_k)
-        } else {
-            self.seq_k
-        };
-        (lo, hi)
-    }
 }
 
 /// Gradients of one attention call.
