@@ -15,7 +15,9 @@
 //! cached keys.
 
 pub mod backward;
+pub mod backward_cmma;
 pub mod forward;
+pub mod forward_cmma;
 
 use burn::tensor::Shape;
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
@@ -104,7 +106,8 @@ pub struct AttentionGradients<R: CubeRuntime> {
     pub v: CubeTensor<R>,
 }
 
-/// Forward: `(out [B, L_q, h_q, D], lse [B, L_q, h_q] f32)`.
+/// Forward: `(out [B, L_q, h_q, D], lse [B, L_q, h_q] f32)`, on tensor cores where
+/// [`forward_cmma::supported`], else the scalar kernel.
 pub fn attention_forward<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,
@@ -114,16 +117,16 @@ pub fn attention_forward<R: CubeRuntime>(
     window: usize,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let shape = AttentionShape::of(q.meta.shape(), k.meta.shape(), q_offset, causal, window);
-    forward::attention_forward(
-        into_contiguous(q),
-        into_contiguous(k),
-        into_contiguous(v),
-        shape,
-    )
+    let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
+    if forward_cmma::supported(&q, &shape) {
+        forward_cmma::attention_forward_cmma(q, k, v, shape)
+    } else {
+        forward::attention_forward(q, k, v, shape)
+    }
 }
 
 /// Backward: the `dq` pass (which also forms `delta = rowsum(dO ∘ O)`), then the `dK`/`dV`
-/// pass over the queries that see each key.
+/// pass over the queries that see each key; on tensor cores where [`forward_cmma::supported`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -143,16 +146,32 @@ pub fn attention_backward<R: CubeRuntime>(
         into_contiguous(lse),
         into_contiguous(d_out),
     );
-    let (dq, delta) = backward::attention_backward_dq(
-        q.clone(),
-        k.clone(),
-        v.clone(),
-        out,
-        lse.clone(),
-        d_out.clone(),
-        shape,
-    );
-    let (dk, dv) = backward::attention_backward_dkdv(q, k, v, lse, delta, d_out, shape);
+    let (dk, dv, dq) = if forward_cmma::supported(&q, &shape) {
+        let (dq, delta) = backward_cmma::attention_backward_dq_cmma(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            out,
+            lse.clone(),
+            d_out.clone(),
+            shape,
+        );
+        let (dk, dv) =
+            backward_cmma::attention_backward_dkdv_cmma(q, k, v, lse, delta, d_out, shape);
+        (dk, dv, dq)
+    } else {
+        let (dq, delta) = backward::attention_backward_dq(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            out,
+            lse.clone(),
+            d_out.clone(),
+            shape,
+        );
+        let (dk, dv) = backward::attention_backward_dkdv(q, k, v, lse, delta, d_out, shape);
+        (dk, dv, dq)
+    };
     AttentionGradients {
         q: dq,
         k: dk,
@@ -253,4 +272,4 @@ pub(crate) fn load_rows<F: Float>(
     }
 }
 
-pub(crate) use crate::launch::empty_like_shape;
+pub(crate) use crate::launch::{empty_like_shape, zeros_like_shape};

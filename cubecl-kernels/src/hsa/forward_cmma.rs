@@ -21,7 +21,7 @@ use cubecl::prelude::*;
 use cubecl::{cmma, ir::StorageType};
 
 use super::HsaShape;
-pub(crate) use crate::fragments::{load_a, new_acc};
+pub(crate) use crate::fragments::{load_a, mma_k64, new_acc, rows_times_t};
 use crate::launch::{address_type_of, cube_count_for};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 
@@ -35,83 +35,6 @@ pub(crate) const PAD: usize = 68;
 /// Row stride of the half-precision `P` tiles (a multiple of 8 for fragment loads).
 pub(crate) const PAD_H: usize = 72;
 const HEAD_DIM: usize = 64;
-
-/// `acc += A·B` over the 64-long inner dimension in four 16-steps: `A` rows at `a_off` with
-/// stride `a_stride` (row-major), `B` from `b` with layout `b_layout`; the k-step advances `A`
-/// by 16 columns and `B` by `b_step` elements.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn mma_k64<F: Float>(
-    a: &Slice<F>,
-    a_off: usize,
-    a_stride: u32,
-    b: &Slice<F>,
-    b_off: usize,
-    b_stride: u32,
-    b_step: usize,
-    #[comptime] b_layout: cmma::MatrixLayout,
-    acc: &cmma::Matrix<f32>,
-) {
-    #[unroll]
-    for ks in 0..4usize {
-        let fa = cmma::Matrix::<F>::from_slice(
-            cmma::MatrixIdent::A,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::RowMajor,
-            &a.slice(a_off + ks * 16, a.len()),
-            a_stride,
-        );
-        let fb = cmma::Matrix::<F>::from_slice(
-            cmma::MatrixIdent::B,
-            16usize,
-            16usize,
-            16usize,
-            b_layout,
-            &b.slice(b_off + ks * b_step, b.len()),
-            b_stride,
-        );
-        cmma::execute::<F, F, f32, f32>(&fa, &fb, acc, acc);
-    }
-}
-
-/// `acc += X·Yᵀ` for a 16×64 row block `X` held as four k-step fragments and the 16 rows of
-/// `Y` at `y_off` (row stride `y_stride`), read column-major as `B = Yᵀ`.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn rows_times_t<F: Float>(
-    x0: &cmma::Matrix<F>,
-    x1: &cmma::Matrix<F>,
-    x2: &cmma::Matrix<F>,
-    x3: &cmma::Matrix<F>,
-    y: &Slice<F>,
-    y_off: usize,
-    y_stride: u32,
-    acc: &cmma::Matrix<f32>,
-) {
-    #[unroll]
-    for ks in 0..4usize {
-        let fb = cmma::Matrix::<F>::from_slice(
-            cmma::MatrixIdent::B,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::ColMajor,
-            &y.slice(y_off + ks * 16, y.len()),
-            y_stride,
-        );
-        if ks == 0 {
-            cmma::execute::<F, F, f32, f32>(x0, &fb, acc, acc);
-        } else if ks == 1 {
-            cmma::execute::<F, F, f32, f32>(x1, &fb, acc, acc);
-        } else if ks == 2 {
-            cmma::execute::<F, F, f32, f32>(x2, &fb, acc, acc);
-        } else {
-            cmma::execute::<F, F, f32, f32>(x3, &fb, acc, acc);
-        }
-    }
-}
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]

@@ -193,3 +193,79 @@ fn attention_training_steps_with_kernels_equal_reference() {
         assert_training_step_matches(&cfg);
     }
 }
+
+/// The tensor-core kernels (bf16, `D = 64`) against the f32 reference on the same bf16-rounded
+/// inputs: output, lse and every gradient within 1e-2 relative (bf16 inputs and `P`/`dS` tiles,
+/// f32 accumulation). Causal with a ragged length, batch > 1 and `G = 16`; windowed below the
+/// 64-row block and across blocks; unmasked; query offsets (20 and 40 queries after cached
+/// keys).
+#[cfg(feature = "cuda-tests")]
+#[test]
+fn attention_tensor_core_bf16_matches_reference() {
+    use burn::tensor::DType;
+    let device = Default::default();
+    let causal = AttentionOptions::causal();
+    let window = AttentionOptions::sliding_window;
+    let case = |b, lq, lk, hq, hkv, options| AttnCase {
+        b,
+        lq,
+        lk,
+        hq,
+        hkv,
+        dh: 64,
+        options,
+    };
+    for (i, cs) in [
+        case(2, 64 * 3 + 37, 64 * 3 + 37, 16, 1, causal),
+        case(1, 300, 300, 4, 2, window(100)),
+        case(2, 150, 150, 2, 1, window(17)),
+        case(1, 100, 100, 2, 2, AttentionOptions::bidirectional()),
+        case(1, 20, 200, 4, 1, causal.with_q_offset(180)),
+        case(1, 40, 240, 4, 4, window(50).with_q_offset(200)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = attn_inputs::<Gpu>(cs, 1200 + i as u64, &device);
+        let bf = |t: &Tensor<Gpu, 4>| prim(t.clone().cast(DType::BF16));
+        // The reference sees the bf16-rounded inputs in f32, on the CPU.
+        let f = |t: &Tensor<Gpu, 4>| cpu(&t.clone().cast(DType::BF16).cast(DType::F32));
+        let (want_out, want_lse) =
+            attention::reference::forward(f(&x.q), f(&x.k), f(&x.v), cs.options);
+        let [want_dq, want_dk, want_dv] =
+            attention::reference::backward(f(&x.q), f(&x.k), f(&x.v), f(&x.d_out), cs.options);
+        poison::<Gpu>(
+            &[[cs.b, cs.lq, cs.hq, cs.dh], [cs.b, cs.lk, cs.hkv, cs.dh]],
+            &device,
+        );
+        let fwd = Gpu::attention_forward(bf(&x.q), bf(&x.k), bf(&x.v), cs.options);
+        let loose = |name: &str, got: Tensor<Gpu, 4>, want: Tensor<TestCpu, 4>| {
+            let (got, want) = (to_vec(got.cast(DType::F32)), to_vec(want));
+            assert!(
+                got.iter().all(|x| x.is_finite()),
+                "{cs:?} {name}: non-finite"
+            );
+            let err = rel_err_vec(&got, &want);
+            assert!(err < 1e-2, "{cs:?} {name}: relative error {err:.3e}");
+            eprintln!("{cs:?} {name}: {err:.2e}");
+        };
+        loose("out", tensor(fwd.out.clone()), want_out);
+        loose(
+            "lse",
+            float::<Gpu, 3>(fwd.lse.clone()).unsqueeze_dim(3),
+            want_lse.unsqueeze_dim(3),
+        );
+        let g = Gpu::attention_backward(
+            bf(&x.q),
+            bf(&x.k),
+            bf(&x.v),
+            fwd.out,
+            fwd.lse,
+            bf(&x.d_out),
+            cs.options,
+        );
+        loose("dq", tensor(g.q), want_dq);
+        loose("dk", tensor(g.k), want_dk);
+        loose("dv", tensor(g.v), want_dv);
+    }
+}
