@@ -127,8 +127,13 @@ pub struct MambaConfig {
     /// reference code's `segment_size`). Information then crosses a segment boundary only
     /// through retrieval, so the model cannot lean on the recurrent state for what it must
     /// retrieve at lengths where that state has long forgotten it. Inference and validation
-    /// always run the recurrence over the whole sequence.
+    /// always run the recurrence over the whole sequence, unless `segment_inference` is set.
     pub train_segment: usize,
+    /// With `train_segment` set: outside training too (prefill, decoding steps, validation),
+    /// restart the recurrence from zeros at every position that is a multiple of
+    /// `train_segment`, so the Mamba layers never carry more context than they did in training,
+    /// at any length. It changes how a trained model runs, not its weights.
+    pub segment_inference: bool,
 }
 
 impl Default for MambaConfig {
@@ -143,6 +148,7 @@ impl Default for MambaConfig {
             dt_min: 1e-3,
             dt_max: 0.1,
             train_segment: 0,
+            segment_inference: false,
         }
     }
 }
@@ -322,6 +328,12 @@ impl ModelConfig {
                     "model.mamba.dt_min ({}) must be > 0 and ≤ model.mamba.dt_max ({})",
                     m.dt_min,
                     m.dt_max
+                );
+            }
+            if m.segment_inference && m.train_segment == 0 {
+                bail!(
+                    "model.mamba.segment_inference = true needs model.mamba.train_segment > 0 \
+                     (the slice length the recurrence restarts at)"
                 );
             }
         } else {

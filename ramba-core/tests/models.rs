@@ -225,6 +225,58 @@ fn train_segments_run_independently<B: RambaBackend>(device: &B::Device) {
     );
 }
 
+/// `model.mamba.segment_inference`: outside training the recurrence restarts at every multiple of
+/// `train_segment`, wherever the calls of a stream split the row: prefilling `0..5`, `5..19`,
+/// then decoding token by token equals the whole row at once, and equals its slices run as
+/// fresh sequences; without the option the recurrence spans the row.
+fn segment_inference_restarts_at_slice_boundaries<B: RambaBackend>(device: &B::Device) {
+    use ramba_core::stream::ChunkStoreKind;
+    let mut cfg = tiny(Arch::Mamba2);
+    cfg.mamba.train_segment = 8;
+    cfg.mamba.segment_inference = true;
+    cfg.validate().expect("valid");
+    let (seq, v) = (30, cfg.vocab_size);
+    let model = cfg.init::<B>(device);
+    let toks = tokens::<B>(11, 2, seq, v, device);
+    let cut = |lo: usize, hi: usize| -> Tensor<B, 2, Int> {
+        let rows = (0..2)
+            .flat_map(|b| toks[b * seq + lo..b * seq + hi].to_vec())
+            .collect();
+        int2::<B>(rows, [2, hi - lo], device)
+    };
+    let whole = model.forward(cut(0, seq));
+
+    // The slices of 8 as fresh sequences.
+    let slices: Vec<Tensor<B, 3>> = [(0, 8), (8, 16), (16, 24), (24, seq)]
+        .into_iter()
+        .map(|(lo, hi)| model.forward(cut(lo, hi)))
+        .collect();
+    let sliced = to_vec(Tensor::cat(slices, 1));
+    assert!(rel_err_vec(&to_vec(whole.clone()), &sliced) < 1e-4);
+
+    // A stream split inside the slices, then single steps (one crossing a boundary at 24).
+    let mut stream = model.stream_state(ChunkStoreKind::Device);
+    let mut parts = vec![
+        model.prefill(cut(0, 5), &mut stream),
+        model.prefill(cut(5, 19), &mut stream),
+    ];
+    for t in 19..seq {
+        let step = model.step(cut(t, t + 1).reshape([2]), &mut stream);
+        parts.push(step.unsqueeze_dim(1));
+    }
+    let streamed = to_vec(Tensor::cat(parts, 1));
+    assert!(rel_err_vec(&to_vec(whole.clone()), &streamed) < 1e-4);
+
+    // Without the option the same weights carry the state across the boundaries.
+    cfg.mamba.segment_inference = false;
+    let spanning = cfg.init::<B>(device).load_record(model.into_record());
+    let spanned = to_vec(spanning.forward(cut(0, seq)));
+    assert!(
+        rel_err_vec(&spanned, &sliced) > 1e-3,
+        "the option must cut the recurrence"
+    );
+}
+
 /// A sliding window of w: keys older than w positions do not reach the output.
 fn sliding_window_forgets<B: RambaBackend>(device: &B::Device) {
     let s = AttentionSettings {
@@ -317,6 +369,7 @@ backend_tests!(
     mamba_state_carries_across_segments,
     every_model_carries_its_block_states,
     train_segments_run_independently,
+    segment_inference_restarts_at_slice_boundaries,
     sliding_window_forgets
 );
 
@@ -362,6 +415,8 @@ fn bad_configs_name_the_key() {
     assert!(e.contains("model.mamba.head_dim"), "{e}");
     let e = err("[hsa]\nchunk_size = 0");
     assert!(e.contains("model.hsa.chunk_size"), "{e}");
+    let e = err("[mamba]\nsegment_inference = true");
+    assert!(e.contains("model.mamba.train_segment"), "{e}");
     // Chunk-unaware selection (and mamba_nsa) needs mean-pooled landmarks.
     for text in [
         "arch = \"mamba_nsa\"",

@@ -16,7 +16,7 @@ use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeySettings
 use ramba_eval::perplexity::{perplexity_by_length, write_ppl, PplSettings};
 use ramba_eval::retrieval_map::retrieval_map;
 use ramba_eval::ruler::{ruler_task, run_ruler, RulerSettings, Scoring};
-use ramba_eval::run::{load_run, LoadedRun};
+use ramba_eval::run::{load_run_with, LoadedRun};
 
 /// Evaluate a trained ramba run.
 #[derive(Parser, Debug)]
@@ -68,6 +68,14 @@ struct Common {
     /// Output folder (default: RUN/eval).
     #[arg(long, help = "where to write JSON, CSV and PNG (default: RUN/eval)")]
     out: Option<PathBuf>,
+    /// Overrides of the run's config for this evaluation.
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        help = "override a key of the run's config for this evaluation, e.g. \
+                model.mamba.segment_inference=true or model.hsa.top_k=16 (repeatable)"
+    )]
+    overrides: Vec<String>,
 }
 
 /// The length × depth grid of the retrieval evaluations (passkey, RULER).
@@ -168,6 +176,14 @@ struct GenerateArgs {
     /// The run folder (runs/NAME).
     #[arg(long, help = "run folder written by ramba-train (runs/NAME)")]
     run: PathBuf,
+    /// Overrides of the run's config.
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        help = "override a key of the run's config, e.g. model.mamba.segment_inference=true \
+                (repeatable)"
+    )]
+    overrides: Vec<String>,
     /// Backend: auto | cuda | wgpu | cpu.
     #[arg(
         long,
@@ -403,10 +419,10 @@ fn lengths_or_default<B: burn::prelude::Backend>(
 
 /// Loads the run and says which checkpoint.
 fn open_run<B: burn::prelude::Backend>(
-    dir: &std::path::Path,
+    common: &Common,
     device: &B::Device,
 ) -> Result<LoadedRun<B>> {
-    let run = load_run::<B>(dir, device)?;
+    let run = load_run_with::<B>(&common.run, &common.overrides, device)?;
     eprintln!(
         "loaded {} ({:?}, trained at {} tokens)",
         run.checkpoint.display(),
@@ -424,7 +440,7 @@ impl BackendTask for EvalTask {
         eprintln!("{info}");
         match self.0 {
             Command::Passkey(a) => {
-                let run = open_run::<B>(&a.common.run, &device)?;
+                let run = open_run::<B>(&a.common, &device)?;
                 let lengths = lengths_or_default(&a.grid.lengths, &run)?;
                 let depths = parse_depths(&a.grid.depths)?;
                 let settings = PasskeySettings {
@@ -478,7 +494,7 @@ impl BackendTask for EvalTask {
                 eprintln!("wrote {}/{stem}.{{json,csv,png}}", out.display());
             }
             Command::Ruler(a) => {
-                let run = open_run::<B>(&a.common.run, &device)?;
+                let run = open_run::<B>(&a.common, &device)?;
                 let tasks = a
                     .tasks
                     .iter()
@@ -510,7 +526,7 @@ impl BackendTask for EvalTask {
                 );
             }
             Command::Task(a) => {
-                let run = open_run::<B>(&a.common.run, &device)?;
+                let run = open_run::<B>(&a.common, &device)?;
                 let max_len = a.max_len.unwrap_or(run.config.data.seq_len);
                 if max_len > run.config.eval.max_context {
                     bail!(
@@ -547,7 +563,7 @@ impl BackendTask for EvalTask {
                 eprintln!("wrote {}/{stem}.{{json,csv}}", out.display());
             }
             Command::RetrievalMap(a) => {
-                let run = open_run::<B>(&a.common.run, &device)?;
+                let run = open_run::<B>(&a.common, &device)?;
                 let text = std::fs::read_to_string(&a.prompt_file).with_context(|| {
                     format!(
                         "reading --prompt-file {} (UTF-8 text)",
@@ -582,7 +598,7 @@ impl BackendTask for EvalTask {
                 );
             }
             Command::Ppl(a) => {
-                let run = load_run::<B>(&a.common.run, &device)?;
+                let run = load_run_with::<B>(&a.common.run, &a.common.overrides, &device)?;
                 let text = std::fs::read_to_string(&a.text)
                     .with_context(|| format!("reading --text {}", a.text.display()))?;
                 let tokens = run.tokenizer.encode(&text);
@@ -646,7 +662,7 @@ fn generate<B: RambaBackend>(a: GenerateArgs, device: &B::Device) -> Result<()> 
         top_p: a.top_p,
         seed: a.seed,
     })?;
-    let run = load_run::<B>(&a.run, device)?;
+    let run = load_run_with::<B>(&a.run, &a.overrides, device)?;
     let text = match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)

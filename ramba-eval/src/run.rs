@@ -26,6 +26,17 @@ pub struct LoadedRun<B: burn::prelude::Backend> {
 /// Loads `dir/config.toml` and the checkpoint named by `dir/checkpoints/LATEST` (falling back,
 /// with a warning, to the newest older one that loads).
 pub fn load_run<B: burn::prelude::Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<B>> {
+    load_run_with(dir, &[], device)
+}
+
+/// [`load_run`] with `key=value` overrides of the run's config applied before the model is
+/// built (`--set`): how the model runs may change (`model.mamba.segment_inference`,
+/// `model.hsa.top_k`), its shapes may not, or the weights fail to load with the tensor named.
+pub fn load_run_with<B: burn::prelude::Backend>(
+    dir: &Path,
+    overrides: &[String],
+    device: &B::Device,
+) -> Result<LoadedRun<B>> {
     let config_path = dir.join("config.toml");
     if !config_path.exists() {
         anyhow::bail!(
@@ -33,7 +44,7 @@ pub fn load_run<B: burn::prelude::Backend>(dir: &Path, device: &B::Device) -> Re
             dir.display()
         );
     }
-    let config = ExperimentConfig::load(&config_path, &[])?;
+    let config = ExperimentConfig::load(&config_path, overrides)?;
     // The newest checkpoint whose weights load; a corrupt one is reported and skipped.
     let (checkpoint, model) = first_usable(
         dir,

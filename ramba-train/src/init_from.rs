@@ -12,9 +12,9 @@ use ramba_core::config::ModelConfig;
 use ramba_core::model::LanguageModel;
 use ramba_experiment::ExperimentConfig;
 
-/// Model keys that may differ between the two runs: they change how training runs, not the
-/// weights.
-const TRAINING_ONLY: [&str; 1] = ["model.mamba.train_segment"];
+/// Model keys that may differ between the two runs: they change how the model runs (in
+/// training, or at inference too), not the weights.
+const RUNTIME_ONLY: [&str; 2] = ["model.mamba.train_segment", "model.mamba.segment_inference"];
 
 /// `model` with the weights of the newest usable checkpoint of the run folder `from`, and
 /// that checkpoint's folder. Errors name `train.init_from` and say what is wrong: no run
@@ -61,7 +61,7 @@ fn model_differences(there: &ModelConfig, here: &ModelConfig) -> Result<Vec<Stri
 }
 
 fn diff(key: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
-    if TRAINING_ONLY.contains(&key) {
+    if RUNTIME_ONLY.contains(&key) {
         return;
     }
     match (a, b) {

@@ -176,10 +176,14 @@ impl<B: RambaBackend> DecoderBlock<B> {
             (DecoderBlock::Mamba(m), BlockStream::Mamba(s)) => {
                 let [batch, seq, _] = x.dims();
                 let (y, next) = if seq == 1 {
-                    let before = s.take().unwrap_or_else(|| m.zero_state(batch, &x.device()));
+                    let device = x.device();
+                    let before = match s.take() {
+                        Some(state) if !m.restarts_at(start, &device) => state,
+                        _ => m.zero_state(batch, &device),
+                    };
                     m.step(x, before)
                 } else {
-                    m.forward(x, s.take())
+                    m.forward_at(x, s.take(), start)
                 };
                 *s = Some(next);
                 y

@@ -139,6 +139,7 @@ pub struct Mamba2Block<B: Backend> {
     d_state: usize,
     chunk_size: usize,
     train_segment: usize,
+    segment_inference: bool,
 }
 
 impl<B: Backend> Mamba2Block<B> {
@@ -185,6 +186,7 @@ impl<B: Backend> Mamba2Block<B> {
             d_state: cfg.d_state,
             chunk_size: cfg.chunk_size,
             train_segment: cfg.train_segment,
+            segment_inference: cfg.segment_inference,
         }
     }
 
@@ -231,6 +233,67 @@ impl<B: RambaBackend> Mamba2Block<B> {
         }
         let (tail, last) = self.forward_sequence(x.slice([0..batch, body..seq]), None);
         (Tensor::cat(vec![y, tail], 1), last)
+    }
+
+    /// Whether, outside training, the recurrence restarts at every multiple of
+    /// `train_segment` positions (`model.mamba.segment_inference`).
+    fn restarts_at_inference(&self, device: &B::Device) -> bool {
+        self.segment_inference && self.train_segment > 0 && !B::ad_enabled(device)
+    }
+
+    /// Whether the recurrence restarts from zeros at stream position `pos`.
+    pub fn restarts_at(&self, pos: usize, device: &B::Device) -> bool {
+        self.restarts_at_inference(device) && pos.is_multiple_of(self.train_segment)
+    }
+
+    /// [`Self::forward`] for `x` at positions `start..` of a stream. With
+    /// `segment_inference`, outside training the recurrence restarts from zeros at every
+    /// multiple of `train_segment`: `state` continues only the slice `start` falls inside, the
+    /// full slices after it run side by side as a batch, and a shorter tail runs as one more;
+    /// the returned state is that of the last slice.
+    pub fn forward_at(
+        &self,
+        x: Tensor<B, 3>,
+        state: Option<Mamba2State<B>>,
+        start: usize,
+    ) -> (Tensor<B, 3>, Mamba2State<B>) {
+        if !self.restarts_at_inference(&x.device()) {
+            return self.forward(x, state);
+        }
+        let segment = self.train_segment;
+        let [batch, seq, d_model] = x.dims();
+        let into = start % segment;
+        let head = if into == 0 {
+            0
+        } else {
+            (segment - into).min(seq)
+        };
+        let segments = (seq - head) / segment;
+        let body = segments * segment;
+        let mut parts = Vec::with_capacity(3);
+        let mut last = None;
+        if head > 0 {
+            let (y, s) = self.forward_sequence(x.clone().slice([0..batch, 0..head]), state);
+            parts.push(y);
+            last = Some(s);
+        }
+        if segments > 0 {
+            let rows = x.clone().slice([0..batch, head..head + body]).reshape([
+                batch * segments,
+                segment,
+                d_model,
+            ]);
+            let (y, s) = self.forward_sequence(rows, None);
+            parts.push(y.reshape([batch, body, d_model]));
+            last = Some(s.of_last_segments(segments));
+        }
+        if head + body < seq {
+            let (y, s) = self.forward_sequence(x.slice([0..batch, head + body..seq]), None);
+            parts.push(y);
+            last = Some(s);
+        }
+        let last = last.expect("forward_at: an empty sequence");
+        (Tensor::cat(parts, 1), last)
     }
 
     /// One decoding step: `x [batch, 1, d_model]` and the state before it → the output and the
