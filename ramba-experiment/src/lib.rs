@@ -41,10 +41,16 @@ pub struct TrainConfig {
     pub steps: u64,
     /// Peak learning rate.
     pub lr: f64,
-    /// Final learning rate as a fraction of `lr` (cosine floor).
+    /// Final learning rate as a fraction of `lr` (the floor either schedule decays to).
     pub min_lr_ratio: f64,
     /// Linear warm-up, as a fraction of `steps`.
     pub warmup_ratio: f64,
+    /// After the warm-up: `"cosine"` decays over all remaining steps; `"wsd"`
+    /// (warm-up–stable–decay) holds `lr` and decays linearly over the last `decay_ratio` of
+    /// the steps only, so a skill that arrives late at the peak rate is still annealed.
+    pub schedule: LrSchedule,
+    /// With `schedule = "wsd"`: the final decay, as a fraction of `steps`.
+    pub decay_ratio: f64,
     /// AdamW β₁.
     pub beta1: f64,
     /// AdamW β₂.
@@ -95,6 +101,18 @@ pub struct TrainConfig {
     pub init_from: Option<PathBuf>,
 }
 
+/// The shape of the learning rate after the warm-up (`train.schedule`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Cosine from `lr` to `min_lr_ratio · lr` over the steps after the warm-up.
+    #[default]
+    Cosine,
+    /// Warm-up–stable–decay: `lr` until the last `decay_ratio` of the steps, then linear to
+    /// `min_lr_ratio · lr`.
+    Wsd,
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -102,6 +120,8 @@ impl Default for TrainConfig {
             lr: 2e-3,
             min_lr_ratio: 0.2,
             warmup_ratio: 0.02,
+            schedule: LrSchedule::Cosine,
+            decay_ratio: 0.2,
             beta1: 0.9,
             beta2: 0.95,
             eps: 1e-8,
@@ -263,11 +283,20 @@ impl ExperimentConfig {
         for (key, v) in [
             ("train.min_lr_ratio", t.min_lr_ratio),
             ("train.warmup_ratio", t.warmup_ratio),
+            ("train.decay_ratio", t.decay_ratio),
             ("train.stale_state_prob", t.stale_state_prob),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 bail!("{key} must be in [0, 1] (got {v})");
             }
+        }
+        if t.schedule == LrSchedule::Wsd && t.warmup_ratio + t.decay_ratio > 1.0 {
+            bail!(
+                "train.warmup_ratio ({}) + train.decay_ratio ({}) must be ≤ 1 with \
+                 train.schedule = \"wsd\"",
+                t.warmup_ratio,
+                t.decay_ratio
+            );
         }
         for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&v) {

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::optim::{adamw, clip_and_split, decayed_params, AdamWPair};
 use crate::parallel::{self, topology, Peer, StepTotals};
-use crate::schedule::learning_rate;
+use crate::schedule::Schedule;
 use crate::state::{load_optimizer, read_state, save_checkpoint, AdamWOptim, TrainState};
 
 /// How a run ended.
@@ -492,6 +492,7 @@ impl PeerRun<'_> {
         let mut last_saved = self.start;
         let mut tokens_seen = self.tokens_seen;
         let mut interrupted = false;
+        let schedule = Schedule::new(t);
         let checkpoint = |model: &LanguageModel<Autodiff<B>>, optim: &_, step, tokens| {
             let state = TrainState {
                 step,
@@ -502,7 +503,7 @@ impl PeerRun<'_> {
             save_checkpoint(&run_dir, model, optim, &state, t.keep_checkpoints)
         };
         while step < self.end {
-            let lr = learning_rate(step, t.steps, t.lr, t.warmup_ratio, t.min_lr_ratio);
+            let lr = schedule.at(step);
             let mut accum = GradientsAccumulator::new();
             let mut totals = StepTotals::default();
             for micro in 0..t.grad_accum {

@@ -269,6 +269,20 @@ fn bad_experiment_files_name_the_key() {
     );
     let e = err(&p, &["train.lr=-1"]);
     assert!(e.contains("train.lr"), "{e}");
+    let e = err(&p, &["train.schedule=\"linear\""]);
+    assert!(e.contains("train.schedule") && e.contains("linear"), "{e}");
+    let e = err(
+        &p,
+        &[
+            "train.schedule=\"wsd\"",
+            "train.warmup_ratio=0.5",
+            "train.decay_ratio=0.6",
+        ],
+    );
+    assert!(
+        e.contains("train.warmup_ratio") && e.contains("train.decay_ratio"),
+        "{e}"
+    );
     let e = err(&p, &["model.hsa.n_kv_heads=4"]);
     assert!(
         e.contains("model.hsa.n_kv_heads") && e.contains("model.hsa.n_heads"),
