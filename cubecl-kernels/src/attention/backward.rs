@@ -15,7 +15,7 @@
 
 use cubecl::prelude::*;
 
-use super::{first_key, key_end, load_rows, visible, AttentionShape, ROWS};
+use super::{first_key, first_query, key_end, load_rows, query_end, visible, AttentionShape, ROWS};
 use crate::launch::{address_type_of, cube_count_for};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 
@@ -199,19 +199,8 @@ fn attention_backward_dkdv_kernel<F: Float>(
 
     // Queries that may see keys j0..=j_last: lo..hi.
     let j_last = min(j0 + rows, seq_k) - 1;
-    let mut lo = 0;
-    let mut hi = seq_q;
-    if comptime!(causal) {
-        if j0 > q_offset {
-            lo = j0 - q_offset;
-        }
-        if window > 0 {
-            hi = 0;
-            if j_last + window > q_offset {
-                hi = min(seq_q, j_last + window - q_offset);
-            }
-        }
-    }
+    let lo = first_query(j0, q_offset, causal);
+    let hi = query_end(j_last, seq_q, q_offset, window, causal);
     let q_stride = h_q * head_dim;
     let tid_row = tid;
 

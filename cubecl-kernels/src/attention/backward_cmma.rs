@@ -27,7 +27,7 @@ use super::forward_cmma::{
     products_to_scratch, stage_rows, tile_times_rows, write_rows, BLOCK, FPAD, HEAD_DIM, HPAD,
     WARPS,
 };
-use super::{first_key, key_end, visible, AttentionShape};
+use super::{first_key, first_query, key_end, query_end, visible, AttentionShape};
 use crate::fragments::{load_a, new_acc};
 use crate::launch::{address_type_of, cube_count_for};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
@@ -265,31 +265,11 @@ fn attention_backward_dkdv_cmma_kernel<F: Float>(
     sync_plane();
 
     // Queries that may see the cube's keys (lo..hi) and the plane's (w_lo..w_hi).
-    let j_last = min(j0 + BLOCK, seq_k) - 1;
-    let mut lo = 0;
-    let mut hi = seq_q;
+    let lo = first_query(j0, q_offset, causal);
+    let hi = query_end(min(j0 + BLOCK, seq_k) - 1, seq_q, q_offset, window, causal);
     let plane_on = jw < seq_k;
-    let mut w_lo = 0;
-    let mut w_hi = seq_q;
-    if comptime!(causal) {
-        if j0 > q_offset {
-            lo = j0 - q_offset;
-        }
-        if jw > q_offset {
-            w_lo = jw - q_offset;
-        }
-        if window > 0 {
-            hi = 0;
-            if j_last + window > q_offset {
-                hi = min(seq_q, j_last + window - q_offset);
-            }
-            w_hi = 0;
-            let jw_last = min(jw + 16, seq_k) - 1;
-            if plane_on && jw_last + window > q_offset {
-                w_hi = min(seq_q, jw_last + window - q_offset);
-            }
-        }
-    }
+    let w_lo = first_query(jw, q_offset, causal);
+    let w_hi = query_end(min(jw + 16, seq_k) - 1, seq_q, q_offset, window, causal);
 
     let dk0 = new_acc();
     let dk1 = new_acc();

@@ -241,6 +241,46 @@ pub(crate) fn key_end(
     hi
 }
 
+/// The first query that may see key `j0` or a later one: causal queries sit at or after their
+/// keys, so the one at position `j0`; unmasked, query 0.
+#[cube]
+// The comptime branch stays apart from the runtime test so unmasked kernels compile without it.
+#[allow(clippy::collapsible_if)]
+pub(crate) fn first_query(j0: usize, q_offset: usize, #[comptime] causal: bool) -> usize {
+    let mut lo = 0;
+    if comptime!(causal) {
+        if j0 > q_offset {
+            lo = j0 - q_offset;
+        }
+    }
+    lo
+}
+
+/// One past the last query that may see key `j_last` or an earlier one: under a window, the
+/// query `w − 1` positions past `j_last` (none when even that precedes query 0), else every
+/// query.
+#[cube]
+// As in `first_query`: the comptime branch apart from the runtime tests.
+#[allow(clippy::collapsible_if)]
+pub(crate) fn query_end(
+    j_last: usize,
+    seq_q: usize,
+    q_offset: usize,
+    window: usize,
+    #[comptime] causal: bool,
+) -> usize {
+    let mut hi = seq_q;
+    if comptime!(causal) {
+        if window > 0 {
+            hi = 0;
+            if j_last + window > q_offset {
+                hi = min(seq_q, j_last + window - q_offset);
+            }
+        }
+    }
+    hi
+}
+
 /// Copies rows `row0..row0 + tile` of a `[.., D]` row sequence (row `r` at
 /// `base + r · row_stride`) into shared memory as f32, `D` a row; rows at or past `n_rows`
 /// become zeros.
