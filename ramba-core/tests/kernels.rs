@@ -45,6 +45,19 @@ const STEP_GRAD_TOL: f64 = if cfg!(feature = "cuda-tests") {
 } else {
     1e-3
 };
+/// The same for the per-head SSM scalars (`a_log`, `dt_bias`, `d`: a handful of values each),
+/// whose gradients are sums over every position and row with much cancellation, so the TF32
+/// rounding upstream shows most. On an H100 (2026-12-07, four runs of random inits) they
+/// reached 5e-3 to 1.2e-2 while two identical GPU steps agreed exactly (no race) and every
+/// larger parameter stayed under 5e-3; the scan and conv kernels' own gradient tests pass at
+/// 1e-4 there.
+const STEP_SCALAR_GRAD_TOL: f64 = if cfg!(feature = "cuda-tests") {
+    3e-2
+} else {
+    1e-3
+};
+/// Parameters with at most this many values are "per-head scalars" above.
+const SCALAR_PARAM_MAX_LEN: usize = 64;
 
 /// The oracle runs on the CPU backend (exact f32), whatever backend the kernels run on. Data
 /// travels flattened: CUDA refuses to read some strided (e.g. row-pitched) layouts.
@@ -329,11 +342,26 @@ fn hsa_kernel_gradients_are_causal() {
     }
 }
 
-struct Grads(Vec<Vec<f64>>, burn::optim::GradientsParams);
+/// Every parameter's gradient, flattened, with the parameter's module path.
+struct Grads {
+    grads: burn::optim::GradientsParams,
+    path: Vec<String>,
+    out: Vec<(String, Vec<f64>)>,
+}
 impl<B: Backend> ModuleVisitor<Autodiff<B>> for Grads {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Autodiff<B>, D>>) {
-        let g = self.1.get::<B, D>(param.id).map(to_vec).unwrap_or_default();
-        self.0.push(g);
+        let g = self
+            .grads
+            .get::<B, D>(param.id)
+            .map(to_vec)
+            .unwrap_or_default();
+        self.out.push((self.path.join("."), g));
     }
 }
 
@@ -400,6 +428,8 @@ fn assert_training_step_matches_at(cfg: &ModelConfig, batch: usize, seq: usize) 
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.safetensors");
     let cpu_dev = Default::default();
+    // A fixed init, so that a failure reproduces.
+    <TestCpu as Backend>::seed(&cpu_dev, 11);
     let cpu = cfg.init::<Autodiff<TestCpu>>(&cpu_dev);
     ramba_core::checkpoint::save_weights(&cpu, &path).unwrap();
     let gpu_dev = Default::default();
@@ -418,7 +448,7 @@ fn assert_training_step_matches_at(cfg: &ModelConfig, batch: usize, seq: usize) 
         batch: usize,
         seq: usize,
         device: &B::Device,
-    ) -> (f64, Vec<Vec<f64>>) {
+    ) -> (f64, Vec<(String, Vec<f64>)>) {
         let all = Tensor::<Autodiff<B>, 2, Int>::from_data(
             TensorData::new(toks.to_vec(), [batch, seq + 1]).convert::<B::IntElem>(),
             device,
@@ -428,29 +458,55 @@ fn assert_training_step_matches_at(cfg: &ModelConfig, batch: usize, seq: usize) 
         let loss = model.loss(inputs, targets, Tensor::ones([batch, seq], device));
         let value: f64 = loss.clone().into_scalar().elem();
         let grads = burn::optim::GradientsParams::from_grads(loss.backward(), model);
-        let mut visitor = Grads(vec![], grads);
+        let mut visitor = Grads {
+            grads,
+            path: vec![],
+            out: vec![],
+        };
         model.visit(&mut visitor);
-        (value, visitor.0)
+        (value, visitor.out)
     }
     let (loss_cpu, grads_cpu) = step::<TestCpu>(&cpu, &toks, batch, seq, &cpu_dev);
     let (loss_gpu, grads_gpu) = step::<Gpu>(&gpu, &toks, batch, seq, &gpu_dev);
+    // The same step again: kernels without a race give the same gradients (up to the order
+    // of any atomic additions), so a difference here is a kernel bug, not rounding.
+    let (_, grads_again) = step::<Gpu>(&gpu, &toks, batch, seq, &gpu_dev);
     assert!(
         (loss_cpu - loss_gpu).abs() < STEP_TOL * 1e-2 * loss_cpu.abs(),
         "loss {loss_gpu} vs reference {loss_cpu}"
     );
     assert_eq!(grads_cpu.len(), grads_gpu.len());
-    for (i, (g, want)) in grads_gpu.iter().zip(&grads_cpu).enumerate() {
-        assert_eq!(g.len(), want.len(), "parameter {i}: gradient presence");
+    let mut failures = vec![];
+    for (i, (((name, g), (_, want)), (_, again))) in grads_gpu
+        .iter()
+        .zip(&grads_cpu)
+        .zip(&grads_again)
+        .enumerate()
+    {
+        assert_eq!(
+            g.len(),
+            want.len(),
+            "parameter {i} ({name}): gradient presence"
+        );
         assert!(
             want.iter().any(|&x| x != 0.0),
-            "parameter {i}: zero reference gradient"
+            "parameter {i} ({name}): zero reference gradient"
         );
-        let err = rel_err_vec(g, want);
-        assert!(
-            err < STEP_GRAD_TOL,
-            "parameter {i}: gradient relative error {err:.3e}"
-        );
+        let (err, rerun) = (rel_err_vec(g, want), rel_err_vec(again, g));
+        let tol = if g.len() <= SCALAR_PARAM_MAX_LEN {
+            STEP_SCALAR_GRAD_TOL
+        } else {
+            STEP_GRAD_TOL
+        };
+        if err >= tol || rerun >= 1e-5 {
+            failures.push(format!(
+                "parameter {i} ({name}, {} values): relative error {err:.3e} against the \
+                 reference, {rerun:.3e} between two identical GPU steps",
+                g.len()
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The fused selection on wgpu equals the reference's indices exactly on random inputs, for

@@ -51,6 +51,19 @@ pub struct TrainConfig {
     pub schedule: LrSchedule,
     /// With `schedule = "wsd"`: the final decay, as a fraction of `steps`.
     pub decay_ratio: f64,
+    /// Anneal once the skill is learned: when the training answers' teacher-forced exact rate
+    /// over a `log_every` window (the `answer_acc` of `metrics.jsonl`) first reaches this, the
+    /// learning rate falls linearly from its value there to `anneal_lr_ratio · lr` over
+    /// `anneal_steps` and the run ends (or at `steps`, whichever comes first). Retrieval
+    /// arrives as a jump whose step varies with the seed; a fixed schedule either decays
+    /// before it (and the jump never comes) or never anneals after it. Off when absent, and
+    /// for data without answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anneal_at_answer_acc: Option<f64>,
+    /// Length of the anneal that `anneal_at_answer_acc` starts, in optimizer steps.
+    pub anneal_steps: u64,
+    /// The rate that anneal ends at, as a fraction of `lr`.
+    pub anneal_lr_ratio: f64,
     /// AdamW β₁.
     pub beta1: f64,
     /// AdamW β₂.
@@ -122,6 +135,9 @@ impl Default for TrainConfig {
             warmup_ratio: 0.02,
             schedule: LrSchedule::Cosine,
             decay_ratio: 0.2,
+            anneal_at_answer_acc: None,
+            anneal_steps: 200,
+            anneal_lr_ratio: 0.01,
             beta1: 0.9,
             beta2: 0.95,
             eps: 1e-8,
@@ -284,6 +300,7 @@ impl ExperimentConfig {
             ("train.min_lr_ratio", t.min_lr_ratio),
             ("train.warmup_ratio", t.warmup_ratio),
             ("train.decay_ratio", t.decay_ratio),
+            ("train.anneal_lr_ratio", t.anneal_lr_ratio),
             ("train.stale_state_prob", t.stale_state_prob),
         ] {
             if !(0.0..=1.0).contains(&v) {
@@ -297,6 +314,14 @@ impl ExperimentConfig {
                 t.warmup_ratio,
                 t.decay_ratio
             );
+        }
+        if let Some(v) = t.anneal_at_answer_acc {
+            if !(v > 0.0 && v <= 1.0) {
+                bail!("train.anneal_at_answer_acc must be in (0, 1] (got {v})");
+            }
+            if t.anneal_steps == 0 {
+                bail!("train.anneal_steps must be ≥ 1 with train.anneal_at_answer_acc");
+            }
         }
         for (key, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&v) {

@@ -1,6 +1,7 @@
 //! Learning-rate schedules: a linear warm-up, then cosine decay to a floor
 //! (`cosine_with_min_lr`) or warm-up–stable–decay (the peak held, then a linear decay to the
-//! floor over the last `decay_ratio` of the steps).
+//! floor over the last `decay_ratio` of the steps); either can be cut short by an anneal that
+//! starts when the run's answers reach `train.anneal_at_answer_acc` (see [`Schedule::annealed`]).
 
 use ramba_experiment::{LrSchedule, TrainConfig};
 
@@ -14,6 +15,16 @@ pub struct Schedule {
     /// First step of the final decay (`"wsd"`).
     decay_from: u64,
     shape: LrSchedule,
+    /// An anneal started mid-run: its first step, length and the rate it starts from.
+    anneal: Option<Anneal>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Anneal {
+    from: u64,
+    steps: u64,
+    start_lr: f64,
+    end_lr: f64,
 }
 
 impl Schedule {
@@ -28,11 +39,42 @@ impl Schedule {
             warmup: steps(t.warmup_ratio),
             decay_from: total.saturating_sub(steps(t.decay_ratio)),
             shape: t.schedule,
+            anneal: None,
         }
+    }
+
+    /// This schedule with a linear anneal from its rate at step `from` to `lr_ratio · lr`,
+    /// reached at the anneal's last step (`from + steps - 1`), where the run then ends.
+    pub fn annealed(self, from: u64, steps: u64, lr_ratio: f64) -> Self {
+        Self {
+            anneal: Some(Anneal {
+                from,
+                steps: steps.max(1),
+                start_lr: self.at(from),
+                end_lr: self.peak * lr_ratio,
+            }),
+            ..self
+        }
+    }
+
+    /// The first annealed step, once an anneal has started.
+    pub fn anneal_from(&self) -> Option<u64> {
+        self.anneal.map(|a| a.from)
+    }
+
+    /// Steps the run takes in all: `train.steps`, or the end of an anneal when that comes
+    /// first.
+    pub fn end(&self) -> u64 {
+        self.anneal
+            .map_or(self.total, |a| (a.from + a.steps).min(self.total))
     }
 
     /// The learning rate before optimizer step `step` (0-based).
     pub fn at(&self, step: u64) -> f64 {
+        if let Some(a) = self.anneal.filter(|a| step >= a.from) {
+            let progress = ((step - a.from + 1) as f64 / a.steps as f64).min(1.0);
+            return a.start_lr + (a.end_lr - a.start_lr) * progress;
+        }
         if step < self.warmup {
             return self.peak * (step + 1) as f64 / self.warmup as f64;
         }
@@ -96,5 +138,26 @@ mod tests {
         let s = schedule(10, 0.5, 0.0, LrSchedule::Wsd, 0.8);
         assert_eq!(s.at(5), 1.0);
         assert!((s.at(9) - 0.2).abs() < 1e-12, "{}", s.at(9));
+    }
+
+    #[test]
+    fn an_anneal_falls_linearly_from_where_it_starts_and_ends_the_run() {
+        let base = schedule(1000, 0.1, 0.1, LrSchedule::Cosine, 0.2);
+        assert_eq!(base.end(), 1000);
+        assert_eq!(base.anneal_from(), None);
+        let s = base.annealed(300, 100, 0.01);
+        assert_eq!(s.anneal_from(), Some(300));
+        assert_eq!(s.end(), 400);
+        // Before the anneal nothing changes.
+        assert!((0..300).all(|step| s.at(step) == base.at(step)));
+        // It starts one step below the rate where it began and reaches its end rate on its
+        // last step.
+        let from = base.at(300);
+        assert!((s.at(300) - (from + (0.01 - from) / 100.0)).abs() < 1e-12);
+        assert!((s.at(349) - (from + (0.01 - from) * 0.5)).abs() < 1e-12);
+        assert!((s.at(399) - 0.01).abs() < 1e-12, "{}", s.at(399));
+        assert!((301..400).all(|step| s.at(step) < s.at(step - 1)));
+        // An anneal that would outlast train.steps ends with it.
+        assert_eq!(base.annealed(950, 100, 0.01).end(), 1000);
     }
 }

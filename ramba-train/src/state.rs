@@ -31,6 +31,10 @@ pub struct TrainState {
     /// Parameter ids in visiting order at save time (ids are per process; see
     /// [`ramba_core::checkpoint::param_ids`]).
     pub param_order: Vec<String>,
+    /// The step an anneal started at (`train.anneal_at_answer_acc`), so that a resumed run
+    /// continues it rather than waiting for the trigger again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anneal_from: Option<u64>,
 }
 
 fn recorder() -> BinFileRecorder<FullPrecisionSettings> {

@@ -171,6 +171,7 @@ pub fn train<B: RambaBackend>(
     let mut optim = fresh_optim();
     let mut start = 0;
     let mut tokens_seen = 0;
+    let mut anneal_from = None;
     let mut resumed_from: Option<(PathBuf, TrainState)> = None;
     let metrics_path = run_dir.join("metrics.jsonl");
     if req.resume {
@@ -189,6 +190,7 @@ pub fn train<B: RambaBackend>(
         (model, optim) = (m, o);
         start = state.step;
         tokens_seen = state.tokens;
+        anneal_from = state.anneal_from;
         if t.steps < start {
             bail!(
                 "train.steps = {} is below the checkpoint's step {start} ({}); raise it, e.g. \
@@ -198,12 +200,23 @@ pub fn train<B: RambaBackend>(
                 start + 1000
             );
         }
-        if start >= t.steps || req.stop_at.is_some_and(|s| start >= s) {
+        let total = anneal_from.map_or(t.steps, |a| {
+            Schedule::new(t)
+                .annealed(a, t.anneal_steps, t.anneal_lr_ratio)
+                .end()
+        });
+        if start >= total || req.stop_at.is_some_and(|s| start >= s) {
             log(&format!(
-                "nothing to do: {} is at step {start} (train.steps = {}{}); raise train.steps \
+                "nothing to do: {} is at step {start} (train.steps = {}{}{}); raise train.steps \
                  or --stop-at to continue",
                 ckpt.display(),
                 t.steps,
+                anneal_from
+                    .map(|a| format!(
+                        ", annealed from step {a} over train.anneal_steps = {}",
+                        t.anneal_steps
+                    ))
+                    .unwrap_or_default(),
                 req.stop_at
                     .map(|s| format!(", --stop-at {s}"))
                     .unwrap_or_default()
@@ -271,6 +284,7 @@ pub fn train<B: RambaBackend>(
         stop: &req.stop,
         start,
         tokens_seen,
+        anneal_from,
         end: req.stop_at.map_or(t.steps, |s| s.min(t.steps)),
     };
     let started = Instant::now();
@@ -361,6 +375,7 @@ pub fn train<B: RambaBackend>(
     };
     let Ended {
         step,
+        finished,
         mut interrupted,
         last_loss,
         last_val,
@@ -374,8 +389,7 @@ pub fn train<B: RambaBackend>(
     // ---- Passkey report (by the writer)
     let seq = cfg.data.seq_len;
     let mut passkey = None;
-    if writer && cfg.eval.passkey_after_training && step == t.steps && step > start && !interrupted
-    {
+    if writer && cfg.eval.passkey_after_training && finished && step > start && !interrupted {
         let settings = PasskeySettings {
             lengths: cfg.eval.passkey_multiples.iter().map(|m| m * seq).collect(),
             depths: cfg.eval.passkey_depths.clone(),
@@ -452,6 +466,8 @@ struct PeerRun<'a> {
     /// The step the run starts (or resumes) at.
     start: u64,
     tokens_seen: u64,
+    /// Where the resumed run's anneal started, if it had.
+    anneal_from: Option<u64>,
     /// The last step this invocation runs: train.steps, or --stop-at when it comes first.
     end: u64,
 }
@@ -459,6 +475,8 @@ struct PeerRun<'a> {
 /// How a peer's loop ended.
 struct Ended {
     step: u64,
+    /// The run is complete: at `train.steps`, or at the end of an anneal.
+    finished: bool,
     interrupted: bool,
     last_loss: Option<f64>,
     last_val: Option<f64>,
@@ -492,17 +510,22 @@ impl PeerRun<'_> {
         let mut last_saved = self.start;
         let mut tokens_seen = self.tokens_seen;
         let mut interrupted = false;
-        let schedule = Schedule::new(t);
-        let checkpoint = |model: &LanguageModel<Autodiff<B>>, optim: &_, step, tokens| {
-            let state = TrainState {
-                step,
-                seed: cfg.run.seed,
-                tokens,
-                param_order: vec![],
+        let mut schedule = Schedule::new(t);
+        if let Some(from) = self.anneal_from {
+            schedule = schedule.annealed(from, t.anneal_steps, t.anneal_lr_ratio);
+        }
+        let checkpoint =
+            |model: &LanguageModel<Autodiff<B>>, optim: &_, step, tokens, schedule: &Schedule| {
+                let state = TrainState {
+                    step,
+                    seed: cfg.run.seed,
+                    tokens,
+                    param_order: vec![],
+                    anneal_from: schedule.anneal_from(),
+                };
+                save_checkpoint(&run_dir, model, optim, &state, t.keep_checkpoints)
             };
-            save_checkpoint(&run_dir, model, optim, &state, t.keep_checkpoints)
-        };
-        while step < self.end {
+        while step < self.end.min(schedule.end()) {
             let lr = schedule.at(step);
             let mut accum = GradientsAccumulator::new();
             let mut totals = StepTotals::default();
@@ -552,7 +575,7 @@ impl PeerRun<'_> {
                 Err(e) => {
                     // A peer (or node) is gone. The writer keeps the last completed step.
                     if writer.is_some() && step > last_saved {
-                        let dir = checkpoint(model, optim, step, tokens_seen)?;
+                        let dir = checkpoint(model, optim, step, tokens_seen, &schedule)?;
                         bail!("{e:#}; saved {} (resume from it)", dir.display());
                     }
                     return Err(e);
@@ -577,7 +600,21 @@ impl PeerRun<'_> {
             last_loss = Some(loss_sum);
             interrupted = totals.stop;
 
-            let last = step == t.steps;
+            let mut last = step == schedule.end();
+            // The answers of a log window, on every peer alike (they are summed across peers
+            // with the loss), so that all of them start an anneal at the same step.
+            let window_answers =
+                (step.is_multiple_of(t.log_every) || last).then(|| std::mem::take(&mut answers));
+            let anneal_now = match (t.anneal_at_answer_acc, &window_answers) {
+                (Some(at), Some(a)) if schedule.anneal_from().is_none() && !last => {
+                    a.exact_rate().filter(|&rate| rate >= at)
+                }
+                _ => None,
+            };
+            if anneal_now.is_some() {
+                schedule = schedule.annealed(step, t.anneal_steps, t.anneal_lr_ratio);
+                last = step == schedule.end();
+            }
             let paused = step == self.end && !last;
             let Some((metrics, progress)) = writer.as_mut() else {
                 if interrupted || paused {
@@ -585,7 +622,7 @@ impl PeerRun<'_> {
                 }
                 continue;
             };
-            if step.is_multiple_of(t.log_every) || last {
+            if let Some(window_answers) = window_answers {
                 let tps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
                 window = (Instant::now(), 0);
                 metrics.log(&TrainRecord {
@@ -596,10 +633,20 @@ impl PeerRun<'_> {
                     tokens_per_s: tps,
                     tokens: tokens_seen,
                     elapsed_s: started.elapsed().as_secs_f64(),
-                    answer_acc: answers.exact_rate(),
-                    answer_token_acc: std::mem::take(&mut answers).token_rate(),
+                    answer_acc: window_answers.exact_rate(),
+                    answer_token_acc: window_answers.token_rate(),
                 })?;
                 progress.update(step, loss_sum, tps, lr);
+            }
+            if let Some(rate) = anneal_now {
+                progress.println(&format!(
+                    "step {step}: answers exact {:.0}% ≥ train.anneal_at_answer_acc: annealing \
+                     from lr {:.2e} to {:.2e}; the run ends at step {}",
+                    rate * 100.0,
+                    schedule.at(step),
+                    schedule.at(schedule.end() - 1),
+                    schedule.end()
+                ));
             }
             if (t.eval_every > 0 && step.is_multiple_of(t.eval_every)) || last {
                 let (v, val_answers) = validate(&model.valid(), self.data, t.val_batches, device);
@@ -625,7 +672,7 @@ impl PeerRun<'_> {
                 || interrupted
                 || paused
             {
-                let dir = checkpoint(model, optim, step, tokens_seen)?;
+                let dir = checkpoint(model, optim, step, tokens_seen, &schedule)?;
                 last_saved = step;
                 if interrupted {
                     progress.println(&format!(
@@ -647,6 +694,7 @@ impl PeerRun<'_> {
         peer.finish();
         Ok(Ended {
             step,
+            finished: step == schedule.end(),
             interrupted,
             last_loss,
             last_val,
