@@ -23,7 +23,7 @@ use ramba_core::ops::RambaBackend;
 use ramba_core::stream::ChunkStoreKind;
 use ramba_data::{AnswerScore, Batch, DataPipeline, SourceConfig, Split};
 use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeyReport, PasskeySettings};
-use ramba_experiment::ExperimentConfig;
+use ramba_experiment::{ExperimentConfig, TrainConfig};
 use ramba_report::{line_chart, read_jsonl, truncate_after_step, MetricsLog, Progress, Series};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -200,12 +200,7 @@ pub fn train<B: RambaBackend>(
                 start + 1000
             );
         }
-        let total = anneal_from.map_or(t.steps, |a| {
-            Schedule::new(t)
-                .annealed(a, t.anneal_steps, t.anneal_lr_ratio)
-                .end()
-        });
-        if start >= total || req.stop_at.is_some_and(|s| start >= s) {
+        if start >= run_end(t, anneal_from) || req.stop_at.is_some_and(|s| start >= s) {
             log(&format!(
                 "nothing to do: {} is at step {start} (train.steps = {}{}{}); raise train.steps \
                  or --stop-at to continue",
@@ -289,7 +284,7 @@ pub fn train<B: RambaBackend>(
     };
     let started = Instant::now();
     let (model, progress, ended) = if topo.world() == 1 {
-        let mut progress = Progress::new(t.steps, start, t.log_every);
+        let mut progress = Progress::new(run_end(t, anneal_from), start, t.log_every);
         let ended = run.run(
             Peer::solo(),
             &mut model,
@@ -312,7 +307,7 @@ pub fn train<B: RambaBackend>(
         }
         let fingerprint = run_fingerprint(cfg)?;
         let _exclusive = parallel::exclusive();
-        let mut progress = Progress::new(t.steps, start, t.log_every);
+        let mut progress = Progress::new(run_end(t, anneal_from), start, t.log_every);
         let topo = &topo;
         let run = &run;
         let results: Vec<Result<(LanguageModel<Ad<B>>, Ended)>> = std::thread::scope(|scope| {
@@ -454,6 +449,15 @@ fn run_fingerprint(cfg: &ExperimentConfig) -> Result<u64> {
         .hash(&mut h);
     t.lr.to_bits().hash(&mut h);
     Ok(h.finish())
+}
+
+/// The step a run ends at: `train.steps`, or the end of the anneal it has started.
+fn run_end(t: &TrainConfig, anneal_from: Option<u64>) -> u64 {
+    anneal_from.map_or(t.steps, |a| {
+        Schedule::new(t)
+            .annealed(a, t.anneal_steps, t.anneal_lr_ratio)
+            .end()
+    })
 }
 
 /// What every peer's training loop shares.
@@ -639,6 +643,7 @@ impl PeerRun<'_> {
                 progress.update(step, loss_sum, tps, lr);
             }
             if let Some(rate) = anneal_now {
+                progress.set_total(schedule.end());
                 progress.println(&format!(
                     "step {step}: answers exact {:.0}% ≥ train.anneal_at_answer_acc: annealing \
                      from lr {:.2e} to {:.2e}; the run ends at step {}",

@@ -96,6 +96,15 @@ impl Progress {
         }
     }
 
+    /// Moves the end of the run, e.g. when an anneal ends it before `train.steps`: the bar's
+    /// length, the step count shown and the ETA follow.
+    pub fn set_total(&mut self, total_steps: u64) {
+        self.total = total_steps;
+        if let Some(bar) = &self.bar {
+            bar.set_length(total_steps);
+        }
+    }
+
     /// Prints a message on its own line without breaking the bar.
     pub fn println(&self, msg: &str) {
         match &self.bar {
@@ -142,6 +151,25 @@ mod tests {
         assert_eq!(last.eta, Some(std::time::Duration::ZERO));
         p.println("eval done");
         p.finish();
+    }
+
+    #[test]
+    fn a_moved_end_is_shown_and_counted_down_to() {
+        let mut p = Progress::with_terminal(1900, 0, 50, false);
+        p.update(100, 1.0, 10.0, 1e-3);
+        p.set_total(400);
+        p.update(300, 1.0, 10.0, 1e-3);
+        let s = p.last_status().unwrap();
+        assert_eq!((s.step, s.total), (300, 400));
+        // 300 steps done in this process, 100 to go: a third of the time so far.
+        let (eta, elapsed) = (s.eta.unwrap().as_secs_f64(), s.elapsed.as_secs_f64());
+        assert!(
+            (eta - elapsed / 3.0).abs() <= 1e-6 + elapsed * 1e-9,
+            "{eta} vs {elapsed}"
+        );
+        let mut bar = Progress::with_terminal(1900, 0, 1, true);
+        bar.set_total(400);
+        assert_eq!(bar.bar.as_ref().unwrap().length(), Some(400));
     }
 
     #[test]
