@@ -201,20 +201,24 @@ pub fn train<B: RambaBackend>(
             );
         }
         if start >= run_end(t, anneal_from) || req.stop_at.is_some_and(|s| start >= s) {
+            let how = match anneal_from {
+                // More steps would not continue a finished anneal.
+                Some(a) if start >= run_end(t, anneal_from) => format!(
+                    "the run ended with its anneal (from step {a}, train.anneal_steps = {}); \
+                     train further from it with train.init_from",
+                    t.anneal_steps
+                ),
+                _ => format!(
+                    "train.steps = {}{}; raise train.steps or --stop-at to continue",
+                    t.steps,
+                    req.stop_at
+                        .map(|s| format!(", --stop-at {s}"))
+                        .unwrap_or_default()
+                ),
+            };
             log(&format!(
-                "nothing to do: {} is at step {start} (train.steps = {}{}{}); raise train.steps \
-                 or --stop-at to continue",
-                ckpt.display(),
-                t.steps,
-                anneal_from
-                    .map(|a| format!(
-                        ", annealed from step {a} over train.anneal_steps = {}",
-                        t.anneal_steps
-                    ))
-                    .unwrap_or_default(),
-                req.stop_at
-                    .map(|s| format!(", --stop-at {s}"))
-                    .unwrap_or_default()
+                "nothing to do: {} is at step {start} ({how})",
+                ckpt.display()
             ));
             return Ok(TrainOutcome {
                 run_dir,

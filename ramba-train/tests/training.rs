@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ramba_core::backend::{open, BackendKind, CpuBackend};
 use ramba_experiment::ExperimentConfig;
@@ -85,6 +85,16 @@ fn config_from(toml: &str, dir: &Path, name: &str, extra: &[&str]) -> Experiment
     ExperimentConfig::load(&path, &overrides).unwrap()
 }
 
+/// Burn's ndarray backend draws initial weights from one process-wide RNG, which `train` seeds
+/// from `run.seed`: a model built on another test thread between that seed and the init would
+/// change a run's weights (and two runs meant to be equal would differ from step 1). Whatever
+/// builds a model holds this.
+static RNG: Mutex<()> = Mutex::new(());
+
+fn rng_turn() -> MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn try_run(
     cfg: ExperimentConfig,
     resume: bool,
@@ -100,6 +110,7 @@ fn try_run_with(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<TrainOutcome> {
     let info = open(BackendKind::Cpu).unwrap();
+    let _turn = rng_turn();
     let req = RunRequest {
         config: cfg,
         resume,
@@ -721,6 +732,7 @@ fn zero_sizes_are_errors_or_work() {
                 Ok(cfg) => cfg,
             };
             // Accepted: the model must build and run forward (the panics were in here).
+            let turn = rng_turn();
             let result = std::panic::catch_unwind(|| {
                 use burn::prelude::*;
                 let device = Default::default();
@@ -728,6 +740,7 @@ fn zero_sizes_are_errors_or_work() {
                 let ids = Tensor::<CpuBackend, 2, Int>::zeros([1, cfg.data.seq_len], &device);
                 model.forward(ids).dims()
             });
+            drop(turn);
             match result {
                 Ok(dims) => assert_eq!(dims[2], cfg.model.vocab_size, "{arch} {key}=0"),
                 Err(_) => panic!("{arch}: {key} = 0 passed validation and then panicked"),
@@ -989,10 +1002,12 @@ fn init_from_starts_from_another_runs_weights() {
         m.visit(&mut flat);
         flat.0
     };
+    let turn = rng_turn();
     let src = ramba_eval::run::load_run::<B>(&base_dir, &Default::default()).unwrap();
     let cfg = config(&dir, "tuned", &["train.steps=2"]);
     let fresh = cfg.model.init::<B>(&Default::default());
     let (ckpt, loaded) = init_from(&base_dir, &cfg.model, fresh.clone(), |_| {}).unwrap();
+    drop(turn);
     assert!(ckpt.ends_with("step-00000002"), "{}", ckpt.display());
     assert_eq!(weights(&loaded), weights(&src.model));
     assert_ne!(weights(&fresh), weights(&src.model));
@@ -1011,7 +1026,10 @@ fn init_from_starts_from_another_runs_weights() {
 
     let e = |extra: &[&str], from: &Path| {
         let cfg = config(&dir, "bad", extra);
-        let m = cfg.model.init::<B>(&Default::default());
+        let m = {
+            let _turn = rng_turn();
+            cfg.model.init::<B>(&Default::default())
+        };
         format!("{:#}", init_from(from, &cfg.model, m, |_| {}).unwrap_err())
     };
     let msg = e(&[], &dir.join("nope"));
