@@ -455,13 +455,18 @@ fn run_fingerprint(cfg: &ExperimentConfig) -> Result<u64> {
     Ok(h.finish())
 }
 
+/// A run's schedule, with the anneal it has started (at `anneal_from`), if any.
+fn schedule_of(t: &TrainConfig, anneal_from: Option<u64>) -> Schedule {
+    let schedule = Schedule::new(t);
+    match anneal_from {
+        Some(from) => schedule.annealed(from, t.anneal_steps, t.anneal_lr_ratio),
+        None => schedule,
+    }
+}
+
 /// The step a run ends at: `train.steps`, or the end of the anneal it has started.
 fn run_end(t: &TrainConfig, anneal_from: Option<u64>) -> u64 {
-    anneal_from.map_or(t.steps, |a| {
-        Schedule::new(t)
-            .annealed(a, t.anneal_steps, t.anneal_lr_ratio)
-            .end()
-    })
+    schedule_of(t, anneal_from).end()
 }
 
 /// What every peer's training loop shares.
@@ -518,10 +523,7 @@ impl PeerRun<'_> {
         let mut last_saved = self.start;
         let mut tokens_seen = self.tokens_seen;
         let mut interrupted = false;
-        let mut schedule = Schedule::new(t);
-        if let Some(from) = self.anneal_from {
-            schedule = schedule.annealed(from, t.anneal_steps, t.anneal_lr_ratio);
-        }
+        let mut schedule = schedule_of(t, self.anneal_from);
         let checkpoint =
             |model: &LanguageModel<Autodiff<B>>, optim: &_, step, tokens, schedule: &Schedule| {
                 let state = TrainState {
