@@ -13,6 +13,7 @@ pub mod config;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod precision;
 pub mod stream;
 #[doc(hidden)]
 pub mod testing;

@@ -21,6 +21,8 @@ use ramba_core::testing::*;
 
 #[path = "kernels/attention.rs"]
 mod attention_kernels;
+#[path = "kernels/precision.rs"]
+mod precision;
 
 /// wgpu (lavapipe in CI); with `--features cuda-tests` the same tests run on CUDA, plus the
 /// tensor-core (bf16) ones, on a GPU machine.

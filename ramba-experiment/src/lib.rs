@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ramba_core::backend::BackendKind;
 use ramba_core::config::ModelConfig;
+use ramba_core::precision::Precision;
 use ramba_data::DataConfig;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,11 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
+    /// What the model computes in: `"auto"` (bf16 on CUDA, f32 elsewhere), `"f32"`, `"bf16"`
+    /// or `"f16"`. Parameters, optimizer state and checkpoints stay f32 whatever it is (mixed
+    /// precision with master weights); norms' statistics, `Δ`, the selection weights, the
+    /// logits and the loss are computed in f32.
+    pub precision: Precision,
     /// Loss weight of the answer tokens of synthetic tasks (passkey digits, recalled values),
     /// relative to 1 for every other token. Retrieval answers are a handful of tokens in a long
     /// sequence; weighting them focuses small-budget training on the skill being measured.
@@ -144,6 +150,7 @@ impl Default for TrainConfig {
             weight_decay: 0.001,
             grad_clip: 1.0,
             grad_accum: 1,
+            precision: Precision::Auto,
             answer_weight: 1.0,
             memory_reset: false,
             stale_state_prob: 0.5,

@@ -14,12 +14,14 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
+use burn::tensor::DType;
 use ramba_core::backend::{BackendInfo, BackendKind};
 use ramba_core::checkpoint::{first_usable, has_checkpoints, load_weights};
 use ramba_core::model::{lm_loss, LanguageModel, ModelState};
 use ramba_core::nn::block::BlockState;
 use ramba_core::nn::mamba2::Mamba2State;
 use ramba_core::ops::RambaBackend;
+use ramba_core::precision::dtype_name;
 use ramba_core::stream::ChunkStoreKind;
 use ramba_data::{AnswerScore, Batch, DataPipeline, SourceConfig, Split};
 use ramba_eval::passkey::{run_passkey, AnswerDecoding, Haystack, PasskeyReport, PasskeySettings};
@@ -243,6 +245,12 @@ pub fn train<B: RambaBackend>(
             ckpt.display()
         ));
     }
+    // Mixed precision: the compute dtype is a setting of the model value, not of its weights,
+    // so it is set after any load (checkpoints hold f32 whatever a run computed in).
+    let compute = t
+        .precision
+        .compute_dtype(info.kind, |d| B::supports_dtype(&lead, d))?;
+    model = model.with_compute_dtype(compute);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let mut metrics = None;
     if writer {
@@ -257,9 +265,11 @@ pub fn train<B: RambaBackend>(
         workers: worker_threads(t.threads, info, cfg.data.batch_size / topo.world()),
     };
     log(&format!(
-        "{info}; model {:?}: {} parameters; {} steps of {} x {} tokens (x{} accumulation{}){}",
+        "{info}; model {:?}: {} parameters, computing in {}; {} steps of {} x {} tokens (x{} \
+         accumulation{}){}",
         cfg.model.arch,
         model.num_params(),
+        dtype_name(compute),
         t.steps,
         cfg.data.batch_size,
         cfg.data.seq_len,
@@ -402,8 +412,9 @@ pub fn train<B: RambaBackend>(
             batch_tokens: 16_384,
             stop: Some(req.stop.clone()),
         };
+        // In f32, as `ramba-eval` runs a checkpoint: the report measures the weights.
         let report = run_passkey(
-            &model.valid(),
+            &model.valid().with_compute_dtype(DType::F32),
             data.tokenizer().as_ref(),
             &settings,
             &device,

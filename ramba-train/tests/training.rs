@@ -316,6 +316,8 @@ fn bad_experiment_files_name_the_key() {
         let e = err(&p, set);
         assert!(e.contains(key), "{set:?}: {e}");
     }
+    let e = err(&p, &["train.precision=\"bf17\""]);
+    assert!(e.contains("train.precision") && e.contains("bf17"), "{e}");
     let e = err(&p, &["model.hsa.n_kv_heads=4"]);
     assert!(
         e.contains("model.hsa.n_kv_heads") && e.contains("model.hsa.n_heads"),
@@ -348,6 +350,28 @@ fn bad_experiment_files_name_the_key() {
         ExperimentConfig::load(&dir.join("missing.toml"), &[]).unwrap_err()
     );
     assert!(e.contains("missing.toml"), "{e}");
+}
+
+/// Half precision where the backend has none is refused before anything is written, naming
+/// the key; `auto` trains in f32 on the CPU.
+#[test]
+fn half_precision_on_the_cpu_is_refused_naming_the_key() {
+    let dir = scratch("precision");
+    for p in ["bf16", "f16"] {
+        let cfg = config(&dir, p, &[&format!("train.precision=\"{p}\"")]);
+        let run_dir = cfg.run_dir();
+        let e = format!("{:#}", try_run(cfg, false, None).unwrap_err());
+        assert!(
+            e.contains(&format!("train.precision = \"{p}\"")) && e.contains("cpu"),
+            "{e}"
+        );
+        assert!(
+            !run_dir.join("config.toml").exists(),
+            "{p}: the refused run wrote files"
+        );
+    }
+    let out = run(config(&dir, "auto", &["train.steps=2"]), false, None);
+    assert_eq!(out.step, 2);
 }
 
 #[test]

@@ -26,6 +26,16 @@ impl<B: Backend> Decoder<B> {
         }
     }
 
+    /// The embedding and LM head.
+    pub fn lm(&self) -> &LmHead<B> {
+        &self.lm
+    }
+
+    /// The embedding and LM head, to set the compute dtype.
+    pub(crate) fn lm_mut(&mut self) -> &mut LmHead<B> {
+        &mut self.lm
+    }
+
     /// Decoder blocks.
     pub fn n_blocks(&self) -> usize {
         self.blocks.len()
@@ -52,10 +62,5 @@ impl<B: RambaBackend> Decoder<B> {
         let x = run_stream(&self.blocks, self.lm.embed(tokens), start, &mut states);
         state.position += seq;
         x
-    }
-
-    /// The embedding and LM head.
-    pub fn lm(&self) -> &LmHead<B> {
-        &self.lm
     }
 }

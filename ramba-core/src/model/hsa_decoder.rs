@@ -69,6 +69,16 @@ impl<B: Backend> HsaDecoder<B> {
         }
     }
 
+    /// The embedding and LM head.
+    pub fn lm(&self) -> &LmHead<B> {
+        &self.lm
+    }
+
+    /// The embedding and LM head, to set the compute dtype.
+    pub(crate) fn lm_mut(&mut self) -> &mut LmHead<B> {
+        &mut self.lm
+    }
+
     /// Decoder blocks (HSA layers not counted).
     pub fn n_blocks(&self) -> usize {
         self.lower.len()
@@ -228,11 +238,6 @@ impl<B: RambaBackend> HsaDecoder<B> {
         }
         state.position += seq;
         x
-    }
-
-    /// The embedding and LM head.
-    pub fn lm(&self) -> &LmHead<B> {
-        &self.lm
     }
 }
 

@@ -2,9 +2,10 @@
 
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm};
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use crate::config::ModelConfig;
-use crate::nn::{linear, rms_norm};
+use crate::nn::{linear, rms_norm, Autocast};
 
 /// Embedding in, final RMSNorm and projection to the vocabulary out.
 #[derive(Module, Debug)]
@@ -12,6 +13,9 @@ pub struct LmHead<B: Backend> {
     embedding: Embedding<B>,
     norm: RmsNorm<B>,
     head: Option<Linear<B>>,
+    /// What the model computes in ([`crate::precision`]); the parameters stay f32 whatever it
+    /// is, so it is not part of checkpoints.
+    compute: DType,
 }
 
 impl<B: Backend> LmHead<B> {
@@ -27,27 +31,40 @@ impl<B: Backend> LmHead<B> {
             norm: rms_norm(cfg.d_model, cfg.norm_eps, device),
             head: (!cfg.tie_embeddings)
                 .then(|| linear(cfg.d_model, cfg.vocab_size, false, cfg.init_std, device)),
+            compute: DType::F32,
         }
     }
 
-    /// `[batch, seq]` → `[batch, seq, d_model]`.
-    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.embedding.forward(tokens)
+    /// The dtype the model computes in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
-    /// `[batch, seq, d_model]` → logits `[batch, seq, vocab]`.
+    /// Computes in `dtype` from the embedding on (see [`crate::precision`]).
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
+    }
+
+    /// `[batch, seq]` → `[batch, seq, d_model]`, in the compute dtype.
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embedding.forward(tokens).cast(self.compute)
+    }
+
+    /// `[batch, seq, d_model]` → logits `[batch, seq, vocab]`, in f32 whatever the compute
+    /// dtype (the softmax over the vocabulary and the loss need its range).
     pub fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.norm.forward(x);
-        match &self.head {
-            Some(head) => head.forward(x),
+        let x = self.norm.forward_autocast(x);
+        let logits = match &self.head {
+            Some(head) => head.forward_autocast(x),
             None => {
                 let [batch, seq, d] = x.dims();
-                let w = self.embedding.weight.val(); // [vocab, d]
+                let w = self.embedding.weight.val().cast(x.dtype()); // [vocab, d]
                 let vocab = w.dims()[0];
                 x.reshape([batch * seq, d])
                     .matmul(w.transpose())
                     .reshape([batch, seq, vocab])
             }
-        }
+        };
+        logits.cast(DType::F32)
     }
 }

@@ -27,6 +27,7 @@ pub use stream::StreamState;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::DType;
 
 use crate::config::{Arch, ModelConfig};
 use crate::nn::attention::AttentionSettings;
@@ -250,6 +251,26 @@ impl<B: Backend> LanguageModel<B> {
         match self {
             LanguageModel::Plain(m) => m.n_blocks(),
             LanguageModel::Hsa(m) => m.n_blocks(),
+        }
+    }
+
+    /// This model, computing in `dtype` (f32, bf16, f16) with its parameters left in f32: mixed
+    /// precision, see [`crate::precision`]. A setting of the model value, not of its weights:
+    /// checkpoints do not record it, and a model loaded from one computes in f32.
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        let lm = match &mut self {
+            LanguageModel::Plain(m) => m.lm_mut(),
+            LanguageModel::Hsa(m) => m.lm_mut(),
+        };
+        lm.set_compute_dtype(dtype);
+        self
+    }
+
+    /// The dtype this model computes in ([`with_compute_dtype`](Self::with_compute_dtype)).
+    pub fn compute_dtype(&self) -> DType {
+        match self {
+            LanguageModel::Plain(m) => m.lm().compute_dtype(),
+            LanguageModel::Hsa(m) => m.lm().compute_dtype(),
         }
     }
 }

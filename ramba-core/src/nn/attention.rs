@@ -10,7 +10,7 @@ use burn::tensor::activation::softmax;
 
 use super::kv_cache::KvCache;
 use super::rope::apply_rope;
-use super::{linear, rms_norm};
+use super::{linear, rms_norm, Autocast};
 use crate::ops::attention::{attention, AttentionOptions};
 use crate::ops::RambaBackend;
 
@@ -99,12 +99,12 @@ impl<B: Backend> SelfAttention<B> {
     fn project(&self, x: Tensor<B, 3>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [batch, seq, _] = x.dims();
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]);
-        let mut q = heads(self.q.forward(x.clone()), self.n_heads);
-        let mut k = heads(self.k.forward(x.clone()), self.n_kv_heads);
-        let v = heads(self.v.forward(x), self.n_kv_heads);
+        let mut q = heads(self.q.forward_autocast(x.clone()), self.n_heads);
+        let mut k = heads(self.k.forward_autocast(x.clone()), self.n_kv_heads);
+        let v = heads(self.v.forward_autocast(x), self.n_kv_heads);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(q);
-            k = kn.forward(k);
+            q = qn.forward_autocast(q);
+            k = kn.forward_autocast(k);
         }
         let q = apply_rope(q.swap_dims(1, 2), start, self.rope_theta);
         let k = apply_rope(k.swap_dims(1, 2), start, self.rope_theta);
@@ -146,10 +146,11 @@ impl<B: Backend> SelfAttention<B> {
             );
         }
         let out = softmax(scores, 3).matmul(v); // [B, H, L, dh]
-        self.o.forward(
-            out.swap_dims(1, 2)
-                .reshape([batch, seq, self.n_heads * self.head_dim]),
-        )
+        self.o.forward_autocast(out.swap_dims(1, 2).reshape([
+            batch,
+            seq,
+            self.n_heads * self.head_dim,
+        ]))
     }
 }
 
@@ -174,6 +175,6 @@ impl<B: RambaBackend> SelfAttention<B> {
             options,
         );
         self.o
-            .forward(out.reshape([batch, seq, self.n_heads * self.head_dim]))
+            .forward_autocast(out.reshape([batch, seq, self.n_heads * self.head_dim]))
     }
 }

@@ -9,7 +9,7 @@ use super::attention::{AttentionMask, AttentionSettings, SelfAttention};
 use super::kv_cache::KvCache;
 use super::mamba2::{Mamba2Block, Mamba2State};
 use super::mlp::SwiGluMlp;
-use super::rms_norm;
+use super::{rms_norm, Autocast};
 use crate::ops::RambaBackend;
 
 /// `x + Attn(norm(x))`, then `x + MLP(norm(x))`.
@@ -42,16 +42,19 @@ impl<B: Backend> TransformerBlock<B> {
         let x = x.clone()
             + self
                 .attn
-                .forward_cached(self.attn_norm.forward(x), start, cache);
-        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+                .forward_cached(self.attn_norm.forward_autocast(x), start, cache);
+        x.clone() + self.mlp.forward(self.mlp_norm.forward_autocast(x))
     }
 }
 
 impl<B: RambaBackend> TransformerBlock<B> {
     /// `[batch, seq, d]` at positions `start..` → `[batch, seq, d]`.
     pub fn forward(&self, x: Tensor<B, 3>, start: usize, mask: AttentionMask) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), start, mask);
-        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+        let x = x.clone()
+            + self
+                .attn
+                .forward(self.attn_norm.forward_autocast(x), start, mask);
+        x.clone() + self.mlp.forward(self.mlp_norm.forward_autocast(x))
     }
 }
 

@@ -11,7 +11,7 @@ use burn::prelude::*;
 
 use super::attention::{AttentionMask, AttentionSettings};
 use super::block::TransformerBlock;
-use super::{linear, rms_norm};
+use super::{linear, rms_norm, Autocast};
 use crate::config::Landmark;
 use crate::ops::RambaBackend;
 
@@ -132,6 +132,9 @@ impl<B: RambaBackend> ChunkMemory<B> {
         let s = self.chunk_size;
         let n_chunks = seq / s;
         let device = h.device();
+        // The memory is in the activations' dtype (the compute dtype of mixed precision).
+        let dtype = h.dtype();
+        let zeros = |shape: [usize; 4]| Tensor::<B, 4>::zeros(shape, &device).cast(dtype);
         let kv_shape = [batch, seq, self.n_kv_heads, self.head_dim];
         let lmk_heads = [
             batch,
@@ -141,9 +144,9 @@ impl<B: RambaBackend> ChunkMemory<B> {
         ];
         if n_chunks == 0 {
             return ChunkMemoryOutput {
-                landmarks: Tensor::zeros(lmk_heads, &device),
-                keys: Tensor::zeros(kv_shape, &device),
-                values: Tensor::zeros(kv_shape, &device),
+                landmarks: zeros(lmk_heads),
+                keys: zeros(kv_shape),
+                values: zeros(kv_shape),
             };
         }
 
@@ -151,23 +154,27 @@ impl<B: RambaBackend> ChunkMemory<B> {
         let mut x = h.slice([0..batch, 0..n_chunks * s]).reshape([rows, s, d]);
         if let Some(cls) = &self.cls {
             // The CLS vector goes last, at in-chunk position S.
-            let cls = cls.val().reshape([1, 1, d]).expand([rows, 1, d]);
+            let cls = cls
+                .val()
+                .cast(dtype)
+                .reshape([1, 1, d])
+                .expand([rows, 1, d]);
             x = Tensor::cat(vec![x, cls], 1);
         }
         for layer in &self.encoder {
             x = layer.forward(x, 0, AttentionMask::Bidirectional);
         }
-        let e = self.norm.forward(x);
+        let e = self.norm.forward_autocast(x);
         let tokens = e.clone().slice([0..rows, 0..s]);
         let pooled = match self.cls {
             Some(_) => e.slice([0..rows, s..s + 1]).reshape([rows, d]),
             None => tokens.clone().mean_dim(1).reshape([rows, d]),
         };
-        let landmarks = self.landmark.forward(pooled).reshape(lmk_heads);
+        let landmarks = self.landmark.forward_autocast(pooled).reshape(lmk_heads);
 
         let tokens = tokens.reshape([batch, n_chunks * s, d]);
         let project = |lin: &Linear<B>| {
-            let x = lin.forward(tokens.clone()).reshape([
+            let x = lin.forward_autocast(tokens.clone()).reshape([
                 batch,
                 n_chunks * s,
                 self.n_kv_heads,
@@ -178,10 +185,7 @@ impl<B: RambaBackend> ChunkMemory<B> {
                 x
             } else {
                 Tensor::cat(
-                    vec![
-                        x,
-                        Tensor::zeros([batch, tail, self.n_kv_heads, self.head_dim], &device),
-                    ],
+                    vec![x, zeros([batch, tail, self.n_kv_heads, self.head_dim])],
                     1,
                 )
             }

@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use super::chunk_memory::ChunkMemoryOutput;
 use super::mlp::SwiGluMlp;
-use super::{linear, rms_norm};
+use super::{linear, rms_norm, Autocast};
 use crate::ops::{ChunkSelection, HsaOptions, RambaBackend};
 use crate::stream::SelectedChunks;
 
@@ -142,12 +142,10 @@ impl<B: RambaBackend> HsaLayer<B> {
         attend: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
     ) -> Tensor<B, 3> {
         let [batch, seq, d] = h.dims();
-        let q = self.query.forward(self.norm.forward(h.clone())).reshape([
-            batch,
-            seq,
-            self.n_heads,
-            self.head_dim,
-        ]);
+        let q = self
+            .query
+            .forward_autocast(self.norm.forward_autocast(h.clone()))
+            .reshape([batch, seq, self.n_heads, self.head_dim]);
         let o = attend(q);
         // Chunk-unaware selection: its compression readout (one per KV head) joins the output
         // of every query head of the group, as NSA sums its branches.
@@ -165,9 +163,9 @@ impl<B: RambaBackend> HsaLayer<B> {
         };
         let o = self
             .out
-            .forward(o.reshape([batch, seq, self.n_heads * self.head_dim]));
+            .forward_autocast(o.reshape([batch, seq, self.n_heads * self.head_dim]));
         match (&self.mlp_norm, &self.mlp) {
-            (Some(norm), Some(mlp)) => h.clone() + mlp.forward(norm.forward(h + o)),
+            (Some(norm), Some(mlp)) => h.clone() + mlp.forward(norm.forward_autocast(h + o)),
             _ => {
                 debug_assert_eq!(o.dims()[2], d);
                 h + o

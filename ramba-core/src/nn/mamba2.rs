@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 
 use super::norm::GatedRmsNorm;
-use super::{linear, rms_norm};
+use super::{linear, rms_norm, Autocast};
 use crate::config::MambaConfig;
 use crate::ops::softplus;
 use crate::ops::{RambaBackend, ScanOptions};
@@ -52,17 +52,19 @@ impl<B: Backend> Mamba2State<B> {
         let [_, heads, head_dim, d_state] = self.ssm.dims();
         let device = self.conv.device();
         let rest = segments - 1;
+        let (conv_dtype, ssm_dtype) = (self.conv.dtype(), self.ssm.dtype());
         let conv = Tensor::cat(
             vec![
                 self.conv.unsqueeze_dim::<4>(1),
-                Tensor::zeros([batch, rest, channels, width], &device),
+                Tensor::<B, 4>::zeros([batch, rest, channels, width], &device).cast(conv_dtype),
             ],
             1,
         );
         let ssm = Tensor::cat(
             vec![
                 self.ssm.unsqueeze_dim::<5>(1),
-                Tensor::zeros([batch, rest, heads, head_dim, d_state], &device),
+                Tensor::<B, 5>::zeros([batch, rest, heads, head_dim, d_state], &device)
+                    .cast(ssm_dtype),
             ],
             1,
         );
@@ -305,17 +307,18 @@ impl<B: RambaBackend> Mamba2Block<B> {
         let conv_dim = di + 2 * gn;
         let proj = self
             .in_proj
-            .forward(self.norm.forward(x.clone()))
+            .forward_autocast(self.norm.forward_autocast(x.clone()))
             .reshape([batch, di + conv_dim + self.n_heads]);
+        let dtype = proj.dtype();
         let z = proj.clone().slice([0..batch, 0..di]);
         let xbc = proj.clone().slice([0..batch, di..di + conv_dim]);
         let dt = proj.slice([0..batch, di + conv_dim..di + conv_dim + self.n_heads]);
 
         let (xbc, conv) = crate::ops::conv::causal_conv1d_step(
             xbc,
-            self.conv_weight.val(),
-            Some(self.conv_bias.val()),
-            state.conv,
+            self.conv_weight.val().cast(dtype),
+            Some(self.conv_bias.val().cast(dtype)),
+            state.conv.cast(dtype),
         );
         let xbc = silu(xbc);
         let xs = xbc
@@ -330,16 +333,32 @@ impl<B: RambaBackend> Mamba2Block<B> {
         let c =
             xbc.slice([0..batch, di + gn..conv_dim])
                 .reshape([batch, self.n_groups, self.d_state]);
-        let delta = softplus(dt + self.dt_bias.val().reshape([1, self.n_heads]));
-        let a = self.a_log.val().exp().neg();
+        let (delta, a, d) = self.decay_params(dt, dtype);
         let (y, ssm) =
-            crate::ops::scan::selective_scan_step(xs, delta, a, b, c, self.d.val(), state.ssm);
+            crate::ops::scan::selective_scan_step(xs, delta, a, b, c, d, state.ssm.cast(dtype));
         let y = self
             .gate_norm
             .forward(y.reshape([batch, 1, di]), z.reshape([batch, 1, di]));
-        let out = x + self.out_proj.forward(y);
+        let out = x + self.out_proj.forward_autocast(y);
         debug_assert_eq!(out.dims(), [batch, 1, d_model]);
         (out, Mamba2State { conv, ssm })
+    }
+
+    /// `Δ = softplus(dt + dt_bias)` for `dt [.., heads]`, `A = −exp(A_log)` and `D`, in
+    /// `dtype` for the kernels. `Δ` is computed in f32: it is a step size that the scan
+    /// exponentiates and sums, and `dt_bias` holds values as small as `softplus⁻¹(1e-3)`.
+    fn decay_params<const D: usize>(
+        &self,
+        dt: Tensor<B, D>,
+        dtype: burn::tensor::DType,
+    ) -> (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) {
+        let f32 = burn::tensor::DType::F32;
+        let delta = softplus(dt.cast(f32) + self.dt_bias.val().unsqueeze::<D>());
+        (
+            delta.cast(dtype),
+            self.a_log.val().exp().neg().cast(dtype),
+            self.d.val().cast(dtype),
+        )
     }
 
     /// [`Self::forward`] as one recurrence over the whole sequence.
@@ -351,12 +370,17 @@ impl<B: RambaBackend> Mamba2Block<B> {
         let [batch, seq, _] = x.dims();
         let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
         let conv_dim = di + 2 * gn;
+        let proj = self
+            .in_proj
+            .forward_autocast(self.norm.forward_autocast(x.clone()));
+        // Mixed precision: the conv and scan kernels take every operand in the activations'
+        // dtype (their sums and the scan's chunk states are f32 inside).
+        let dtype = proj.dtype();
         let (conv_state, ssm_state) = match state {
-            Some(s) => (Some(s.conv), Some(s.ssm)),
+            Some(s) => (Some(s.conv.cast(dtype)), Some(s.ssm.cast(dtype))),
             None => (None, None),
         };
 
-        let proj = self.in_proj.forward(self.norm.forward(x.clone()));
         let z = proj.clone().slice([0..batch, 0..seq, 0..di]);
         let xbc = proj.clone().slice([0..batch, 0..seq, di..di + conv_dim]);
         let dt = proj.slice([
@@ -367,8 +391,8 @@ impl<B: RambaBackend> Mamba2Block<B> {
 
         let (xbc, conv_state) = crate::ops::conv::causal_conv1d(
             xbc,
-            self.conv_weight.val(),
-            Some(self.conv_bias.val()),
+            self.conv_weight.val().cast(dtype),
+            Some(self.conv_bias.val().cast(dtype)),
             conv_state,
         );
         let xbc = silu(xbc);
@@ -391,15 +415,14 @@ impl<B: RambaBackend> Mamba2Block<B> {
             self.d_state,
         ]);
 
-        let delta = softplus(dt + self.dt_bias.val().reshape([1, 1, self.n_heads]));
-        let a = self.a_log.val().exp().neg();
+        let (delta, a, d) = self.decay_params(dt, dtype);
         let (y, ssm_state) = crate::ops::scan::selective_scan(
             xs,
             delta,
             a,
             b,
             c,
-            self.d.val(),
+            d,
             ssm_state,
             ScanOptions {
                 chunk_size: self.chunk_size,
@@ -407,7 +430,7 @@ impl<B: RambaBackend> Mamba2Block<B> {
         );
         let y = self.gate_norm.forward(y.reshape([batch, seq, di]), z);
         (
-            x + self.out_proj.forward(y),
+            x + self.out_proj.forward_autocast(y),
             Mamba2State {
                 conv: conv_state,
                 ssm: ssm_state,

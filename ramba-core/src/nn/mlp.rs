@@ -4,7 +4,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use super::linear;
+use super::{linear, Autocast};
 
 /// See the module docs.
 #[derive(Module, Debug)]
@@ -26,7 +26,8 @@ impl<B: Backend> SwiGluMlp<B> {
 
     /// `[.., d]` → `[.., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.down
-            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        self.down.forward_autocast(
+            silu(self.gate.forward_autocast(x.clone())) * self.up.forward_autocast(x),
+        )
     }
 }

@@ -4,6 +4,7 @@
 //! have configs of their own, which the model fills from its `ModelConfig`.
 
 pub mod attention;
+pub mod autocast;
 pub mod block;
 pub mod chunk_memory;
 pub mod hsa_layer;
@@ -13,6 +14,8 @@ pub mod mlp;
 pub mod norm;
 pub mod retrieval;
 pub mod rope;
+
+pub use autocast::Autocast;
 
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;

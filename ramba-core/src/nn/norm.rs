@@ -4,6 +4,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
+use burn::tensor::DType;
 
 /// See the module docs.
 #[derive(Module, Debug)]
@@ -23,10 +24,12 @@ impl<B: Backend> GatedRmsNorm<B> {
         }
     }
 
-    /// `x, z`: `[.., d]` → `[.., d]`.
+    /// `x, z`: `[.., d]` → `[.., d]`, in `x`'s dtype; the mean square is taken in f32 (see
+    /// [`Autocast`](super::Autocast)).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, z: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
         let x = x * silu(z);
-        let rms = (x.clone().square().mean_dim(D - 1) + self.epsilon).sqrt();
-        x / rms * self.gamma.val().unsqueeze()
+        let rms = (x.clone().cast(DType::F32).square().mean_dim(D - 1) + self.epsilon).sqrt();
+        x / rms.cast(dtype) * self.gamma.val().cast(dtype).unsqueeze()
     }
 }

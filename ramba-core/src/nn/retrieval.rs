@@ -6,7 +6,7 @@ use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
 
 use super::chunk_memory::ChunkMemoryOutput;
-use super::{linear, rms_norm};
+use super::{linear, rms_norm, Autocast};
 use crate::ops::selection;
 use crate::ops::{ChunkSelection, ChunkWeighting, RambaBackend, SelectionMode, SelectionOptions};
 
@@ -124,12 +124,10 @@ impl<B: RambaBackend> Retrieval<B> {
             },
             query_start,
         };
-        let queries = self.query.forward(self.norm.forward(h)).reshape([
-            batch,
-            seq,
-            self.n_heads,
-            self.head_dim,
-        ]);
+        let queries = self
+            .query
+            .forward_autocast(self.norm.forward_autocast(h))
+            .reshape([batch, seq, self.n_heads, self.head_dim]);
         match pooled {
             Some(pooled) => selection::unaware::select_chunks_unaware_pooled(
                 queries, landmarks, pooled, options,

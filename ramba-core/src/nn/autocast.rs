@@ -1,0 +1,62 @@
+//! Layers that compute in the dtype of their input, whatever their parameters' dtype: the
+//! mixed-precision forward of [`crate::precision`]. Parameters stay f32 (the optimizer's master
+//! weights) and are cast at use, as PyTorch's autocast does; with f32 inputs every cast is a
+//! no-op, so f32 models run exactly as before.
+
+use burn::nn::{Linear, RmsNorm};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// A module's forward in the dtype of its input.
+pub trait Autocast<B: Backend> {
+    /// `x [.., d_in]` → `[.., d_out]`, in `x`'s dtype.
+    fn forward_autocast<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>;
+}
+
+impl<B: Backend> Autocast<B> for Linear<B> {
+    fn forward_autocast<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        burn::tensor::module::linear(
+            x,
+            self.weight.val().cast(dtype),
+            self.bias.as_ref().map(|b| b.val().cast(dtype)),
+        )
+    }
+}
+
+impl<B: Backend> Autocast<B> for RmsNorm<B> {
+    /// The mean square in f32 (a bf16 sum over `d` values would lose the statistic), the
+    /// scaling in `x`'s dtype.
+    fn forward_autocast<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        if dtype == DType::F32 {
+            return self.forward(x);
+        }
+        let rms = (x.clone().cast(DType::F32).square().mean_dim(D - 1) + self.epsilon).sqrt();
+        x / rms.cast(dtype) * self.gamma.val().cast(dtype).unsqueeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    type Cpu = NdArray<f32>;
+
+    /// With f32 inputs the autocast forward is the module's own.
+    #[test]
+    fn f32_inputs_are_unchanged() {
+        let device = Default::default();
+        let lin = crate::nn::linear::<Cpu>(6, 5, true, 0.3, &device);
+        let norm = crate::nn::rms_norm::<Cpu>(6, 1e-5, &device);
+        let x = Tensor::<Cpu, 3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &device);
+        lin.forward(x.clone())
+            .into_data()
+            .assert_eq(&lin.forward_autocast(x.clone()).into_data(), true);
+        norm.forward(x.clone())
+            .into_data()
+            .assert_eq(&norm.forward_autocast(x).into_data(), true);
+    }
+}
