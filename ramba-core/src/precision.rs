@@ -6,8 +6,10 @@
 //! residual stream included, as Megatron-LM does by default): projections cast their f32
 //! weights at use ([`Autocast`](crate::nn::Autocast)), the kernels take half-precision
 //! operands, and what needs range or accumulation stays f32: RMSNorm statistics, `Δ`, the
-//! selection weights, the scan's inner state, the logits and the loss. Under `Autodiff` every
-//! cast is differentiable, so gradients reach the parameters in f32.
+//! selection weights, the scan's inner state, and the softmax over the vocabulary and the loss
+//! (the logits stay in the compute dtype; [`crate::ops::cross_entropy`] reads them in f32 a
+//! block of rows at a time). Under `Autodiff` every cast is differentiable, so gradients reach
+//! the parameters in f32.
 //!
 //! [`LanguageModel::with_compute_dtype`]: crate::model::LanguageModel::with_compute_dtype
 

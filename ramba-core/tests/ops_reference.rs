@@ -805,7 +805,63 @@ fn module_functions_are_the_trait_defaults() {
     assert_eq!(s1.dims(), [1, 2, 3, 4]);
 }
 
+/// The loss node (kept under every `Autodiff`) against `log_softmax` and a gather differentiated
+/// by autodiff: loss and logits gradient on random logits, weights with zeros and answer-like
+/// weights above 1; and the blockwise passes with blocks of 5 rows (ragged last block) against
+/// the same.
+fn cross_entropy_node_matches_log_softmax<B: RambaBackend>(device: &B::Device) {
+    use burn::backend::Autodiff;
+    use ramba_core::ops::cross_entropy::{self, reference};
+    type Ad<B> = Autodiff<B>;
+    let (n, vocab) = (37, 23);
+    let mut r = rng(41);
+    let logits = random::<Ad<B>, 2>(&mut r, [n, vocab], 3.0, device);
+    let targets = Tensor::<Ad<B>, 1, Int>::from_data(
+        TensorData::new(
+            random_vec(&mut r, n, 1.0)
+                .iter()
+                .map(|x| ((x.abs() * 1e3) as i64) % vocab as i64)
+                .collect::<Vec<_>>(),
+            [n],
+        )
+        .convert::<B::IntElem>(),
+        device,
+    );
+    let weights: Vec<f64> = (0..n).map(|i| [0.0, 1.0, 1.0, 4.0][i % 4]).collect();
+    let weights = from_vec::<Ad<B>, 1>(weights, [n], device);
+
+    let leaf = logits.clone().require_grad();
+    let want = reference::cross_entropy(leaf.clone(), targets.clone(), weights.clone());
+    let want_grad = leaf.grad(&want.backward()).unwrap();
+    let leaf = logits.clone().require_grad();
+    let got = cross_entropy::cross_entropy(leaf.clone(), targets.clone(), weights.clone());
+    let got_grad = leaf.grad(&got.backward()).unwrap();
+    let loss_err = rel_err(got.inner(), want.clone().inner());
+    assert!(loss_err < 1e-6, "loss: relative error {loss_err:.3e}");
+    let grad_err = rel_err(got_grad, want_grad.clone());
+    assert!(
+        grad_err < TOL_F32,
+        "gradient: relative error {grad_err:.3e}"
+    );
+
+    let (z, t, w) = (logits.inner(), targets.inner(), weights.inner());
+    let fwd = reference::forward_blockwise(z.clone(), t.clone(), w.clone(), 5);
+    let grad =
+        reference::backward_blockwise(z, t, w, fwd.lse, fwd.total, Tensor::ones([1], device), 5);
+    let grad_err = rel_err(grad, want_grad);
+    assert!(
+        grad_err < TOL_F32,
+        "blocks of 5: gradient relative error {grad_err:.3e}"
+    );
+    let loss_err = rel_err(fwd.loss, want.inner());
+    assert!(
+        loss_err < 1e-6,
+        "blocks of 5: loss relative error {loss_err:.3e}"
+    );
+}
+
 backend_tests!(
+    cross_entropy_node_matches_log_softmax,
     hsa_hand_computed,
     hsa_matches_naive_g16,
     hsa_matches_naive_g1,

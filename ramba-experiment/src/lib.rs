@@ -80,8 +80,8 @@ pub struct TrainConfig {
     pub grad_accum: usize,
     /// What the model computes in: `"auto"` (bf16 on CUDA, f32 elsewhere), `"f32"`, `"bf16"`
     /// or `"f16"`. Parameters, optimizer state and checkpoints stay f32 whatever it is (mixed
-    /// precision with master weights); norms' statistics, `Δ`, the selection weights, the
-    /// logits and the loss are computed in f32.
+    /// precision with master weights); norms' statistics, `Δ`, the selection weights, and the
+    /// softmax and loss over the vocabulary are computed in f32.
     pub precision: Precision,
     /// Loss weight of the answer tokens of synthetic tasks (passkey digits, recalled values),
     /// relative to 1 for every other token. Retrieval answers are a handful of tokens in a long

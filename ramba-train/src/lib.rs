@@ -7,6 +7,7 @@
 //! architecture and tabulates their evaluations.
 
 pub mod compare;
+pub mod device_failure;
 pub mod init_from;
 pub mod optim;
 pub mod parallel;

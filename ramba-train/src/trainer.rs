@@ -31,6 +31,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::device_failure;
 use crate::optim::{adamw, clip_and_split, decayed_params, AdamWPair};
 use crate::parallel::{self, topology, Peer, StepTotals};
 use crate::schedule::Schedule;
@@ -550,46 +551,51 @@ impl PeerRun<'_> {
             let lr = schedule.at(step);
             let mut accum = GradientsAccumulator::new();
             let mut totals = StepTotals::default();
-            for micro in 0..t.grad_accum {
-                let full = self
-                    .data
-                    .batch(Split::Train, step * t.grad_accum as u64 + micro as u64);
-                let init = match carried.take() {
-                    Some(s) if t.memory_reset => {
-                        let whole = peer.gather_state(s, batch)?;
-                        Some(reset_states(whole, cfg, step, micro, device).rows(rows.clone()))
-                    }
-                    _ => None,
-                };
-                // This peer's rows, and their share of the batch's loss weight.
-                let (b, share) = if peer.world() == 1 {
-                    (full, 1.0)
-                } else {
-                    let weights = loss_weights(&full, t.answer_weight);
-                    let sum = |r: Range<usize>| -> f64 {
-                        weights[r.start * seq..r.end * seq]
-                            .iter()
-                            .map(|&w| f64::from(w))
-                            .sum()
+            // A panic of the device runtime (an allocation that failed) is an error that says
+            // so, not a crash that loses the run's end.
+            device_failure::guard(cfg, step + 1, || {
+                for micro in 0..t.grad_accum {
+                    let full = self
+                        .data
+                        .batch(Split::Train, step * t.grad_accum as u64 + micro as u64);
+                    let init = match carried.take() {
+                        Some(s) if t.memory_reset => {
+                            let whole = peer.gather_state(s, batch)?;
+                            Some(reset_states(whole, cfg, step, micro, device).rows(rows.clone()))
+                        }
+                        _ => None,
                     };
-                    let share = sum(rows.clone()) / sum(0..batch).max(1e-9);
-                    (full.rows(rows.clone()), share)
-                };
-                let out = micro_step(
-                    model,
-                    &b,
-                    init,
-                    self.settings.scale * share,
-                    self.settings,
-                    device,
-                );
-                totals.loss += out.loss;
-                totals.answers.add(out.answers);
-                carried = out.state;
-                for grads in out.grads {
-                    accum.accumulate(model, grads);
+                    // This peer's rows, and their share of the batch's loss weight.
+                    let (b, share) = if peer.world() == 1 {
+                        (full, 1.0)
+                    } else {
+                        let weights = loss_weights(&full, t.answer_weight);
+                        let sum = |r: Range<usize>| -> f64 {
+                            weights[r.start * seq..r.end * seq]
+                                .iter()
+                                .map(|&w| f64::from(w))
+                                .sum()
+                        };
+                        let share = sum(rows.clone()) / sum(0..batch).max(1e-9);
+                        (full.rows(rows.clone()), share)
+                    };
+                    let out = micro_step(
+                        model,
+                        &b,
+                        init,
+                        self.settings.scale * share,
+                        self.settings,
+                        device,
+                    );
+                    totals.loss += out.loss;
+                    totals.answers.add(out.answers);
+                    carried = out.state;
+                    for grads in out.grads {
+                        accum.accumulate(model, grads);
+                    }
                 }
-            }
+                Ok(())
+            })?;
             totals.stop = self.stop.load(Ordering::SeqCst);
             let (grads, totals) = match peer.sum_step(model, accum.grads(), totals, device) {
                 Ok(v) => v,
@@ -604,6 +610,8 @@ impl PeerRun<'_> {
             };
             let loss_sum = totals.loss;
             answers.add(totals.answers);
+            // Before the loss is judged: a failed allocation shows as an `inf` or `NaN` loss.
+            device_failure::check::<B>(cfg, step + 1, device)?;
             if !loss_sum.is_finite() {
                 bail!(
                     "the training loss became {loss_sum} at step {}; the last checkpoint and \

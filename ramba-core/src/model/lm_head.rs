@@ -50,11 +50,12 @@ impl<B: Backend> LmHead<B> {
         self.embedding.forward(tokens).cast(self.compute)
     }
 
-    /// `[batch, seq, d_model]` → logits `[batch, seq, vocab]`, in f32 whatever the compute
-    /// dtype (the softmax over the vocabulary and the loss need its range).
+    /// `[batch, seq, d_model]` → logits `[batch, seq, vocab]`, in the compute dtype (the loss
+    /// takes them as they are and works in f32 a block of rows at a time: an f32 copy of
+    /// a batch's logits is 6.6 GB at 8 × 4096 tokens of a 50,280-token vocabulary).
     pub fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.norm.forward_autocast(x);
-        let logits = match &self.head {
+        match &self.head {
             Some(head) => head.forward_autocast(x),
             None => {
                 let [batch, seq, d] = x.dims();
@@ -64,7 +65,6 @@ impl<B: Backend> LmHead<B> {
                     .matmul(w.transpose())
                     .reshape([batch, seq, vocab])
             }
-        };
-        logits.cast(DType::F32)
+        }
     }
 }

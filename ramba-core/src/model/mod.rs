@@ -275,16 +275,19 @@ impl<B: Backend> LanguageModel<B> {
     }
 }
 
-/// Masked mean cross-entropy: logits `[batch, seq, vocab]`, targets and mask `[batch, seq]`.
-pub fn lm_loss<B: Backend>(
+/// Masked mean cross-entropy (f32, whatever the logits' dtype): logits `[batch, seq, vocab]`,
+/// targets and mask `[batch, seq]` (see [`crate::ops::cross_entropy`]).
+pub fn lm_loss<B: RambaBackend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let logp = burn::tensor::activation::log_softmax(logits, 2);
-    let picked = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim::<2>(2);
-    let total = mask.clone().sum().clamp_min(1e-9);
-    (picked * mask).sum().neg() / total
+    let [batch, seq, vocab] = logits.dims();
+    crate::ops::cross_entropy::cross_entropy(
+        logits.reshape([batch * seq, vocab]),
+        targets.reshape([batch * seq]),
+        mask.reshape([batch * seq]),
+    )
 }
 
 /// Runs `blocks` in order at stream positions `start..`, each with its stream state.

@@ -16,6 +16,7 @@
 pub mod activation;
 pub mod attention;
 pub mod conv;
+pub mod cross_entropy;
 pub mod hsa;
 mod packed;
 pub mod scan;
@@ -42,6 +43,16 @@ pub use selection::{ChunkSelection, ChunkWeighting, SelectionMode, SelectionOpti
 /// Shapes use the spec's sequence-first layouts (`docs/hsa-spec.md` in the shared docs); each
 /// op module documents its own.
 pub trait RambaBackend: Backend {
+    /// The training loss: weighted mean cross-entropy of `targets [N]` under `logits [N, V]`
+    /// with `weights [N]`, an f32 `[1]` (see [`cross_entropy::cross_entropy`]).
+    fn cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cross_entropy::reference::cross_entropy_primitive::<Self>(logits, targets, weights)
+    }
+
     /// Whether [`attention_forward`](Self::attention_forward) and
     /// [`attention_backward`](Self::attention_backward) run fused kernels on this backend.
     fn fused_attention() -> bool {
@@ -561,6 +572,15 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
 /// Autodiff: fused ops become one graph node each (backward = the inner backend's backward
 /// kernels); ops without kernels differentiate the reference.
 impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
+    /// One node on every backend (plain tensor ops of `B`, blockwise in f32).
+    fn cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights)
+    }
+
     fn fused_attention() -> bool {
         B::fused_attention()
     }

@@ -4,3 +4,4 @@ pub mod attention;
 pub mod hsa;
 pub mod scan;
 pub mod timing;
+pub mod train;

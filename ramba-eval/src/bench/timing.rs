@@ -22,10 +22,23 @@ pub struct Ceilings {
 }
 
 /// Median milliseconds of `f`, the anchors' way.
-pub fn time_ms<B: Backend>(device: &B::Device, budget_ms: f64, mut f: impl FnMut()) -> f64 {
+pub fn time_ms<B: Backend>(device: &B::Device, budget_ms: f64, f: impl FnMut()) -> f64 {
+    time_ms_flushed::<B>(device, budget_ms, true, f)
+}
+
+/// [`time_ms`], with the L2 flush before each call optional (a software Vulkan such as lavapipe
+/// cannot allocate its 256 MiB buffer).
+pub fn time_ms_flushed<B: Backend>(
+    device: &B::Device,
+    budget_ms: f64,
+    flush_l2: bool,
+    mut f: impl FnMut(),
+) -> f64 {
     let flush = |device: &B::Device| {
-        let x = Tensor::<B, 1>::full([64 << 20], 1.0, device);
-        drop(x);
+        if flush_l2 {
+            let x = Tensor::<B, 1>::full([64 << 20], 1.0, device);
+            drop(x);
+        }
         B::sync(device).expect("device sync");
     };
     let once = |f: &mut dyn FnMut()| {
@@ -62,12 +75,7 @@ pub fn peak_mib<B: RambaBackend, T>(device: &B::Device, f: impl FnOnce() -> T) -
 
 /// Ceilings in `dtype`: an 8192³ matmul and a 2 GiB copy.
 pub fn ceilings<B: RambaBackend>(device: &B::Device, dtype: DType, budget_ms: f64) -> Ceilings {
-    let n = 8192;
-    let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
-    let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
-    let mm = time_ms::<B>(device, budget_ms, || {
-        let _ = a.clone().matmul(b.clone());
-    });
+    let matmul_tflops = matmul_tflops::<B>(device, dtype, 8192, true, budget_ms);
     // 512 MiB: wgpu caps one buffer below 2 GiB.
     let len: usize = 128 << 20;
     let x = Tensor::<B, 1>::random([len], Distribution::Normal(0.0, 1.0), device);
@@ -75,9 +83,25 @@ pub fn ceilings<B: RambaBackend>(device: &B::Device, dtype: DType, budget_ms: f6
         let _ = x.clone().mul_scalar(1.0);
     });
     Ceilings {
-        matmul_tflops: 2.0 * (n as f64).powi(3) / (mm * 1e-3) / 1e12,
+        matmul_tflops,
         copy_tbs: 2.0 * (len * 4) as f64 / (copy * 1e-3) / 1e12,
     }
+}
+
+/// TFLOP/s of an `n³` matmul in `dtype` ([`time_ms_flushed`]).
+pub fn matmul_tflops<B: RambaBackend>(
+    device: &B::Device,
+    dtype: DType,
+    n: usize,
+    flush_l2: bool,
+    budget_ms: f64,
+) -> f64 {
+    let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
+    let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device).cast(dtype);
+    let mm = time_ms_flushed::<B>(device, budget_ms, flush_l2, || {
+        let _ = a.clone().matmul(b.clone());
+    });
+    2.0 * (n as f64).powi(3) / (mm * 1e-3) / 1e12
 }
 
 /// `4K`, `1M` or the plain number.

@@ -1,4 +1,4 @@
-//! `ramba-bench hsa|scan|attention`: kernel benchmarks that print a table (see
+//! `ramba-bench hsa|scan|attention|train`: kernel and training benchmarks that print a table (see
 //! `ramba_eval::bench`).
 //!
 //! ```text
@@ -7,6 +7,7 @@
 //! ramba-bench hsa --backend cuda --batch 1 --lengths 256k,1m,4m --check 2048
 //! ramba-bench scan --backend cuda --batch 8 --lengths 4k,16k,64k --block 8x4k
 //! ramba-bench scan --backend cuda --batch 1 --lengths 1m --check 4096
+//! ramba-bench train --backend cuda --config configs/ramba-small.toml --precisions f32,bf16
 //! ```
 
 use std::io::Write;
@@ -16,11 +17,15 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::DType;
 use clap::{Args, Parser, Subcommand};
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
+use ramba_core::config::{Arch, ModelConfig};
 use ramba_core::ops::RambaBackend;
+use ramba_core::precision::{dtype_name, Precision};
 use ramba_eval::bench::attention::{self, AttentionBenchSettings};
 use ramba_eval::bench::hsa::{self, HsaBenchSettings};
 use ramba_eval::bench::scan::{self, ScanBenchSettings};
 use ramba_eval::bench::timing;
+use ramba_eval::bench::train::{self, TrainBenchCase};
+use ramba_experiment::ExperimentConfig;
 
 /// Kernel benchmarks.
 #[derive(Parser, Debug)]
@@ -38,6 +43,60 @@ enum Command {
     Scan(ScanArgs),
     /// Fused causal / sliding-window attention forward and forward+backward.
     Attention(AttentionArgs),
+    /// Training throughput of an experiment's model: tokens/s, step ms, first step, peak
+    /// memory and MFU per architecture, precision and batch.
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[arg(
+        long,
+        help = "experiment file whose [model] and data.seq_len are benchmarked"
+    )]
+    config: PathBuf,
+    #[arg(
+        long = "set",
+        help = "override a key of the experiment, KEY=VALUE (repeatable)"
+    )]
+    set: Vec<String>,
+    #[arg(long, default_value = "auto", help = "auto, cuda, wgpu or cpu")]
+    backend: BackendKind,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ramba,mamba2,transformer,swa_hsa",
+        help = "architectures (model.arch values)"
+    )]
+    archs: Vec<String>,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bf16",
+        help = "compute precisions: f32, bf16, f16 (auto: the backend's default)"
+    )]
+    precisions: Vec<Precision>,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,8",
+        help = "batch sizes (rows of data.seq_len tokens)"
+    )]
+    batches: Vec<usize>,
+    #[arg(
+        long,
+        default_value_t = 8,
+        help = "timed steps (the median is reported)"
+    )]
+    steps: usize,
+    #[arg(
+        long,
+        default_value_t = 2,
+        help = "steps before timing (the first compiles)"
+    )]
+    warmup: usize,
+    #[arg(long, help = "append the rows as JSON lines to this file")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -334,6 +393,82 @@ impl BackendTask for ScanTask {
     }
 }
 
+struct TrainTask {
+    model: ModelConfig,
+    seq: usize,
+    archs: Vec<Arch>,
+    precisions: Vec<Precision>,
+    batches: Vec<usize>,
+    steps: usize,
+    warmup: usize,
+    json: Option<PathBuf>,
+}
+
+impl BackendTask for TrainTask {
+    type Output = Result<()>;
+
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Result<()> {
+        println!("{info}");
+        let mut rows = vec![];
+        let mut ceilings = vec![];
+        for precision in &self.precisions {
+            let dtype = precision.compute_dtype(info.kind, |d| B::supports_dtype(&device, d))?;
+            // The ceiling in the compute dtype, before any model takes memory: an 8192³ matmul
+            // on CUDA, 1024³ elsewhere (a CPU or lavapipe would take minutes).
+            let cuda = info.kind == BackendKind::Cuda;
+            let n = if cuda { 8192 } else { 1024 };
+            let ceiling = timing::matmul_tflops::<B>(&device, dtype, n, cuda, 300.0);
+            println!(
+                "{} matmul ceiling ({n}³): {ceiling:.2} TFLOP/s",
+                dtype_name(dtype)
+            );
+            for &arch in &self.archs {
+                for &batch in &self.batches {
+                    let mut model = self.model.clone();
+                    model.arch = arch;
+                    model.validate().context("the benchmarked [model]")?;
+                    let case = TrainBenchCase {
+                        model,
+                        dtype,
+                        batch,
+                        seq: self.seq,
+                        steps: self.steps,
+                        warmup: self.warmup,
+                    };
+                    let row = train::run::<B>(&device, &case, ceiling);
+                    print!("{}", train::table(std::slice::from_ref(&row), ceiling));
+                    rows.push(row);
+                }
+            }
+            ceilings.push(ceiling);
+        }
+        println!();
+        for (precision, &ceiling) in self.precisions.iter().zip(&ceilings) {
+            let of: Vec<_> = rows
+                .iter()
+                .filter(|r| {
+                    precision
+                        .compute_dtype(info.kind, |d| B::supports_dtype(&device, d))
+                        .is_ok_and(|d| dtype_name(d) == r.precision)
+                })
+                .cloned()
+                .collect();
+            print!("{}", train::table(&of, ceiling));
+        }
+        if let Some(path) = &self.json {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            for r in &rows {
+                writeln!(f, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `8x4k` → `(8, 4096)`.
 fn parse_batch_len(s: &str) -> Result<(usize, usize)> {
     let (b, l) = s
@@ -409,6 +544,40 @@ fn main() -> Result<()> {
                 a.backend,
                 AttentionTask {
                     settings,
+                    json: a.json,
+                },
+            )?
+        }
+        Command::Train(a) => {
+            let experiment = ExperimentConfig::load(&a.config, &a.set)
+                .with_context(|| format!("--config {}", a.config.display()))?;
+            let archs = a
+                .archs
+                .iter()
+                .map(|s| {
+                    toml::Value::String(s.trim().to_string())
+                        .try_into::<Arch>()
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "--archs: `{s}` is not one of ramba, mamba2, transformer, \
+                                 swa_hsa, mamba_nsa"
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if a.batches.contains(&0) || a.steps == 0 {
+                bail!("--batches and --steps must be at least 1");
+            }
+            dispatch(
+                a.backend,
+                TrainTask {
+                    model: experiment.model,
+                    seq: experiment.data.seq_len,
+                    archs,
+                    precisions: a.precisions,
+                    batches: a.batches,
+                    steps: a.steps,
+                    warmup: a.warmup,
                     json: a.json,
                 },
             )?

@@ -1,0 +1,103 @@
+//! The cross-entropy under `Autodiff<B>` for every `B`: one graph node whose forward and
+//! backward are the blockwise passes of [`super::reference`] on the inner backend. It keeps the
+//! logits (in their dtype: bf16 under mixed precision), the targets, the weights and the rows'
+//! log-sum-exp; `log_softmax` through autodiff would keep f32 `[N, V]` tensors instead.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::TensorMetadata;
+
+use super::reference::{backward_blockwise, block_rows, forward_blockwise};
+use crate::ops::{from_float, into_float};
+
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+/// What the backward needs beyond the checkpointed logits.
+#[derive(Clone, Debug)]
+struct CrossEntropyState<B: Backend> {
+    logits: NodeId,
+    targets: IntTensor<B>,
+    weights: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    total: FloatTensor<B>,
+}
+
+impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
+    type State = CrossEntropyState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let logits: Tensor<B, 2> =
+            from_float(checkpointer.retrieve_node_output::<FloatTensor<B>>(s.logits));
+        let block = block_rows(logits.dims()[1]);
+        let d_logits = backward_blockwise::<B>(
+            logits,
+            Tensor::from_primitive(s.targets),
+            from_float(s.weights),
+            from_float(s.lse),
+            from_float(s.total),
+            from_float(grad),
+            block,
+        );
+        if let Some(node) = node {
+            grads.register::<B>(node.id, into_float(d_logits));
+        }
+    }
+}
+
+/// `Autodiff<B>::cross_entropy`.
+pub(crate) fn cross_entropy<B: Backend, C: CheckpointStrategy>(
+    logits: FloatTensor<Autodiff<B, C>>,
+    targets: IntTensor<Autodiff<B, C>>,
+    weights: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    // The weights are the loss mask: constants, not differentiated.
+    let weights = weights.primitive;
+    let block = block_rows(logits.primitive.shape().dims::<2>()[1]);
+    match CrossEntropyBackward
+        .prepare::<C>([logits.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let node = prep.checkpoint(&logits);
+            let fwd = forward_blockwise::<B>(
+                from_float(logits.primitive),
+                Tensor::from_primitive(targets.clone()),
+                from_float(weights.clone()),
+                block,
+            );
+            let state = CrossEntropyState {
+                logits: node,
+                targets,
+                weights,
+                lse: into_float(fwd.lse),
+                total: into_float(fwd.total),
+            };
+            prep.finish(state, into_float(fwd.loss))
+        }
+        OpsKind::UnTracked(prep) => {
+            let fwd = forward_blockwise::<B>(
+                from_float(logits.primitive),
+                Tensor::from_primitive(targets),
+                from_float(weights),
+                block,
+            );
+            prep.finish(into_float(fwd.loss))
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The cross-entropy in plain tensor ops: the CPU backend's forward, and the oracle of the
+//! blockwise forward and backward of [`super::autodiff`], which are written here too (they are
+//! plain tensor ops on the inner backend).
+
+use burn::prelude::*;
+use burn::tensor::{DType, IndexingUpdateOp};
+
+/// Rows per block of the blockwise passes: about 256 MiB of f32 logits each.
+pub fn block_rows(vocab: usize) -> usize {
+    ((64usize << 20) / vocab.max(1)).max(1)
+}
+
+/// `log_softmax`, gather and the weighted mean, differentiable through `Autodiff`.
+pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+) -> Tensor<B, 1> {
+    let logp = burn::tensor::activation::log_softmax(logits.cast(DType::F32), 1);
+    let picked = logp.gather(1, targets.unsqueeze_dim(1)).squeeze_dim::<1>(1);
+    let weights = weights.cast(DType::F32);
+    let total = weights.clone().sum().clamp_min(1e-9);
+    (picked * weights).sum().neg() / total
+}
+
+/// The primitive form of [`cross_entropy`], for the seam's default method.
+pub fn cross_entropy_primitive<B: Backend>(
+    logits: burn::tensor::ops::FloatTensor<B>,
+    targets: burn::tensor::ops::IntTensor<B>,
+    weights: burn::tensor::ops::FloatTensor<B>,
+) -> burn::tensor::ops::FloatTensor<B> {
+    use crate::ops::{from_float, into_float};
+    into_float(cross_entropy::<B>(
+        from_float(logits),
+        Tensor::from_primitive(targets),
+        from_float(weights),
+    ))
+}
+
+/// What the blockwise forward returns: the loss `[1]`, each row's log-sum-exp `[N]` and the
+/// weights' sum `[1]`, all f32.
+pub struct Forward<B: Backend> {
+    /// The weighted mean.
+    pub loss: Tensor<B, 1>,
+    /// `log Σ_v exp z_iv`.
+    pub lse: Tensor<B, 1>,
+    /// `max(Σ w, 1e-9)`.
+    pub total: Tensor<B, 1>,
+}
+
+/// The loss without a graph, `block` rows at a time in f32.
+pub fn forward_blockwise<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+    block: usize,
+) -> Forward<B> {
+    let n = logits.dims()[0];
+    let lse = Tensor::cat(
+        (0..n)
+            .step_by(block)
+            .map(|start| {
+                let end = (start + block).min(n);
+                let z = logits.clone().slice([start..end]).cast(DType::F32);
+                let max = z.clone().max_dim(1);
+                ((z - max.clone()).exp().sum_dim(1).log() + max).reshape([end - start])
+            })
+            .collect(),
+        0,
+    );
+    let picked = logits
+        .gather(1, targets.unsqueeze_dim(1))
+        .cast(DType::F32)
+        .reshape([n]);
+    let weights = weights.cast(DType::F32);
+    let total = weights.clone().sum().clamp_min(1e-9);
+    Forward {
+        loss: ((lse.clone() - picked) * weights).sum() / total.clone(),
+        lse,
+        total,
+    }
+}
+
+/// The logits' gradient for the loss gradient `grad [1]`: `(softmax(z) − onehot(t)) · w · g / Σw`,
+/// `block` rows at a time in f32, returned in the logits' dtype.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_blockwise<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+    lse: Tensor<B, 1>,
+    total: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+    block: usize,
+) -> Tensor<B, 2> {
+    let n = logits.dims()[0];
+    let dtype = logits.dtype();
+    let coef = weights.cast(DType::F32) * (grad.cast(DType::F32) / total);
+    Tensor::cat(
+        (0..n)
+            .step_by(block)
+            .map(|start| {
+                let end = (start + block).min(n);
+                let rows = end - start;
+                let z = logits.clone().slice([start..end]).cast(DType::F32);
+                let c = coef.clone().slice([start..end]).reshape([rows, 1]);
+                let softmax = (z - lse.clone().slice([start..end]).reshape([rows, 1])).exp();
+                let at_target = targets.clone().slice([start..end]).reshape([rows, 1]);
+                (softmax * c.clone())
+                    .scatter(1, at_target, c.neg(), IndexingUpdateOp::Add)
+                    .cast(dtype)
+            })
+            .collect(),
+        0,
+    )
+}
