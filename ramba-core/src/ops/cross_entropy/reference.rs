@@ -61,7 +61,7 @@ pub fn forward_blockwise<B: Backend>(
             .step_by(block)
             .map(|start| {
                 let end = (start + block).min(n);
-                let z = logits.clone().slice([start..end]).cast(DType::F32);
+                let z = logits.clone().slice(start..end).cast(DType::F32);
                 let max = z.clone().max_dim(1);
                 ((z - max.clone()).exp().sum_dim(1).log() + max).reshape([end - start])
             })
@@ -102,10 +102,10 @@ pub fn backward_blockwise<B: Backend>(
             .map(|start| {
                 let end = (start + block).min(n);
                 let rows = end - start;
-                let z = logits.clone().slice([start..end]).cast(DType::F32);
-                let c = coef.clone().slice([start..end]).reshape([rows, 1]);
-                let softmax = (z - lse.clone().slice([start..end]).reshape([rows, 1])).exp();
-                let at_target = targets.clone().slice([start..end]).reshape([rows, 1]);
+                let z = logits.clone().slice(start..end).cast(DType::F32);
+                let c = coef.clone().slice(start..end).reshape([rows, 1]);
+                let softmax = (z - lse.clone().slice(start..end).reshape([rows, 1])).exp();
+                let at_target = targets.clone().slice(start..end).reshape([rows, 1]);
                 (softmax * c.clone())
                     .scatter(1, at_target, c.neg(), IndexingUpdateOp::Add)
                     .cast(dtype)
