@@ -49,7 +49,9 @@ impl<B: Backend> LmHead<B> {
     pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         self.embedding.forward(tokens).cast(self.compute)
     }
+}
 
+impl<B: crate::ops::RambaBackend> LmHead<B> {
     /// `[batch, seq, d_model]` → logits `[batch, seq, vocab]`, in the compute dtype (the loss
     /// takes them as they are and works in f32 a block of rows at a time: an f32 copy of
     /// a batch's logits is 6.6 GB at 8 × 4096 tokens of a 50,280-token vocabulary).

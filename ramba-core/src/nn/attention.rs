@@ -79,7 +79,9 @@ impl<B: Backend> SelfAttention<B> {
             rope_theta: s.rope_theta,
         }
     }
+}
 
+impl<B: RambaBackend> SelfAttention<B> {
     /// Like [`forward`](Self::forward) in a stream: the keys and values of earlier calls come
     /// from `cache` (full causal or a sliding window, the cache's kind), and this call's are
     /// added to it.

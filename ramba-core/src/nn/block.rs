@@ -31,7 +31,9 @@ impl<B: Backend> TransformerBlock<B> {
             mlp: SwiGluMlp::new(s.d_model, mlp_hidden, s.init_std, device),
         }
     }
+}
 
+impl<B: RambaBackend> TransformerBlock<B> {
     /// Like [`forward`](Self::forward) in a stream, attending also to the keys `cache` holds.
     pub fn forward_cached(
         &self,

@@ -8,7 +8,6 @@
 use burn::module::Param;
 use burn::nn::{Initializer, Linear, RmsNorm};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 
@@ -320,7 +319,7 @@ impl<B: RambaBackend> Mamba2Block<B> {
             Some(self.conv_bias.val().cast(dtype)),
             state.conv.cast(dtype),
         );
-        let xbc = silu(xbc);
+        let xbc = crate::ops::norm::silu(xbc);
         let xs = xbc
             .clone()
             .slice([0..batch, 0..di])
@@ -395,7 +394,7 @@ impl<B: RambaBackend> Mamba2Block<B> {
             Some(self.conv_bias.val().cast(dtype)),
             conv_state,
         );
-        let xbc = silu(xbc);
+        let xbc = crate::ops::norm::silu(xbc);
         let xs = xbc.clone().slice([0..batch, 0..seq, 0..di]).reshape([
             batch,
             seq,

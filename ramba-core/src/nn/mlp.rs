@@ -2,7 +2,6 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::{linear, Autocast};
 
@@ -23,11 +22,14 @@ impl<B: Backend> SwiGluMlp<B> {
             down: linear(hidden, d, false, std, device),
         }
     }
+}
 
+impl<B: crate::ops::RambaBackend> SwiGluMlp<B> {
     /// `[.., d]` → `[.., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         self.down.forward_autocast(
-            silu(self.gate.forward_autocast(x.clone())) * self.up.forward_autocast(x),
+            crate::ops::norm::silu(self.gate.forward_autocast(x.clone()))
+                * self.up.forward_autocast(x),
         )
     }
 }

@@ -3,8 +3,8 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
-use burn::tensor::DType;
+
+use crate::ops::RambaBackend;
 
 /// See the module docs.
 #[derive(Module, Debug)]
@@ -23,13 +23,12 @@ impl<B: Backend> GatedRmsNorm<B> {
             epsilon,
         }
     }
+}
 
-    /// `x, z`: `[.., d]` → `[.., d]`, in `x`'s dtype; the mean square is taken in f32 (see
-    /// [`Autocast`](super::Autocast)).
+impl<B: RambaBackend> GatedRmsNorm<B> {
+    /// `x, z`: `[.., d]` → `[.., d]`, in `x`'s dtype: one graph node
+    /// ([`crate::ops::norm::gated_rms_norm`], f32 inside, keeping `x`, `z` and one f32 a row).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, z: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let x = x * silu(z);
-        let rms = (x.clone().cast(DType::F32).square().mean_dim(D - 1) + self.epsilon).sqrt();
-        x / rms.cast(dtype) * self.gamma.val().cast(dtype).unsqueeze()
+        crate::ops::norm::gated_rms_norm(x, z, self.gamma.val(), self.epsilon)
     }
 }

@@ -18,6 +18,7 @@ pub mod attention;
 pub mod conv;
 pub mod cross_entropy;
 pub mod hsa;
+pub mod norm;
 mod packed;
 pub mod scan;
 pub mod selection;
@@ -43,6 +44,34 @@ pub use selection::{ChunkSelection, ChunkWeighting, SelectionMode, SelectionOpti
 /// Shapes use the spec's sequence-first layouts (`docs/hsa-spec.md` in the shared docs); each
 /// op module documents its own.
 pub trait RambaBackend: Backend {
+    /// RMSNorm of `x [rows, d]` with scale `gamma [d]` (see [`norm::rms_norm`]).
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        let (y, _) =
+            norm::math::rms_norm_forward::<Self>(from_float(x), from_float(gamma), epsilon);
+        into_float(y)
+    }
+
+    /// Mamba-2's gated RMSNorm of `x, z [rows, d]` (see [`norm::gated_rms_norm`]).
+    fn gated_rms_norm(
+        x: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (y, _) = norm::math::gated_rms_norm_forward::<Self>(
+            from_float(x),
+            from_float(z),
+            from_float(gamma),
+            epsilon,
+        );
+        into_float(y)
+    }
+
+    /// SiLU of `x [n]` (see [`norm::silu`]).
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        into_float(norm::math::silu_forward::<Self>(from_float(x)))
+    }
+
     /// The training loss: weighted mean cross-entropy of `targets [N]` under `logits [N, V]`
     /// with `weights [N]`, an f32 `[1]` (see [`cross_entropy::cross_entropy`]).
     fn cross_entropy(
@@ -572,6 +601,24 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
 /// Autodiff: fused ops become one graph node each (backward = the inner backend's backward
 /// kernels); ops without kernels differentiate the reference.
 impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
+    /// One node on every backend (plain tensor ops of `B`).
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        norm::autodiff::rms_norm::<B, C>(x, gamma, epsilon)
+    }
+
+    fn gated_rms_norm(
+        x: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        norm::autodiff::gated_rms_norm::<B, C>(x, z, gamma, epsilon)
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        norm::autodiff::silu::<B, C>(x)
+    }
+
     /// One node on every backend (plain tensor ops of `B`, blockwise in f32).
     fn cross_entropy(
         logits: FloatTensor<Self>,

@@ -1,0 +1,32 @@
+//! The norms and SiLU composed of differentiable tensor ops: what `Autodiff` would build without
+//! the nodes of [`super::autodiff`], and the oracle their gradients are tested against.
+
+use burn::prelude::*;
+use burn::tensor::activation::silu as burn_silu;
+use burn::tensor::DType;
+
+/// `x / rms(x) · γ`, the statistic in f32, in `x`'s dtype.
+pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>, epsilon: f64) -> Tensor<B, 2> {
+    let dtype = x.dtype();
+    let xf = x.cast(DType::F32);
+    let rms = (xf.clone().square().mean_dim(1) + epsilon).sqrt();
+    (xf / rms * gamma.cast(DType::F32).unsqueeze()).cast(dtype)
+}
+
+/// `RMSNorm(x · SiLU(z)) · γ`.
+pub fn gated_rms_norm<B: Backend>(
+    x: Tensor<B, 2>,
+    z: Tensor<B, 2>,
+    gamma: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, 2> {
+    let dtype = x.dtype();
+    let u = x.cast(DType::F32) * burn_silu(z.cast(DType::F32));
+    rms_norm(u, gamma, epsilon).cast(dtype)
+}
+
+/// `x · σ(x)`.
+pub fn silu<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
+    let dtype = x.dtype();
+    burn_silu(x.cast(DType::F32)).cast(dtype)
+}
