@@ -96,6 +96,7 @@ pub trait BackendTask {
 
 /// Opens the requested backend (resolving `auto`) and runs `task` on it.
 pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output> {
+    configure_runtime();
     let mut info = open(kind)?;
     // Printed with the backend, so a missing override can never train silently on the
     // reference.
@@ -111,8 +112,32 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output>
     })
 }
 
+/// CubeCL's run-time settings, fixed before any device opens: what CubeCL itself would read
+/// (`cubecl.toml`, or the `[cubecl]` table of `burn.toml`, in the working folder or above, and
+/// its `CUBECL_*` environment variables), plus a persistent kernel cache unless those name one.
+/// CubeCL keeps no compiled kernel across runs by default, so every run of a config compiled
+/// its CUDA kernels again (15–60 s before the first step of the ~100M configs); with the cache,
+/// a second run loads their PTX from disk (the `target` folder of the project it runs in, else
+/// the user's cache folder) and the driver's own cache holds the machine code.
+pub fn configure_runtime() {
+    use cubecl::config::cache::CacheConfig;
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if CubeClRuntimeConfig::storage().lock().is_some() {
+            return; // already read or set: too late to change
+        }
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if config.compilation.cache.is_none() {
+            config.compilation.cache = Some(CacheConfig::Target);
+        }
+        CubeClRuntimeConfig::set(config);
+    });
+}
+
 /// Resolves and opens a backend, without running anything on it.
 pub fn open(kind: BackendKind) -> Result<BackendInfo> {
+    configure_runtime();
     match kind {
         BackendKind::Cuda => probe_cuda().map_err(|e| anyhow::anyhow!("--backend cuda: no CUDA device could be opened ({e})")),
         BackendKind::Wgpu => probe_wgpu().map_err(|e| anyhow::anyhow!("--backend wgpu: no wgpu adapter could be opened ({e}); on Linux without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers")),
