@@ -862,7 +862,8 @@ fn cross_entropy_node_matches_log_softmax<B: RambaBackend>(device: &B::Device) {
 
 /// The RMSNorm, gated RMSNorm and SiLU nodes against the same functions composed of
 /// differentiable ops: outputs and the gradients of every input (the norms' scale included)
-/// for a random output gradient.
+/// for a random output gradient. The nodes exist where the backend fuses them (wgpu here);
+/// on the CPU backend both sides are the reference, and this checks the op-level wrappers.
 fn norm_nodes_match_their_reference<B: RambaBackend>(device: &B::Device) {
     use burn::backend::Autodiff;
     use ramba_core::ops::norm::{self, reference};

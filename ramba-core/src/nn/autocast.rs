@@ -14,21 +14,13 @@ pub trait Autocast<B: Backend> {
 }
 
 impl<B: Backend> Autocast<B> for Linear<B> {
-    /// One matmul over all rows: `x` is seen as `[rows, d_in]` (Burn's `linear` multiplies a
-    /// `[.., L, d_in]` batch by a broadcast weight, and its weight gradient is then a batch of
-    /// products summed afterwards).
     fn forward_autocast<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
-        let mut shape = x.dims();
-        let d_in = shape[D - 1];
-        let rows = shape[..D - 1].iter().product();
-        let y = burn::tensor::module::linear(
-            x.reshape([rows, d_in]),
+        burn::tensor::module::linear(
+            x,
             self.weight.val().cast(dtype),
             self.bias.as_ref().map(|b| b.val().cast(dtype)),
-        );
-        shape[D - 1] = y.dims()[1];
-        y.reshape(shape)
+        )
     }
 }
 

@@ -44,11 +44,21 @@ pub use selection::{ChunkSelection, ChunkWeighting, SelectionMode, SelectionOpti
 /// Shapes use the spec's sequence-first layouts (`docs/hsa-spec.md` in the shared docs); each
 /// op module documents its own.
 pub trait RambaBackend: Backend {
+    /// Whether RMSNorm, the gated RMSNorm, SiLU and the loss run as single graph nodes under
+    /// `Autodiff` (see [`norm`] and [`cross_entropy`]), which keep a fraction of the
+    /// activations op-by-op differentiation keeps. Off on the CPU backend, whose training
+    /// stays the op-by-op reference (the quickstart recipes were tuned on its rounding).
+    fn fused_norm_and_loss() -> bool {
+        false
+    }
+
     /// RMSNorm of `x [rows, d]` with scale `gamma [d]` (see [`norm::rms_norm`]).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        let (y, _) =
-            norm::math::rms_norm_forward::<Self>(from_float(x), from_float(gamma), epsilon);
-        into_float(y)
+        into_float(norm::reference::rms_norm::<Self>(
+            from_float(x),
+            from_float(gamma),
+            epsilon,
+        ))
     }
 
     /// Mamba-2's gated RMSNorm of `x, z [rows, d]` (see [`norm::gated_rms_norm`]).
@@ -58,18 +68,17 @@ pub trait RambaBackend: Backend {
         gamma: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let (y, _) = norm::math::gated_rms_norm_forward::<Self>(
+        into_float(norm::reference::gated_rms_norm::<Self>(
             from_float(x),
             from_float(z),
             from_float(gamma),
             epsilon,
-        );
-        into_float(y)
+        ))
     }
 
     /// SiLU of `x [n]` (see [`norm::silu`]).
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        into_float(norm::math::silu_forward::<Self>(from_float(x)))
+        into_float(norm::reference::silu::<Self>(from_float(x)))
     }
 
     /// The training loss: weighted mean cross-entropy of `targets [N]` under `logits [N, V]`
@@ -394,6 +403,7 @@ pub fn fused_ops_summary<B: RambaBackend>() -> String {
         ("selection", B::fused_selection()),
         ("scan", B::fused_scan()),
         ("conv", B::fused_conv()),
+        ("norms and loss", B::fused_norm_and_loss()),
     ];
     let list = |fused: bool| {
         let names: Vec<&str> = ops
@@ -427,6 +437,51 @@ impl RambaBackend for NdArray<f64> {}
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBackend
     for CubeBackend<R, F, I, BT>
 {
+    fn fused_norm_and_loss() -> bool {
+        true
+    }
+
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        let (y, _) =
+            norm::math::rms_norm_forward::<Self>(from_float(x), from_float(gamma), epsilon);
+        into_float(y)
+    }
+
+    fn gated_rms_norm(
+        x: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (y, _) = norm::math::gated_rms_norm_forward::<Self>(
+            from_float(x),
+            from_float(z),
+            from_float(gamma),
+            epsilon,
+        );
+        into_float(y)
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        into_float(norm::math::silu_forward::<Self>(from_float(x)))
+    }
+
+    fn cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let logits: Tensor<Self, 2> = from_float(logits);
+        let block = cross_entropy::reference::block_rows(logits.dims()[1]);
+        let fwd = cross_entropy::reference::forward_blockwise(
+            logits,
+            Tensor::from_primitive(targets),
+            from_float(weights),
+            block,
+        );
+        into_float(fwd.loss)
+    }
+
     fn fused_attention() -> bool {
         true
     }
@@ -601,9 +656,21 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
 /// Autodiff: fused ops become one graph node each (backward = the inner backend's backward
 /// kernels); ops without kernels differentiate the reference.
 impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
-    /// One node on every backend (plain tensor ops of `B`).
+    fn fused_norm_and_loss() -> bool {
+        B::fused_norm_and_loss()
+    }
+
+    /// One node where `B` fuses them (plain tensor ops of `B`, f32 inside), else the reference
+    /// differentiated op by op.
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        norm::autodiff::rms_norm::<B, C>(x, gamma, epsilon)
+        if B::fused_norm_and_loss() {
+            return norm::autodiff::rms_norm::<B, C>(x, gamma, epsilon);
+        }
+        into_float(norm::reference::rms_norm::<Self>(
+            from_float(x),
+            from_float(gamma),
+            epsilon,
+        ))
     }
 
     fn gated_rms_norm(
@@ -612,20 +679,34 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        norm::autodiff::gated_rms_norm::<B, C>(x, z, gamma, epsilon)
+        if B::fused_norm_and_loss() {
+            return norm::autodiff::gated_rms_norm::<B, C>(x, z, gamma, epsilon);
+        }
+        into_float(norm::reference::gated_rms_norm::<Self>(
+            from_float(x),
+            from_float(z),
+            from_float(gamma),
+            epsilon,
+        ))
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        norm::autodiff::silu::<B, C>(x)
+        if B::fused_norm_and_loss() {
+            return norm::autodiff::silu::<B, C>(x);
+        }
+        into_float(norm::reference::silu::<Self>(from_float(x)))
     }
 
-    /// One node on every backend (plain tensor ops of `B`, blockwise in f32).
+    /// One node where `B` fuses it (blockwise in f32), else `log_softmax` op by op.
     fn cross_entropy(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
         weights: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights)
+        if B::fused_norm_and_loss() {
+            return cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights);
+        }
+        cross_entropy::reference::cross_entropy_primitive::<Self>(logits, targets, weights)
     }
 
     fn fused_attention() -> bool {

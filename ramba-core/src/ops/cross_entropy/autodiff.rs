@@ -1,4 +1,4 @@
-//! The cross-entropy under `Autodiff<B>` for every `B`: one graph node whose forward and
+//! The cross-entropy under `Autodiff<B>` where `B` fuses it: one graph node whose forward and
 //! backward are the blockwise passes of [`super::reference`] on the inner backend. It keeps the
 //! logits (in their dtype: bf16 under mixed precision), the targets, the weights and the rows'
 //! log-sum-exp; `log_softmax` through autodiff would keep f32 `[N, V]` tensors instead.

@@ -4,7 +4,8 @@
 //!
 //! [`cross_entropy`] is what models call. [`reference`] is `log_softmax` and a gather, and under
 //! `Autodiff` it keeps f32 `[N, V]` tensors for its backward (6.6 GB each at 8 × 4096 tokens
-//! of a 50,280-token vocabulary). [`autodiff`] is one graph node on every backend: its forward
+//! of a 50,280-token vocabulary). [`autodiff`] is one graph node on the backends that fuse it
+//! ([`RambaBackend::fused_norm_and_loss`]: the CubeCL ones; the CPU keeps the reference): its forward
 //! keeps the logits in their own dtype and the rows' log-sum-exp, its backward forms
 //! `(softmax − onehot)·w` a block of rows at a time in f32, so no f32 copy of all the logits
 //! exists in either direction, whatever the compute dtype.

@@ -1,4 +1,4 @@
-//! The norm and SiLU nodes under `Autodiff<B>`, for every `B`: forward and backward are the
+//! The norm and SiLU nodes under `Autodiff<B>` where `B` fuses them: forward and backward are the
 //! formulas of [`super::math`] on the inner backend. Each node keeps its inputs (shared with
 //! the graph, not copied) and, for the norms, `1 / rms` per row.
 

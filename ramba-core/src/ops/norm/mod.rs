@@ -1,4 +1,6 @@
-//! RMSNorm, the gated RMSNorm of Mamba-2 and SiLU, as single graph nodes.
+//! RMSNorm, the gated RMSNorm of Mamba-2 and SiLU, as single graph nodes on the backends that
+//! fuse them ([`RambaBackend::fused_norm_and_loss`]: the CubeCL ones; the CPU backend trains
+//! through [`reference`], op by op).
 //!
 //! Differentiated op by op, `x / rms(x) · γ` keeps four activations of `x`'s size (two of them
 //! f32 under mixed precision) and the gated form with its SiLU keeps eight; these nodes keep
@@ -14,6 +16,7 @@ pub mod math;
 pub mod reference;
 
 use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
 
 use super::{from_float, into_float, RambaBackend};
 
@@ -24,10 +27,15 @@ pub fn rms_norm<B: RambaBackend, const D: usize>(
     epsilon: f64,
 ) -> Tensor<B, D> {
     let shape = x.shape();
-    let d = shape.dims::<D>()[D - 1];
-    let rows = x.shape().num_elements() / d;
-    let y = B::rms_norm(into_float(x.reshape([rows, d])), into_float(gamma), epsilon);
+    let y = B::rms_norm(rows_of(x), into_float(gamma), epsilon);
     from_float::<B, 2>(y).reshape(shape)
+}
+
+/// `x [.., d]` as the primitive of `[rows, d]`, the norms' layout.
+fn rows_of<B: RambaBackend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
+    let d = x.dims()[D - 1];
+    let rows = x.shape().num_elements() / d;
+    into_float(x.reshape([rows, d]))
 }
 
 /// Mamba-2's gated RMSNorm `RMSNorm(x · SiLU(z)) · γ`: `x, z [.., d]`, `gamma [d]`.
@@ -38,14 +46,7 @@ pub fn gated_rms_norm<B: RambaBackend, const D: usize>(
     epsilon: f64,
 ) -> Tensor<B, D> {
     let shape = x.shape();
-    let d = shape.dims::<D>()[D - 1];
-    let rows = x.shape().num_elements() / d;
-    let y = B::gated_rms_norm(
-        into_float(x.reshape([rows, d])),
-        into_float(z.reshape([rows, d])),
-        into_float(gamma),
-        epsilon,
-    );
+    let y = B::gated_rms_norm(rows_of(x), rows_of(z), into_float(gamma), epsilon);
     from_float::<B, 2>(y).reshape(shape)
 }
 
