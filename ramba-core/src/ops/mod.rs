@@ -54,7 +54,7 @@ pub trait RambaBackend: Backend {
 
     /// RMSNorm of `x [rows, d]` with scale `gamma [d]` (see [`norm::rms_norm`]).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        into_float(norm::reference::rms_norm::<Self>(
+        into_float(norm::reference::rms_norm::<Self, 2>(
             from_float(x),
             from_float(gamma),
             epsilon,
@@ -68,7 +68,7 @@ pub trait RambaBackend: Backend {
         gamma: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        into_float(norm::reference::gated_rms_norm::<Self>(
+        into_float(norm::reference::gated_rms_norm::<Self, 2>(
             from_float(x),
             from_float(z),
             from_float(gamma),
@@ -78,7 +78,7 @@ pub trait RambaBackend: Backend {
 
     /// SiLU of `x [n]` (see [`norm::silu`]).
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        into_float(norm::reference::silu::<Self>(from_float(x)))
+        into_float(norm::reference::silu::<Self, 1>(from_float(x)))
     }
 
     /// The training loss: weighted mean cross-entropy of `targets [N]` under `logits [N, V]`
@@ -666,7 +666,7 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         if B::fused_norm_and_loss() {
             return norm::autodiff::rms_norm::<B, C>(x, gamma, epsilon);
         }
-        into_float(norm::reference::rms_norm::<Self>(
+        into_float(norm::reference::rms_norm::<Self, 2>(
             from_float(x),
             from_float(gamma),
             epsilon,
@@ -682,7 +682,7 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         if B::fused_norm_and_loss() {
             return norm::autodiff::gated_rms_norm::<B, C>(x, z, gamma, epsilon);
         }
-        into_float(norm::reference::gated_rms_norm::<Self>(
+        into_float(norm::reference::gated_rms_norm::<Self, 2>(
             from_float(x),
             from_float(z),
             from_float(gamma),
@@ -694,7 +694,7 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         if B::fused_norm_and_loss() {
             return norm::autodiff::silu::<B, C>(x);
         }
-        into_float(norm::reference::silu::<Self>(from_float(x)))
+        into_float(norm::reference::silu::<Self, 1>(from_float(x)))
     }
 
     /// One node where `B` fuses it (blockwise in f32), else `log_softmax` op by op.

@@ -10,14 +10,17 @@ pub fn block_rows(vocab: usize) -> usize {
     ((64usize << 20) / vocab.max(1)).max(1)
 }
 
-/// `log_softmax`, gather and the weighted mean, differentiable through `Autodiff`.
-pub fn cross_entropy<B: Backend>(
-    logits: Tensor<B, 2>,
-    targets: Tensor<B, 1, Int>,
-    weights: Tensor<B, 1>,
+/// `log_softmax`, gather and the weighted mean over `logits [.., V]`, `targets` and `weights
+/// [..]` of any rank, differentiable through `Autodiff`.
+pub fn cross_entropy<B: Backend, const D: usize, const DT: usize>(
+    logits: Tensor<B, D>,
+    targets: Tensor<B, DT, Int>,
+    weights: Tensor<B, DT>,
 ) -> Tensor<B, 1> {
-    let logp = burn::tensor::activation::log_softmax(logits.cast(DType::F32), 1);
-    let picked = logp.gather(1, targets.unsqueeze_dim(1)).squeeze_dim::<1>(1);
+    let logp = burn::tensor::activation::log_softmax(logits.cast(DType::F32), D - 1);
+    let picked: Tensor<B, DT> = logp
+        .gather(D - 1, targets.unsqueeze_dim(DT))
+        .squeeze_dim(DT);
     let weights = weights.cast(DType::F32);
     let total = weights.clone().sum().clamp_min(1e-9);
     (picked * weights).sum().neg() / total
@@ -30,7 +33,7 @@ pub fn cross_entropy_primitive<B: Backend>(
     weights: burn::tensor::ops::FloatTensor<B>,
 ) -> burn::tensor::ops::FloatTensor<B> {
     use crate::ops::{from_float, into_float};
-    into_float(cross_entropy::<B>(
+    into_float(cross_entropy::<B, 2, 1>(
         from_float(logits),
         Tensor::from_primitive(targets),
         from_float(weights),

@@ -26,6 +26,10 @@ pub fn rms_norm<B: RambaBackend, const D: usize>(
     gamma: Tensor<B, 1>,
     epsilon: f64,
 ) -> Tensor<B, D> {
+    if !B::fused_norm_and_loss() {
+        // At the caller's rank: the summation order the CPU recipes were tuned on.
+        return reference::rms_norm(x, gamma, epsilon);
+    }
     let shape = x.shape();
     let y = B::rms_norm(rows_of(x), into_float(gamma), epsilon);
     from_float::<B, 2>(y).reshape(shape)
@@ -45,6 +49,9 @@ pub fn gated_rms_norm<B: RambaBackend, const D: usize>(
     gamma: Tensor<B, 1>,
     epsilon: f64,
 ) -> Tensor<B, D> {
+    if !B::fused_norm_and_loss() {
+        return reference::gated_rms_norm(x, z, gamma, epsilon);
+    }
     let shape = x.shape();
     let y = B::gated_rms_norm(rows_of(x), rows_of(z), into_float(gamma), epsilon);
     from_float::<B, 2>(y).reshape(shape)
@@ -52,6 +59,9 @@ pub fn gated_rms_norm<B: RambaBackend, const D: usize>(
 
 /// `x · σ(x)`.
 pub fn silu<B: RambaBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if !B::fused_norm_and_loss() {
+        return reference::silu(x);
+    }
     let shape = x.shape();
     let n = shape.num_elements();
     from_float::<B, 1>(B::silu(into_float(x.reshape([n])))).reshape(shape)

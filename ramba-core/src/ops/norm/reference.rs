@@ -5,28 +5,32 @@ use burn::prelude::*;
 use burn::tensor::activation::silu as burn_silu;
 use burn::tensor::DType;
 
-/// `x / rms(x) · γ`, the statistic in f32, in `x`'s dtype.
-pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>, epsilon: f64) -> Tensor<B, 2> {
+/// `x / rms(x) · γ` over the last axis of `x [.., d]`, the statistic in f32, in `x`'s dtype.
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, D> {
     let dtype = x.dtype();
     let xf = x.cast(DType::F32);
-    let rms = (xf.clone().square().mean_dim(1) + epsilon).sqrt();
+    let rms = (xf.clone().square().mean_dim(D - 1) + epsilon).sqrt();
     (xf / rms * gamma.cast(DType::F32).unsqueeze()).cast(dtype)
 }
 
-/// `RMSNorm(x · SiLU(z)) · γ`.
-pub fn gated_rms_norm<B: Backend>(
-    x: Tensor<B, 2>,
-    z: Tensor<B, 2>,
+/// `RMSNorm(x · SiLU(z)) · γ` over the last axis.
+pub fn gated_rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    z: Tensor<B, D>,
     gamma: Tensor<B, 1>,
     epsilon: f64,
-) -> Tensor<B, 2> {
+) -> Tensor<B, D> {
     let dtype = x.dtype();
     let u = x.cast(DType::F32) * burn_silu(z.cast(DType::F32));
     rms_norm(u, gamma, epsilon).cast(dtype)
 }
 
 /// `x · σ(x)`.
-pub fn silu<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let dtype = x.dtype();
     burn_silu(x.cast(DType::F32)).cast(dtype)
 }
