@@ -25,8 +25,8 @@ impl<B: Backend> Autocast<B> for Linear<B> {
 }
 
 impl<B: RambaBackend> Autocast<B> for RmsNorm<B> {
-    /// One graph node ([`crate::ops::norm::rms_norm`]): the statistic and the scaling in f32,
-    /// the output in `x`'s dtype; under `Autodiff` it keeps only `x` and one f32 per row.
+    /// [`crate::ops::norm::rms_norm`]: the statistic and the scaling in f32, the output in `x`'s
+    /// dtype; on backends that fuse it, one graph node keeping only `x` and one f32 per row.
     fn forward_autocast<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         crate::ops::norm::rms_norm(x, self.gamma.val(), self.epsilon)
     }

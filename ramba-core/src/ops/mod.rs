@@ -44,10 +44,12 @@ pub use selection::{ChunkSelection, ChunkWeighting, SelectionMode, SelectionOpti
 /// Shapes use the spec's sequence-first layouts (`docs/hsa-spec.md` in the shared docs); each
 /// op module documents its own.
 pub trait RambaBackend: Backend {
-    /// Whether RMSNorm, the gated RMSNorm, SiLU and the loss run as single graph nodes under
-    /// `Autodiff` (see [`norm`] and [`cross_entropy`]), which keep a fraction of the
-    /// activations op-by-op differentiation keeps. Off on the CPU backend, whose training
-    /// stays the op-by-op reference (the quickstart recipes were tuned on its rounding).
+    /// Whether models run RMSNorm, the gated RMSNorm, SiLU and the loss through these seam
+    /// methods (under `Autodiff`: single graph nodes, see [`norm`] and [`cross_entropy`], which
+    /// keep a fraction of the activations op-by-op differentiation keeps) rather than the
+    /// reference at their own rank. The model-facing functions check it. Off on the CPU
+    /// backend, whose training stays the op-by-op reference (the quickstart recipes were tuned
+    /// on its rounding).
     fn fused_norm_and_loss() -> bool {
         false
     }
@@ -660,17 +662,11 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         B::fused_norm_and_loss()
     }
 
-    /// One node where `B` fuses them (plain tensor ops of `B`, f32 inside), else the reference
-    /// differentiated op by op.
+    /// One node on every `B` (plain tensor ops of `B`, f32 inside). Whether models take this
+    /// path is [`RambaBackend::fused_norm_and_loss`], decided once by the model-facing
+    /// functions ([`norm::rms_norm`], [`crate::model::lm_loss`], ...).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        if B::fused_norm_and_loss() {
-            return norm::autodiff::rms_norm::<B, C>(x, gamma, epsilon);
-        }
-        into_float(norm::reference::rms_norm::<Self, 2>(
-            from_float(x),
-            from_float(gamma),
-            epsilon,
-        ))
+        norm::autodiff::rms_norm::<B, C>(x, gamma, epsilon)
     }
 
     fn gated_rms_norm(
@@ -679,34 +675,20 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        if B::fused_norm_and_loss() {
-            return norm::autodiff::gated_rms_norm::<B, C>(x, z, gamma, epsilon);
-        }
-        into_float(norm::reference::gated_rms_norm::<Self, 2>(
-            from_float(x),
-            from_float(z),
-            from_float(gamma),
-            epsilon,
-        ))
+        norm::autodiff::gated_rms_norm::<B, C>(x, z, gamma, epsilon)
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if B::fused_norm_and_loss() {
-            return norm::autodiff::silu::<B, C>(x);
-        }
-        into_float(norm::reference::silu::<Self, 1>(from_float(x)))
+        norm::autodiff::silu::<B, C>(x)
     }
 
-    /// One node where `B` fuses it (blockwise in f32), else `log_softmax` op by op.
+    /// One node on every `B` (blockwise in f32); see [`Self::rms_norm`] for who takes it.
     fn cross_entropy(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
         weights: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if B::fused_norm_and_loss() {
-            return cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights);
-        }
-        cross_entropy::reference::cross_entropy_primitive::<Self>(logits, targets, weights)
+        cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights)
     }
 
     fn fused_attention() -> bool {

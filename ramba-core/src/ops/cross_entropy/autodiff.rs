@@ -68,21 +68,20 @@ pub(crate) fn cross_entropy<B: Backend, C: CheckpointStrategy>(
     // The weights are the loss mask: constants, not differentiated.
     let weights = weights.primitive;
     let block = block_rows(logits.primitive.shape().dims::<2>()[1]);
+    let fwd = forward_blockwise::<B>(
+        from_float(logits.primitive.clone()),
+        Tensor::from_primitive(targets.clone()),
+        from_float(weights.clone()),
+        block,
+    );
     match CrossEntropyBackward
         .prepare::<C>([logits.node.clone()])
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let node = prep.checkpoint(&logits);
-            let fwd = forward_blockwise::<B>(
-                from_float(logits.primitive),
-                Tensor::from_primitive(targets.clone()),
-                from_float(weights.clone()),
-                block,
-            );
             let state = CrossEntropyState {
-                logits: node,
+                logits: prep.checkpoint(&logits),
                 targets,
                 weights,
                 lse: into_float(fwd.lse),
@@ -90,14 +89,6 @@ pub(crate) fn cross_entropy<B: Backend, C: CheckpointStrategy>(
             };
             prep.finish(state, into_float(fwd.loss))
         }
-        OpsKind::UnTracked(prep) => {
-            let fwd = forward_blockwise::<B>(
-                from_float(logits.primitive),
-                Tensor::from_primitive(targets),
-                from_float(weights),
-                block,
-            );
-            prep.finish(into_float(fwd.loss))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(into_float(fwd.loss)),
     }
 }
