@@ -207,11 +207,30 @@ fn quietly<T>(probe: impl FnOnce() -> T) -> Result<T> {
     let result = catch_unwind(AssertUnwindSafe(probe));
     std::panic::set_hook(hook);
     result.map_err(|e| {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown error".into());
+        let msg = panic_message(&*e).unwrap_or_else(|| "unknown error".into());
         anyhow::anyhow!("{}", msg.lines().next().unwrap_or_default())
     })
+}
+
+/// The message a panic carried (`panic!` with a literal or with a formatted string), if any.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
+/// Whether a device runtime's error or panic message says an allocation failed (CubeCL's
+/// `BufferTooBig`, CUDA's `CUDA_ERROR_OUT_OF_MEMORY`, ...).
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "buffertoobig",
+        "out of memory",
+        "out_of_memory",
+        "outofmemory",
+        "out-of-memory",
+    ]
+    .iter()
+    .any(|pat| m.contains(pat))
 }

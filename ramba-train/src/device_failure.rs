@@ -6,18 +6,20 @@
 //! after every step, before it looks at the loss, and catches the panics of a step, so that
 //! running out of memory reads as such and never as a diverged loss.
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use anyhow::{anyhow, Result};
 use burn::prelude::Backend;
+use ramba_core::backend::{is_out_of_memory, panic_message};
 use ramba_experiment::ExperimentConfig;
 
 /// Runs `step` (one optimizer step's forward and backward passes), turning a panic of the
 /// device runtime into an error (see [`explain`]).
 pub fn guard<T>(cfg: &ExperimentConfig, step: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|panic| Err(explain(cfg, step, &message(&*panic))))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic_message(&*panic).unwrap_or_else(|| "a panic without a message".into());
+        Err(explain(cfg, step, &message))
+    })
 }
 
 /// Waits for the device and turns an error it kept into one that says what happened.
@@ -60,28 +62,6 @@ pub fn explain(cfg: &ExperimentConfig, step: u64, message: &str) -> anyhow::Erro
         cfg.train.precision,
         first_line.trim()
     )
-}
-
-/// Whether a runtime's message says an allocation failed.
-fn is_out_of_memory(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "buffertoobig",
-        "out of memory",
-        "out_of_memory",
-        "outofmemory",
-        "out-of-memory",
-    ]
-    .iter()
-    .any(|pat| m.contains(pat))
-}
-
-fn message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::DType;
+use ramba_core::backend::{is_out_of_memory, panic_message};
 use ramba_core::config::{Arch, ModelConfig};
 use ramba_core::model::LanguageModel;
 use ramba_core::ops::RambaBackend;
@@ -111,26 +112,13 @@ pub fn run<B: RambaBackend>(
     let failure = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
-        Err(panic) => Some(
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic without a message".into()),
-        ),
+        Err(panic) => {
+            Some(panic_message(&*panic).unwrap_or_else(|| "a panic without a message".into()))
+        }
     };
     if let Some(message) = failure {
         let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        let m = message.to_ascii_lowercase();
-        let oom = [
-            "buffertoobig",
-            "out of memory",
-            "out_of_memory",
-            "outofmemory",
-        ]
-        .iter()
-        .any(|p| m.contains(p));
-        row.error = Some(if oom {
+        row.error = Some(if is_out_of_memory(&message) {
             "out of memory".into()
         } else {
             first.trim().to_string()
