@@ -134,7 +134,7 @@ impl<B: RambaBackend> ChunkMemory<B> {
         let device = h.device();
         // The memory is in the activations' dtype (the compute dtype of mixed precision).
         let dtype = h.dtype();
-        let zeros = |shape: [usize; 4]| Tensor::<B, 4>::zeros(shape, &device).cast(dtype);
+        let zeros = |shape: [usize; 4]| Tensor::<B, 4>::zeros(shape, (&device, dtype));
         let kv_shape = [batch, seq, self.n_kv_heads, self.head_dim];
         let lmk_heads = [
             batch,

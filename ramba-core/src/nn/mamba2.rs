@@ -55,15 +55,17 @@ impl<B: Backend> Mamba2State<B> {
         let conv = Tensor::cat(
             vec![
                 self.conv.unsqueeze_dim::<4>(1),
-                Tensor::<B, 4>::zeros([batch, rest, channels, width], &device).cast(conv_dtype),
+                Tensor::<B, 4>::zeros([batch, rest, channels, width], (&device, conv_dtype)),
             ],
             1,
         );
         let ssm = Tensor::cat(
             vec![
                 self.ssm.unsqueeze_dim::<5>(1),
-                Tensor::<B, 5>::zeros([batch, rest, heads, head_dim, d_state], &device)
-                    .cast(ssm_dtype),
+                Tensor::<B, 5>::zeros(
+                    [batch, rest, heads, head_dim, d_state],
+                    (&device, ssm_dtype),
+                ),
             ],
             1,
         );

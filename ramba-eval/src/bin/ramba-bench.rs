@@ -409,8 +409,8 @@ impl BackendTask for TrainTask {
 
     fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Result<()> {
         println!("{info}");
-        let mut rows = vec![];
-        let mut ceilings = vec![];
+        // One table per precision: its matmul ceiling and its rows.
+        let mut tables = vec![];
         for precision in &self.precisions {
             let dtype = precision.compute_dtype(info.kind, |d| B::supports_dtype(&device, d))?;
             // The ceiling in the compute dtype, before any model takes memory: an 8192³ matmul
@@ -422,6 +422,7 @@ impl BackendTask for TrainTask {
                 "{} matmul ceiling ({n}³): {ceiling:.2} TFLOP/s",
                 dtype_name(dtype)
             );
+            let mut rows = vec![];
             for &arch in &self.archs {
                 for &batch in &self.batches {
                     let mut model = self.model.clone();
@@ -440,28 +441,20 @@ impl BackendTask for TrainTask {
                     rows.push(row);
                 }
             }
-            ceilings.push(ceiling);
+            tables.push((ceiling, rows));
         }
         println!();
-        for (precision, &ceiling) in self.precisions.iter().zip(&ceilings) {
-            let of: Vec<_> = rows
-                .iter()
-                .filter(|r| {
-                    precision
-                        .compute_dtype(info.kind, |d| B::supports_dtype(&device, d))
-                        .is_ok_and(|d| dtype_name(d) == r.precision)
-                })
-                .cloned()
-                .collect();
-            print!("{}", train::table(&of, ceiling));
+        for (ceiling, rows) in &tables {
+            print!("{}", train::table(rows, *ceiling));
         }
+        let rows = tables.iter().flat_map(|(_, rows)| rows);
         if let Some(path) = &self.json {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            for r in &rows {
+            for r in rows {
                 writeln!(f, "{}", serde_json::to_string(r)?)?;
             }
         }
