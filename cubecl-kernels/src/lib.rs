@@ -9,11 +9,15 @@
 //! - [`selection`]: fused top-k chunk selection from retrieval queries and landmarks.
 //! - [`scan`]: Mamba-2 selective scan (chunked SSD), forward and backward.
 //! - [`conv`]: causal depthwise conv1d with carried state, forward and backward.
+//! - [`matmul`]: matrix products through a named cubek kernel (the linear layers).
+//! - [`norm`]: RMSNorm, the gated RMSNorm and SiLU, forward and backward, one launch each.
 
 pub mod attention;
 pub mod conv;
 mod fragments;
 pub mod hsa;
 pub mod launch;
+pub mod matmul;
+pub mod norm;
 pub mod scan;
 pub mod selection;

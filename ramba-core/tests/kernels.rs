@@ -21,6 +21,8 @@ use ramba_core::testing::*;
 
 #[path = "kernels/attention.rs"]
 mod attention_kernels;
+#[path = "kernels/linear.rs"]
+mod linear_kernels;
 #[path = "kernels/precision.rs"]
 mod precision;
 

@@ -868,77 +868,81 @@ fn norm_nodes_match_their_reference<B: RambaBackend>(device: &B::Device) {
     use burn::backend::Autodiff;
     use ramba_core::ops::norm::{self, reference};
     type Ad<B> = Autodiff<B>;
-    let (rows, d, eps) = (7, 10, 1e-5);
-    let mut r = rng(43);
-    let x = random::<Ad<B>, 2>(&mut r, [rows, d], 1.5, device);
-    let z = random::<Ad<B>, 2>(&mut r, [rows, d], 2.0, device);
-    let gamma = random::<Ad<B>, 1>(&mut r, [d], 1.0, device).add_scalar(1.0);
-    let dy = random::<Ad<B>, 2>(&mut r, [rows, d], 1.0, device);
-    let close = |name: &str, got: Tensor<B, 2>, want: Tensor<B, 2>| {
-        let err = rel_err(got, want);
-        assert!(err < TOL_F32, "{name}: relative error {err:.3e}");
-    };
-    let close1 = |name: &str, got: Tensor<B, 1>, want: Tensor<B, 1>| {
-        let err = rel_err(got, want);
-        assert!(err < TOL_F32, "{name}: relative error {err:.3e}");
-    };
-
-    // RMSNorm: node vs reference, y, dx, dγ.
-    let run = |node: bool| {
-        let (x, g) = (x.clone().require_grad(), gamma.clone().require_grad());
-        let y = if node {
-            norm::rms_norm(x.clone(), g.clone(), eps)
-        } else {
-            reference::rms_norm(x.clone(), g.clone(), eps)
+    // A row narrower than a kernel's cube and fewer rows than a backward cube walks; then
+    // ragged multiples of both.
+    for (rows, d) in [(7, 10), (70, 300)] {
+        let eps = 1e-5;
+        let mut r = rng(43);
+        let x = random::<Ad<B>, 2>(&mut r, [rows, d], 1.5, device);
+        let z = random::<Ad<B>, 2>(&mut r, [rows, d], 2.0, device);
+        let gamma = random::<Ad<B>, 1>(&mut r, [d], 1.0, device).add_scalar(1.0);
+        let dy = random::<Ad<B>, 2>(&mut r, [rows, d], 1.0, device);
+        let close = |name: &str, got: Tensor<B, 2>, want: Tensor<B, 2>| {
+            let err = rel_err(got, want);
+            assert!(err < TOL_F32, "{name}: relative error {err:.3e}");
         };
-        let grads = (y.clone() * dy.clone()).sum().backward();
-        (y.inner(), x.grad(&grads).unwrap(), g.grad(&grads).unwrap())
-    };
-    let ((y, dx, dg), (wy, wdx, wdg)) = (run(true), run(false));
-    close("rms_norm y", y, wy);
-    close("rms_norm dx", dx, wdx);
-    close1("rms_norm dgamma", dg, wdg);
-
-    // Gated RMSNorm: y, dx, dz, dγ.
-    let run = |node: bool| {
-        let (x, z, g) = (
-            x.clone().require_grad(),
-            z.clone().require_grad(),
-            gamma.clone().require_grad(),
-        );
-        let y = if node {
-            norm::gated_rms_norm(x.clone(), z.clone(), g.clone(), eps)
-        } else {
-            reference::gated_rms_norm(x.clone(), z.clone(), g.clone(), eps)
+        let close1 = |name: &str, got: Tensor<B, 1>, want: Tensor<B, 1>| {
+            let err = rel_err(got, want);
+            assert!(err < TOL_F32, "{name}: relative error {err:.3e}");
         };
-        let grads = (y.clone() * dy.clone()).sum().backward();
-        (
-            y.inner(),
-            x.grad(&grads).unwrap(),
-            z.grad(&grads).unwrap(),
-            g.grad(&grads).unwrap(),
-        )
-    };
-    let ((y, dx, dz, dg), (wy, wdx, wdz, wdg)) = (run(true), run(false));
-    close("gated y", y, wy);
-    close("gated dx", dx, wdx);
-    close("gated dz", dz, wdz);
-    close1("gated dgamma", dg, wdg);
 
-    // SiLU on a rank-2 input (flattened by the op and shaped back).
-    let run = |node: bool| {
-        let z = z.clone().require_grad();
-        let y = if node {
-            norm::silu(z.clone())
-        } else {
-            reference::silu(z.clone().reshape([rows * d])).reshape([rows, d])
+        // RMSNorm: node vs reference, y, dx, dγ.
+        let run = |node: bool| {
+            let (x, g) = (x.clone().require_grad(), gamma.clone().require_grad());
+            let y = if node {
+                norm::rms_norm(x.clone(), g.clone(), eps)
+            } else {
+                reference::rms_norm(x.clone(), g.clone(), eps)
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            (y.inner(), x.grad(&grads).unwrap(), g.grad(&grads).unwrap())
         };
-        let grads = (y.clone() * dy.clone()).sum().backward();
-        (y.inner(), z.grad(&grads).unwrap())
-    };
-    let ((y, dz), (wy, wdz)) = (run(true), run(false));
-    close("silu y", y, wy);
-    close("silu dx", dz, wdz);
+        let ((y, dx, dg), (wy, wdx, wdg)) = (run(true), run(false));
+        close("rms_norm y", y, wy);
+        close("rms_norm dx", dx, wdx);
+        close1("rms_norm dgamma", dg, wdg);
+
+        // Gated RMSNorm: y, dx, dz, dγ.
+        let run = |node: bool| {
+            let (x, z, g) = (
+                x.clone().require_grad(),
+                z.clone().require_grad(),
+                gamma.clone().require_grad(),
+            );
+            let y = if node {
+                norm::gated_rms_norm(x.clone(), z.clone(), g.clone(), eps)
+            } else {
+                reference::gated_rms_norm(x.clone(), z.clone(), g.clone(), eps)
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            (
+                y.inner(),
+                x.grad(&grads).unwrap(),
+                z.grad(&grads).unwrap(),
+                g.grad(&grads).unwrap(),
+            )
+        };
+        let ((y, dx, dz, dg), (wy, wdx, wdz, wdg)) = (run(true), run(false));
+        close("gated y", y, wy);
+        close("gated dx", dx, wdx);
+        close("gated dz", dz, wdz);
+        close1("gated dgamma", dg, wdg);
+
+        // SiLU on a rank-2 input (flattened by the op and shaped back).
+        let run = |node: bool| {
+            let z = z.clone().require_grad();
+            let y = if node {
+                norm::silu(z.clone())
+            } else {
+                reference::silu(z.clone().reshape([rows * d])).reshape([rows, d])
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            (y.inner(), z.grad(&grads).unwrap())
+        };
+        let ((y, dz), (wy, wdz)) = (run(true), run(false));
+        close("silu y", y, wy);
+        close("silu dx", dz, wdz);
+    }
 }
 
 backend_tests!(

@@ -59,6 +59,11 @@ impl<B: crate::ops::RambaBackend> LmHead<B> {
         let x = self.norm.forward_autocast(x);
         match &self.head {
             Some(head) => head.forward_autocast(x),
+            // Tied: the embedding `[vocab, d]`, read transposed in place by the fused node.
+            None if B::fused_linear() => {
+                crate::ops::linear::linear(x, self.embedding.weight.val().transpose(), None)
+            }
+            // The CPU's product, as one 2-D matmul (the rounding its recipes were tuned on).
             None => {
                 let [batch, seq, d] = x.dims();
                 let w = self.embedding.weight.val().cast(x.dtype()); // [vocab, d]

@@ -13,14 +13,11 @@ pub trait Autocast<B: Backend> {
     fn forward_autocast<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>;
 }
 
-impl<B: Backend> Autocast<B> for Linear<B> {
+impl<B: RambaBackend> Autocast<B> for Linear<B> {
+    /// [`crate::ops::linear::linear`]: on backends that fuse it, one graph node whose weight
+    /// gradient is written straight into f32.
     fn forward_autocast<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        burn::tensor::module::linear(
-            x,
-            self.weight.val().cast(dtype),
-            self.bias.as_ref().map(|b| b.val().cast(dtype)),
-        )
+        crate::ops::linear::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 }
 

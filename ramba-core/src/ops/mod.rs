@@ -18,6 +18,7 @@ pub mod attention;
 pub mod conv;
 pub mod cross_entropy;
 pub mod hsa;
+pub mod linear;
 pub mod norm;
 mod packed;
 pub mod scan;
@@ -28,7 +29,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ndarray::NdArray;
 use burn::backend::Autodiff;
 use burn::prelude::*;
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{TensorMetadata, TensorPrimitive};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
@@ -81,6 +82,115 @@ pub trait RambaBackend: Backend {
     /// SiLU of `x [n]` (see [`norm::silu`]).
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         into_float(norm::reference::silu::<Self, 1>(from_float(x)))
+    }
+
+    /// The norm nodes' forward: `(y [rows, d] in x's dtype, rstd)` of RMSNorm of `x [rows, d]`,
+    /// of `x · SiLU(z)` when `z` is given; `rstd` is f32, one value a row, in whatever layout
+    /// this backend's [`rms_norm_backward`](Self::rms_norm_backward) reads.
+    fn rms_norm_forward(
+        x: FloatTensor<Self>,
+        z: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, rstd) = match z {
+            None => norm::math::rms_norm_forward::<Self>(from_float(x), from_float(gamma), epsilon),
+            Some(z) => norm::math::gated_rms_norm_forward::<Self>(
+                from_float(x),
+                from_float(z),
+                from_float(gamma),
+                epsilon,
+            ),
+        };
+        (into_float(y), into_float(rstd))
+    }
+
+    /// The norm nodes' backward: `(dx, dz, dγ)` for `dy`, given the forward's `rstd` (`dz`
+    /// only for the gated form; `dγ` in `gamma`'s dtype).
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        z: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+    ) {
+        match z {
+            None => {
+                let (dx, dg) = norm::math::rms_norm_backward::<Self>(
+                    from_float(x),
+                    from_float(gamma),
+                    from_float(rstd),
+                    from_float(dy),
+                );
+                (into_float(dx), None, into_float(dg))
+            }
+            Some(z) => {
+                let (dx, dz, dg) = norm::math::gated_rms_norm_backward::<Self>(
+                    from_float(x),
+                    from_float(z),
+                    from_float(gamma),
+                    from_float(rstd),
+                    from_float(dy),
+                );
+                (into_float(dx), Some(into_float(dz)), into_float(dg))
+            }
+        }
+    }
+
+    /// SiLU's backward `dy · σ(x) · (1 + x · (1 − σ(x)))`, in `x`'s dtype.
+    fn silu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        into_float(norm::math::silu_backward::<Self>(
+            from_float(x),
+            from_float(dy),
+        ))
+    }
+
+    /// Whether models run their linear layers through [`linear_rows`](Self::linear_rows) (under
+    /// `Autodiff`: one graph node a layer, see [`linear`](mod@linear)) rather than Burn's
+    /// batched matmul with casts around it. The model-facing [`linear::linear`] checks it.
+    fn fused_linear() -> bool {
+        false
+    }
+
+    /// `x [rows, d_in] · weight [d_in, d_out]` in `x`'s dtype, the weight cast at use.
+    fn linear_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        into_float(linear::reference::linear::<Self, 2>(
+            from_float(x),
+            from_float(weight),
+            None,
+        ))
+    }
+
+    /// `lhs [batch.., m, k] · rhs [batch.., k, n]` written in `out_dtype` (f32 accumulation),
+    /// as the linear layers' product `pass`; backends with their own matmul kernels run the
+    /// one [`linear::linear_kernels`] names for it.
+    fn matmul_into(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        out_dtype: burn::tensor::DType,
+        _pass: linear::LinearPass,
+    ) -> FloatTensor<Self> {
+        let y = Self::float_matmul(lhs, rhs);
+        if y.dtype() == out_dtype {
+            y
+        } else {
+            Self::float_cast(y, out_dtype.into())
+        }
+    }
+
+    /// `lhs · rhs` into `out_dtype` with exactly `kernel` (benchmarks compare kernels with it);
+    /// `Err` where the backend has no such kernel or it cannot run this problem.
+    fn matmul_with_kernel(
+        _lhs: FloatTensor<Self>,
+        _rhs: FloatTensor<Self>,
+        _out_dtype: burn::tensor::DType,
+        kernel: linear::MatmulKernel,
+    ) -> Result<FloatTensor<Self>, String> {
+        Err(format!("this backend has no matmul kernel `{kernel}`"))
     }
 
     /// The training loss: weighted mean cross-entropy of `targets [N]` under `logits [N, V]`
@@ -406,6 +516,7 @@ pub fn fused_ops_summary<B: RambaBackend>() -> String {
         ("scan", B::fused_scan()),
         ("conv", B::fused_conv()),
         ("norms and loss", B::fused_norm_and_loss()),
+        ("linear", B::fused_linear()),
     ];
     let list = |fused: bool| {
         let names: Vec<&str> = ops
@@ -444,9 +555,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
     }
 
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        let (y, _) =
-            norm::math::rms_norm_forward::<Self>(from_float(x), from_float(gamma), epsilon);
-        into_float(y)
+        cubecl_kernels::norm::rms_norm_forward(x, None, gamma, epsilon).0
     }
 
     fn gated_rms_norm(
@@ -455,17 +564,51 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         gamma: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let (y, _) = norm::math::gated_rms_norm_forward::<Self>(
-            from_float(x),
-            from_float(z),
-            from_float(gamma),
-            epsilon,
-        );
-        into_float(y)
+        cubecl_kernels::norm::rms_norm_forward(x, Some(z), gamma, epsilon).0
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        into_float(norm::math::silu_forward::<Self>(from_float(x)))
+        cubecl_kernels::norm::silu_forward(x)
+    }
+
+    fn rms_norm_forward(
+        x: FloatTensor<Self>,
+        z: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cubecl_kernels::norm::rms_norm_forward(x, z, gamma, epsilon)
+    }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        z: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+    ) {
+        let gamma_dtype = gamma.dtype();
+        let d = gamma.shape().num_elements();
+        let grads = cubecl_kernels::norm::rms_norm_backward(x, z, gamma, rstd, dy);
+        // The per-cube partial sums of dγ, summed (a few hundred rows of `d`).
+        let d_gamma = Self::float_reshape(
+            Self::float_sum_dim(grads.gamma_partials, 0),
+            Shape::new([d]),
+        );
+        let d_gamma = if gamma_dtype == burn::tensor::DType::F32 {
+            d_gamma
+        } else {
+            Self::float_cast(d_gamma, gamma_dtype.into())
+        };
+        (grads.x, grads.z, d_gamma)
+    }
+
+    fn silu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        cubecl_kernels::norm::silu_backward(x, dy)
     }
 
     fn cross_entropy(
@@ -482,6 +625,39 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
             block,
         );
         into_float(fwd.loss)
+    }
+
+    fn fused_linear() -> bool {
+        true
+    }
+
+    fn linear_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let dtype = x.dtype();
+        let weight = if weight.dtype() == dtype {
+            weight
+        } else {
+            Self::float_cast(weight, dtype.into())
+        };
+        Self::matmul_into(x, weight, dtype, linear::LinearPass::Forward)
+    }
+
+    fn matmul_into(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        out_dtype: burn::tensor::DType,
+        pass: linear::LinearPass,
+    ) -> FloatTensor<Self> {
+        let kernel = linear::linear_kernels().of(pass);
+        cubecl_kernels::matmul::matmul(lhs, rhs, out_dtype, kernel)
+    }
+
+    fn matmul_with_kernel(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        out_dtype: burn::tensor::DType,
+        kernel: linear::MatmulKernel,
+    ) -> Result<FloatTensor<Self>, String> {
+        cubecl_kernels::matmul::try_matmul(lhs, rhs, out_dtype, kernel)
     }
 
     fn fused_attention() -> bool {
@@ -689,6 +865,16 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         weights: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights)
+    }
+
+    fn fused_linear() -> bool {
+        B::fused_linear()
+    }
+
+    /// One node on every `B` (`B`'s [`matmul_into`](RambaBackend::matmul_into) inside); see
+    /// [`Self::rms_norm`] for who takes it.
+    fn linear_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::autodiff::linear::<B, C>(x, weight)
     }
 
     fn fused_attention() -> bool {

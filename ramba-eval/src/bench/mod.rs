@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod hsa;
+pub mod matmul;
 pub mod scan;
 pub mod timing;
 pub mod train;

@@ -8,6 +8,7 @@
 //! ramba-bench scan --backend cuda --batch 8 --lengths 4k,16k,64k --block 8x4k
 //! ramba-bench scan --backend cuda --batch 1 --lengths 1m --check 4096
 //! ramba-bench train --backend cuda --config configs/ramba-small.toml --precisions f32,bf16
+//! ramba-bench matmul --backend cuda --rows 32768 --shapes 640x2836,1280x640,640x50280
 //! ```
 
 use std::io::Write;
@@ -18,10 +19,12 @@ use burn::tensor::DType;
 use clap::{Args, Parser, Subcommand};
 use ramba_core::backend::{dispatch, BackendInfo, BackendKind, BackendTask};
 use ramba_core::config::{Arch, ModelConfig};
+use ramba_core::ops::linear::MatmulKernel;
 use ramba_core::ops::RambaBackend;
 use ramba_core::precision::{dtype_name, Precision};
 use ramba_eval::bench::attention::{self, AttentionBenchSettings};
 use ramba_eval::bench::hsa::{self, HsaBenchSettings};
+use ramba_eval::bench::matmul::{self, MatmulBenchSettings};
 use ramba_eval::bench::scan::{self, ScanBenchSettings};
 use ramba_eval::bench::timing;
 use ramba_eval::bench::train::{self, TrainBenchCase};
@@ -46,6 +49,80 @@ enum Command {
     /// Training throughput of an experiment's model: tokens/s, step ms, first step, peak
     /// memory and MFU per architecture, precision and batch.
     Train(TrainArgs),
+    /// The linear layers' products (forward, input and weight gradients) under each matmul
+    /// kernel the CubeCL backends can name.
+    Matmul(MatmulArgs),
+}
+
+#[derive(Args, Debug)]
+struct MatmulArgs {
+    #[arg(long, default_value = "auto", help = "auto, cuda, wgpu or cpu")]
+    backend: BackendKind,
+    #[arg(long, default_value_t = 32768, help = "tokens a step (batch × seq)")]
+    rows: usize,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "640x2836,1280x640,640x50280",
+        help = "layer shapes D_INxD_OUT (default: ramba-small's in_proj, out_proj, LM head)"
+    )]
+    shapes: Vec<String>,
+    #[arg(long, default_value = "bf16", help = "operand dtype: bf16, f16 or f32")]
+    dtype: String,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        help = "kernels to compare (default: all), e.g. default,specialized_tma_mma"
+    )]
+    kernels: Vec<String>,
+    #[arg(
+        long,
+        default_value_t = 200.0,
+        help = "timing budget per measurement, ms"
+    )]
+    budget_ms: f64,
+    #[arg(long, help = "append the rows as JSON lines to this file")]
+    json: Option<PathBuf>,
+}
+
+struct MatmulTask {
+    settings: MatmulBenchSettings,
+    json: Option<PathBuf>,
+}
+
+impl BackendTask for MatmulTask {
+    type Output = Result<()>;
+
+    fn run<B: RambaBackend>(self, device: B::Device, info: &BackendInfo) -> Result<()> {
+        println!("{info}");
+        let rows = matmul::run::<B>(&device, &self.settings);
+        print!("{}", matmul::table(&rows));
+        if let Some(path) = &self.json {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            for r in &rows {
+                writeln!(f, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `640x2836` → `(640, 2836)`.
+fn parse_shape(s: &str) -> Result<(usize, usize)> {
+    let parse = |part: &str| -> Result<usize> {
+        match part.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("--shapes: `{s}` is not D_INxD_OUT like 640x2836"),
+        }
+    };
+    let (a, b) = s
+        .split_once('x')
+        .with_context(|| format!("--shapes: `{s}` is not D_INxD_OUT like 640x2836"))?;
+    Ok((parse(a)?, parse(b)?))
 }
 
 #[derive(Args, Debug)]
@@ -571,6 +648,43 @@ fn main() -> Result<()> {
                     batches: a.batches,
                     steps: a.steps,
                     warmup: a.warmup,
+                    json: a.json,
+                },
+            )?
+        }
+        Command::Matmul(a) => {
+            let shapes = a
+                .shapes
+                .iter()
+                .map(|s| parse_shape(s))
+                .collect::<Result<Vec<_>>>()?;
+            let kernels = if a.kernels.is_empty() {
+                MatmulKernel::all()
+            } else {
+                a.kernels
+                    .iter()
+                    .map(|k| {
+                        k.trim()
+                            .parse::<MatmulKernel>()
+                            .map_err(|e| anyhow::anyhow!("--kernels: {e}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            if a.rows == 0 {
+                bail!("--rows must be at least 1");
+            }
+            let settings = MatmulBenchSettings {
+                rows: a.rows,
+                shapes,
+                dtype: parse_dtype(&a.dtype)?,
+                kernels,
+                flush_l2: a.backend == BackendKind::Cuda,
+                budget_ms: a.budget_ms,
+            };
+            dispatch(
+                a.backend,
+                MatmulTask {
+                    settings,
                     json: a.json,
                 },
             )?

@@ -1,59 +1,53 @@
-//! The norm and SiLU nodes under `Autodiff<B>` where `B` fuses them: forward and backward are the
-//! formulas of [`super::math`] on the inner backend. Each node keeps its inputs (shared with
-//! the graph, not copied) and, for the norms, `1 / rms` per row.
+//! The norm and SiLU nodes under `Autodiff<B>` where `B` fuses them: forward and backward are
+//! `B`'s [`RambaBackend::rms_norm_forward`] / [`RambaBackend::rms_norm_backward`] (one kernel
+//! each on the CubeCL backends; the formulas of [`super::math`] elsewhere) and
+//! [`RambaBackend::silu`] / [`RambaBackend::silu_backward`]. Each node keeps its inputs (shared
+//! with the graph, not copied) and, for the norms, `1 / rms` per row.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
-use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 
-use super::math;
-use crate::ops::{from_float, into_float};
+use crate::ops::RambaBackend;
 
 #[derive(Debug)]
 struct RmsNormBackward;
 
 #[derive(Clone, Debug)]
-struct RmsNormState<B: Backend> {
+struct RmsNormState<B: burn::prelude::Backend> {
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     rstd: FloatTensor<B>,
 }
 
-impl<B: Backend> Backward<B, 2> for RmsNormBackward {
+impl<B: RambaBackend> Backward<B, 2> for RmsNormBackward {
     type State = RmsNormState<B>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        let (dx, d_gamma) = math::rms_norm_backward::<B>(
-            from_float(s.x),
-            from_float(s.gamma),
-            from_float(s.rstd),
-            from_float(dy),
-        );
+        let (dx, _, d_gamma) = B::rms_norm_backward(s.x, None, s.gamma, s.rstd, dy);
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, into_float(dx));
+            grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, into_float(d_gamma));
+            grads.register::<B>(node.id, d_gamma);
         }
     }
 }
 
 /// `Autodiff<B>::rms_norm`: `x [rows, d]`, `gamma [d]`.
-pub(crate) fn rms_norm<B: Backend, C: CheckpointStrategy>(
+pub(crate) fn rms_norm<B: RambaBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     gamma: FloatTensor<Autodiff<B, C>>,
     epsilon: f64,
 ) -> FloatTensor<Autodiff<B, C>> {
     let (xp, gp) = (x.primitive.clone(), gamma.primitive.clone());
-    let (y, rstd) =
-        math::rms_norm_forward::<B>(from_float(xp.clone()), from_float(gp.clone()), epsilon);
+    let (y, rstd) = B::rms_norm_forward(xp.clone(), None, gp.clone(), epsilon);
     match RmsNormBackward
         .prepare::<C>([x.node, gamma.node])
         .compute_bound()
@@ -63,11 +57,11 @@ pub(crate) fn rms_norm<B: Backend, C: CheckpointStrategy>(
             RmsNormState {
                 x: xp,
                 gamma: gp,
-                rstd: into_float(rstd),
+                rstd,
             },
-            into_float(y),
+            y,
         ),
-        OpsKind::UnTracked(prep) => prep.finish(into_float(y)),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
@@ -75,41 +69,35 @@ pub(crate) fn rms_norm<B: Backend, C: CheckpointStrategy>(
 struct GatedRmsNormBackward;
 
 #[derive(Clone, Debug)]
-struct GatedRmsNormState<B: Backend> {
+struct GatedRmsNormState<B: burn::prelude::Backend> {
     x: FloatTensor<B>,
     z: FloatTensor<B>,
     gamma: FloatTensor<B>,
     rstd: FloatTensor<B>,
 }
 
-impl<B: Backend> Backward<B, 3> for GatedRmsNormBackward {
+impl<B: RambaBackend> Backward<B, 3> for GatedRmsNormBackward {
     type State = GatedRmsNormState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_z, node_gamma] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        let (dx, dz, d_gamma) = math::gated_rms_norm_backward::<B>(
-            from_float(s.x),
-            from_float(s.z),
-            from_float(s.gamma),
-            from_float(s.rstd),
-            from_float(dy),
-        );
+        let (dx, dz, d_gamma) = B::rms_norm_backward(s.x, Some(s.z), s.gamma, s.rstd, dy);
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, into_float(dx));
+            grads.register::<B>(node.id, dx);
         }
-        if let Some(node) = node_z {
-            grads.register::<B>(node.id, into_float(dz));
+        if let (Some(node), Some(dz)) = (node_z, dz) {
+            grads.register::<B>(node.id, dz);
         }
         if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, into_float(d_gamma));
+            grads.register::<B>(node.id, d_gamma);
         }
     }
 }
 
 /// `Autodiff<B>::gated_rms_norm`: `x, z [rows, d]`, `gamma [d]`.
-pub(crate) fn gated_rms_norm<B: Backend, C: CheckpointStrategy>(
+pub(crate) fn gated_rms_norm<B: RambaBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     z: FloatTensor<Autodiff<B, C>>,
     gamma: FloatTensor<Autodiff<B, C>>,
@@ -120,12 +108,7 @@ pub(crate) fn gated_rms_norm<B: Backend, C: CheckpointStrategy>(
         z.primitive.clone(),
         gamma.primitive.clone(),
     );
-    let (y, rstd) = math::gated_rms_norm_forward::<B>(
-        from_float(xp.clone()),
-        from_float(zp.clone()),
-        from_float(gp.clone()),
-        epsilon,
-    );
+    let (y, rstd) = B::rms_norm_forward(xp.clone(), Some(zp.clone()), gp.clone(), epsilon);
     match GatedRmsNormBackward
         .prepare::<C>([x.node, z.node, gamma.node])
         .compute_bound()
@@ -136,42 +119,42 @@ pub(crate) fn gated_rms_norm<B: Backend, C: CheckpointStrategy>(
                 x: xp,
                 z: zp,
                 gamma: gp,
-                rstd: into_float(rstd),
+                rstd,
             },
-            into_float(y),
+            y,
         ),
-        OpsKind::UnTracked(prep) => prep.finish(into_float(y)),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
 #[derive(Debug)]
 struct SiluBackward;
 
-impl<B: Backend> Backward<B, 1> for SiluBackward {
+impl<B: RambaBackend> Backward<B, 1> for SiluBackward {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        let dx = math::silu_backward::<B>(from_float(ops.state), from_float(dy));
+        let dx = B::silu_backward(ops.state, dy);
         if let Some(node) = node {
-            grads.register::<B>(node.id, into_float(dx));
+            grads.register::<B>(node.id, dx);
         }
     }
 }
 
 /// `Autodiff<B>::silu`: `x [n]`.
-pub(crate) fn silu<B: Backend, C: CheckpointStrategy>(
+pub(crate) fn silu<B: RambaBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
     let xp = x.primitive.clone();
-    let y = math::silu_forward::<B>(from_float(xp.clone()));
+    let y = B::silu(xp.clone());
     match SiluBackward
         .prepare::<C>([x.node])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(xp, into_float(y)),
-        OpsKind::UnTracked(prep) => prep.finish(into_float(y)),
+        OpsKind::Tracked(prep) => prep.finish(xp, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }

@@ -1,0 +1,220 @@
+//! Linear layers as single graph nodes on the backends that choose their own matmul kernel
+//! ([`RambaBackend::fused_linear`]: the CubeCL ones; the CPU trains through [`reference`]).
+//!
+//! Differentiated op by op, a mixed-precision `x · cast(W)` over `[batch, seq, d]` costs a cast
+//! node, a batched matmul whose weight gradient is `batch` products summed by a strided
+//! reduction, and a second cast of that gradient back to f32. The node of [`autodiff`] casts
+//! the weight inside, multiplies the rows as one `[rows, d_in]` matrix with the kernel named by
+//! [`linear_kernels`], and writes the weight gradient straight into f32 (tensor-core operands,
+//! f32 accumulation), splitting the rows into a few slices when the gradient alone has too few
+//! output tiles to fill the device (a split-K product, slices summed in f32).
+
+pub mod autodiff;
+pub mod reference;
+
+use std::sync::RwLock;
+
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+pub use cubecl_kernels::matmul::MatmulKernel;
+
+use super::{from_float, into_float, RambaBackend};
+
+/// `x [.., d_in] · weight [d_in, d_out] + bias [d_out]`, in `x`'s dtype with f32 accumulation;
+/// the parameters (f32 master weights) are cast at use. `weight` may be a transposed view (the
+/// tied LM head passes `embeddingᵀ`).
+pub fn linear<B: RambaBackend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    if !B::fused_linear() {
+        return reference::linear(x, weight, bias);
+    }
+    let dtype = x.dtype();
+    let mut shape = x.dims();
+    let d_in = shape[D - 1];
+    let d_out = weight.dims()[1];
+    let rows = x.shape().num_elements() / d_in;
+    let y = from_float::<B, 2>(B::linear_rows(
+        into_float(x.reshape([rows, d_in])),
+        into_float(weight),
+    ));
+    shape[D - 1] = d_out;
+    let y = y.reshape(shape);
+    match bias {
+        Some(b) => y + b.cast(dtype).unsqueeze(),
+        None => y,
+    }
+}
+
+/// Which of a linear layer's three products a matmul is; each may run its own kernel (their
+/// layouts differ: the input gradient reads the weight transposed, the weight gradient reads
+/// the activations transposed and sums over the rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearPass {
+    /// `y = x · W`.
+    Forward,
+    /// `dx = dy · Wᵀ`.
+    InputGrad,
+    /// `dW = xᵀ · dy`.
+    WeightGrad,
+}
+
+/// The matmul kernel of each [`LinearPass`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearKernels {
+    pub forward: MatmulKernel,
+    pub input_grad: MatmulKernel,
+    pub weight_grad: MatmulKernel,
+}
+
+impl LinearKernels {
+    /// What runs unless [`MATMUL_KERNEL_ENV`] or [`set_linear_kernels`] says otherwise
+    /// (`docs/perf.md` has the measurements behind it).
+    pub const DEFAULT: Self = Self {
+        forward: MatmulKernel::DEFAULT,
+        input_grad: MatmulKernel::DEFAULT,
+        weight_grad: MatmulKernel::DEFAULT,
+    };
+
+    /// The kernel of `pass`.
+    pub fn of(&self, pass: LinearPass) -> MatmulKernel {
+        match pass {
+            LinearPass::Forward => self.forward,
+            LinearPass::InputGrad => self.input_grad,
+            LinearPass::WeightGrad => self.weight_grad,
+        }
+    }
+}
+
+impl std::str::FromStr for LinearKernels {
+    type Err = String;
+
+    /// One kernel name for every pass (`specialized_tma_mma`), or `fwd=K,dgrad=K,wgrad=K` with
+    /// any of the three left out (those keep [`LinearKernels::DEFAULT`]'s).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !s.contains('=') {
+            let kernel: MatmulKernel = s.trim().parse()?;
+            return Ok(Self {
+                forward: kernel,
+                input_grad: kernel,
+                weight_grad: kernel,
+            });
+        }
+        let mut kernels = Self::DEFAULT;
+        for part in s.split(',') {
+            let (pass, name) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not PASS=KERNEL"))?;
+            let kernel: MatmulKernel = name.trim().parse()?;
+            match pass.trim() {
+                "fwd" => kernels.forward = kernel,
+                "dgrad" => kernels.input_grad = kernel,
+                "wgrad" => kernels.weight_grad = kernel,
+                other => return Err(format!("`{other}` is not a pass (fwd, dgrad, wgrad)")),
+            }
+        }
+        Ok(kernels)
+    }
+}
+
+/// The environment variable that names the linear layers' matmul kernels on CubeCL backends
+/// ([`LinearKernels`]' syntax, e.g. `specialized_tma_mma` or
+/// `fwd=specialized_tma_mma,wgrad=double_mma`), for measuring kernels against each other.
+pub const MATMUL_KERNEL_ENV: &str = "RAMBA_MATMUL_KERNEL";
+
+static KERNELS: RwLock<Option<LinearKernels>> = RwLock::new(None);
+
+/// The kernels the linear layers' products run on CubeCL backends: those set by
+/// [`set_linear_kernels`], else those `RAMBA_MATMUL_KERNEL` names, else
+/// [`LinearKernels::DEFAULT`].
+///
+/// # Panics
+/// When `RAMBA_MATMUL_KERNEL` is set but names no kernels (the message lists the known ones).
+pub fn linear_kernels() -> LinearKernels {
+    if let Some(kernels) = *KERNELS.read().unwrap_or_else(|e| e.into_inner()) {
+        return kernels;
+    }
+    let kernels = match std::env::var(MATMUL_KERNEL_ENV) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|err| panic!("{MATMUL_KERNEL_ENV}={value}: {err}")),
+        Err(_) => LinearKernels::DEFAULT,
+    };
+    set_linear_kernels(kernels);
+    kernels
+}
+
+/// Sets the linear layers' matmul kernels for the rest of the process.
+pub fn set_linear_kernels(kernels: LinearKernels) {
+    *KERNELS.write().unwrap_or_else(|e| e.into_inner()) = Some(kernels);
+}
+
+/// How many slices of rows the weight gradient `x [rows, d_in]ᵀ · dy [rows, d_out]` is split
+/// into: enough that the slices' output tiles (128 × 128) number about 1,024, each slice at
+/// least 512 rows, and a divisor of `rows` so the slices are views.
+pub fn weight_grad_splits(rows: usize, d_in: usize, d_out: usize) -> usize {
+    let tiles = d_in.div_ceil(128) * d_out.div_ceil(128);
+    let most = (1024 / tiles.max(1)).min(rows / 512).max(1);
+    (1..=most)
+        .rev()
+        .find(|s| rows.is_multiple_of(*s))
+        .unwrap_or(1)
+}
+
+/// `xᵀ · dy` in `out_dtype` for `x [rows, d_in]`, `dy [rows, d_out]`: the weight gradient,
+/// split over [`weight_grad_splits`] slices of rows whose products are summed in f32.
+pub(crate) fn weight_grad<B: RambaBackend>(
+    x: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    out_dtype: burn::tensor::DType,
+) -> FloatTensor<B> {
+    use burn::tensor::{DType, TensorMetadata};
+    let [rows, d_in] = x.shape().dims();
+    let d_out = dy.shape().dims::<2>()[1];
+    let splits = weight_grad_splits(rows, d_in, d_out);
+    if splits == 1 {
+        return B::matmul_into(B::float_transpose(x), dy, out_dtype, LinearPass::WeightGrad);
+    }
+    let per = rows / splits;
+    let xs = B::float_swap_dims(B::float_reshape(x, [splits, per, d_in].into()), 1, 2);
+    let dys = B::float_reshape(dy, [splits, per, d_out].into());
+    let partial = B::matmul_into(xs, dys, DType::F32, LinearPass::WeightGrad);
+    let sum = B::float_reshape(B::float_sum_dim(partial, 0), [d_in, d_out].into());
+    if out_dtype == DType::F32 {
+        sum
+    } else {
+        B::float_cast(sum, out_dtype.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_grad_splits_fill_the_device_with_views() {
+        // ramba-small at 8 × 4096: in_proj (640 → 2836), out_proj (1280 → 640), the LM head.
+        assert_eq!(weight_grad_splits(32768, 640, 2836), 8);
+        assert_eq!(weight_grad_splits(32768, 1280, 640), 16);
+        assert_eq!(weight_grad_splits(32768, 640, 50280), 1);
+        // Few rows: never slices under 512 rows; an odd count stays whole.
+        assert_eq!(weight_grad_splits(1024, 64, 64), 2);
+        assert_eq!(weight_grad_splits(3 * 1031, 64, 64), 3);
+        assert_eq!(weight_grad_splits(1031, 64, 64), 1);
+    }
+
+    #[test]
+    fn kernel_choices_parse() {
+        let all: LinearKernels = "specialized_tma_mma".parse().unwrap();
+        assert_eq!(all.forward, all.weight_grad);
+        assert_eq!(all.forward.to_string(), "specialized_tma_mma");
+        let some: LinearKernels = "fwd=double_mma, wgrad=simple".parse().unwrap();
+        assert_eq!(some.forward.to_string(), "double_mma");
+        assert_eq!(some.input_grad, LinearKernels::DEFAULT.input_grad);
+        assert_eq!(some.weight_grad.to_string(), "simple");
+        assert!("bwd=simple".parse::<LinearKernels>().is_err());
+        assert!("fwd=nope".parse::<LinearKernels>().is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! The linear node (`ops::linear`) against the op-by-op reference on the CPU: output and the
+//! gradients of the input, the weight and the bias, for ragged shapes, a weight gradient split
+//! over slices of rows, a transposed weight view (the tied LM head), and half-precision
+//! activations with f32 weights.
+
+use super::*;
+use burn::tensor::DType;
+use ramba_core::ops::linear::{self, weight_grad_splits};
+
+type AdGpu = Autodiff<Gpu>;
+type AdCpu = Autodiff<TestCpu>;
+
+/// The half type of the backend under test (bf16 on CUDA, f16 on wgpu).
+const HALF: DType = if cfg!(feature = "cuda-tests") {
+    DType::BF16
+} else {
+    DType::F16
+};
+
+struct LinearCase {
+    batch: usize,
+    seq: usize,
+    d_in: usize,
+    d_out: usize,
+    /// The weight is a `[d_out, d_in]` parameter read transposed (tied embeddings).
+    transposed: bool,
+    bias: bool,
+}
+
+/// `(y, dx, dw, db)` of `sum(linear(x, w, b) · r)` on backend `B`, all as f32 host vectors.
+fn run<B: burn::tensor::backend::AutodiffBackend + RambaBackend>(
+    cs: &LinearCase,
+    dtype: DType,
+    device: &B::Device,
+) -> [Vec<f64>; 4] {
+    let mut r = rng(11);
+    let x = random::<B, 3>(&mut r, [cs.batch, cs.seq, cs.d_in], 1.0, device);
+    let w_shape = if cs.transposed {
+        [cs.d_out, cs.d_in]
+    } else {
+        [cs.d_in, cs.d_out]
+    };
+    let w = random::<B, 2>(&mut r, w_shape, 0.2, device);
+    let b = random::<B, 1>(&mut r, [cs.d_out], 0.5, device);
+    let probe = random::<B, 3>(&mut r, [cs.batch, cs.seq, cs.d_out], 1.0, device);
+
+    let x = x.cast(dtype).require_grad();
+    let w = w.require_grad();
+    let b = b.require_grad();
+    let weight = if cs.transposed {
+        w.clone().transpose()
+    } else {
+        w.clone()
+    };
+    let y = linear::linear(x.clone(), weight, cs.bias.then(|| b.clone()));
+    assert_eq!(y.dtype(), dtype, "the output keeps the input's dtype");
+    let loss = (y.clone().cast(DType::F32) * probe).sum();
+    let grads = loss.backward();
+    let dx = x.grad(&grads).expect("dx");
+    let dw = w.grad(&grads).expect("dw");
+    assert_eq!(dw.dtype(), DType::F32, "the weight gradient is f32");
+    let db = if cs.bias {
+        to_vec(b.grad(&grads).expect("db"))
+    } else {
+        vec![]
+    };
+    [
+        to_vec(y.inner().cast(DType::F32)),
+        to_vec(dx.cast(DType::F32)),
+        to_vec(dw),
+        db,
+    ]
+}
+
+fn check(cs: LinearCase, dtype: DType, tol: f64) {
+    assert!(
+        <AdGpu as RambaBackend>::fused_linear(),
+        "the CubeCL backend runs linear layers as nodes"
+    );
+    let got = run::<AdGpu>(&cs, dtype, &Default::default());
+    // The oracle: the CPU's op-by-op reference in f32 from the same (rounded) inputs is close
+    // enough for half precision at the half tolerance.
+    let want = run::<AdCpu>(&cs, DType::F32, &Default::default());
+    for (name, (g, w)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
+        if w.is_empty() {
+            continue;
+        }
+        assert!(
+            g.iter().all(|v| v.is_finite()),
+            "{name}: non-finite values ({dtype:?})"
+        );
+        let err = rel_err_vec(g, w);
+        assert!(err < tol, "{name} ({dtype:?}): relative error {err:.3e}");
+    }
+}
+
+#[test]
+fn linear_node_matches_reference() {
+    // Ragged rows, a bias, one slice.
+    check(
+        LinearCase {
+            batch: 2,
+            seq: 37,
+            d_in: 48,
+            d_out: 29,
+            transposed: false,
+            bias: true,
+        },
+        DType::F32,
+        TOL,
+    );
+    // Enough rows that the weight gradient is split (and the split divides them).
+    let (batch, seq, d_in, d_out) = (3, 700, 40, 24);
+    assert_eq!(weight_grad_splits(batch * seq, d_in, d_out), 4);
+    check(
+        LinearCase {
+            batch,
+            seq,
+            d_in,
+            d_out,
+            transposed: false,
+            bias: false,
+        },
+        DType::F32,
+        TOL,
+    );
+    // The tied head's transposed view.
+    check(
+        LinearCase {
+            batch: 2,
+            seq: 33,
+            d_in: 32,
+            d_out: 67,
+            transposed: true,
+            bias: false,
+        },
+        DType::F32,
+        TOL,
+    );
+}
+
+#[test]
+fn linear_node_in_half_precision_matches_reference() {
+    for transposed in [false, true] {
+        check(
+            LinearCase {
+                batch: 2,
+                seq: 300,
+                d_in: 64,
+                d_out: 48,
+                transposed,
+                bias: true,
+            },
+            HALF,
+            1e-2,
+        );
+    }
+}
