@@ -2,6 +2,7 @@
 //! `CubeRuntime` (CUDA and wgpu). One kernel family per file, its launcher beside it, the shapes
 //! and the grid mapping documented at the top of each file.
 //!
+//! - [`adamw`]: one AdamW step of a parameter tensor in one launch.
 //! - [`attention`]: fused causal / sliding-window / unmasked softmax attention, forward and
 //!   backward.
 //! - [`hsa`]: hierarchical sparse attention forward, backward (`dq`/`dw` pass, inverted index,
@@ -12,6 +13,7 @@
 //! - [`matmul`]: matrix products through a named cubek kernel (the linear layers).
 //! - [`norm`]: RMSNorm, the gated RMSNorm and SiLU, forward and backward, one launch each.
 
+pub mod adamw;
 pub mod attention;
 pub mod conv;
 mod fragments;

@@ -6,6 +6,7 @@
 //! - [`stream`]: what a stream keeps between calls (chunk stores, growing buffers).
 //! - [`config`]: serde model configs with the paper's RAMba-370M as defaults.
 //! - [`backend`]: run-time backend selection (`auto | cuda | wgpu | cpu`).
+//! - [`optim`]: AdamW as one kernel a parameter where the backend has it.
 
 pub mod backend;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod precision;
 pub mod stream;
 #[doc(hidden)]

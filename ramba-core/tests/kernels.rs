@@ -19,6 +19,8 @@ use ramba_core::ops::{
 };
 use ramba_core::testing::*;
 
+#[path = "kernels/adamw.rs"]
+mod adamw_kernels;
 #[path = "kernels/attention.rs"]
 mod attention_kernels;
 #[path = "kernels/linear.rs"]

@@ -4,9 +4,10 @@
 use std::collections::HashSet;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use ramba_core::optim::{AdamWSettings, FusedAdamW};
 use ramba_experiment::TrainConfig;
 
 /// Parameters that get weight decay: matrices, except the embedding. Norm gains, biases, SSM
@@ -120,13 +121,15 @@ pub struct AdamWPair<O> {
     pub no_decay: O,
 }
 
-/// AdamW config of a `[train]` section, with a given weight decay.
-pub fn adamw(cfg: &TrainConfig, weight_decay: f64) -> AdamWConfig {
-    AdamWConfig::new()
-        .with_beta_1(cfg.beta1 as f32)
-        .with_beta_2(cfg.beta2 as f32)
-        .with_epsilon(cfg.eps as f32)
-        .with_weight_decay(weight_decay as f32)
+/// AdamW of a `[train]` section, with a given weight decay: one kernel a parameter on the GPU
+/// backends, Burn's op-by-op AdamW on the CPU ([`FusedAdamW`]).
+pub fn adamw(cfg: &TrainConfig, weight_decay: f64) -> FusedAdamW {
+    FusedAdamW::new(AdamWSettings {
+        beta_1: cfg.beta1 as f32,
+        beta_2: cfg.beta2 as f32,
+        epsilon: cfg.eps as f32,
+        weight_decay: weight_decay as f32,
+    })
 }
 
 impl<O> AdamWPair<O> {

@@ -140,8 +140,10 @@ pub fn prune(run_dir: &Path, saved: &TrainState, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// The AdamW optimizer type of a model `M` on backend `B`.
-pub type AdamWOptim<M, B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, M, B>;
+/// The AdamW optimizer type of a model `M` on backend `B` (its state is Burn's `AdamWState`,
+/// so checkpoints of runs before the fused kernel load unchanged).
+pub type AdamWOptim<M, B> =
+    burn::optim::adaptor::OptimizerAdaptor<ramba_core::optim::FusedAdamW, M, B>;
 
 /// Loads the optimizer states of checkpoint `dir` into `optim`, re-keyed to `model`'s ids, onto
 /// `device` (the model's).
@@ -154,6 +156,7 @@ pub fn load_optimizer<B, M>(
 ) -> Result<AdamWPair<AdamWOptim<M, B>>>
 where
     B: AutodiffBackend,
+    B::InnerBackend: ramba_core::ops::RambaBackend,
     M: AutodiffModule<B>,
 {
     let now = param_ids(model);

@@ -141,6 +141,35 @@ pub trait RambaBackend: Backend {
         }
     }
 
+    /// Whether [`adamw_step`](Self::adamw_step) is one kernel on this backend (the
+    /// optimizer of [`crate::optim`] takes it then, and Burn's op-by-op `AdamW` otherwise).
+    fn fused_adamw() -> bool {
+        false
+    }
+
+    /// One AdamW step of the f32 vectors `param`, `grad`, `m`, `v` (`[n]` each):
+    /// `(param, m, v)` after it (see [`crate::optim`] for the formula).
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        s: crate::optim::AdamWScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, g, m, v) = (
+            from_float::<Self, 1>(param),
+            from_float::<Self, 1>(grad),
+            from_float::<Self, 1>(m),
+            from_float::<Self, 1>(v),
+        );
+        let m = m.mul_scalar(s.beta_1) + g.clone().mul_scalar(1.0 - s.beta_1);
+        let v = v.mul_scalar(s.beta_2) + g.square().mul_scalar(1.0 - s.beta_2);
+        let delta = m.clone().div_scalar(s.bias_correction_1)
+            / (v.clone().div_scalar(s.bias_correction_2).sqrt() + s.epsilon);
+        let p = p.mul_scalar(1.0 - s.decay) - delta.mul_scalar(s.lr);
+        (into_float(p), into_float(m), into_float(v))
+    }
+
     /// SiLU's backward `dy · σ(x) · (1 + x · (1 − σ(x)))`, in `x`'s dtype.
     fn silu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         into_float(norm::math::silu_backward::<Self>(
@@ -609,6 +638,20 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
 
     fn silu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         cubecl_kernels::norm::silu_backward(x, dy)
+    }
+
+    fn fused_adamw() -> bool {
+        true
+    }
+
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        s: crate::optim::AdamWScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        cubecl_kernels::adamw::adamw_step(param, grad, m, v, s)
     }
 
     fn cross_entropy(

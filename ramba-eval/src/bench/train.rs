@@ -2,8 +2,9 @@
 //! memory and model FLOP utilisation, per architecture, precision and batch.
 //!
 //! A step is what `ramba-train` runs for one batch without its data pipeline: forward, masked
-//! cross-entropy over every position, backward, AdamW (f32 master weights) with global-norm
-//! clipping (per parameter here, global in the trainer: the same work); random tokens, synced after every step. The first step
+//! cross-entropy over every position, backward, AdamW (f32 master weights, the trainer's
+//! `FusedAdamW`) with norm clipping (per parameter here, global in the trainer: the same
+//! work); random tokens, synced after every step. The first step
 //! includes kernel compilation (and autotuning where built with it); the median is over the
 //! steps after `warmup`.
 //!
@@ -21,13 +22,14 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::DType;
 use ramba_core::backend::{is_out_of_memory, panic_message};
 use ramba_core::config::{Arch, ModelConfig};
 use ramba_core::model::LanguageModel;
 use ramba_core::ops::RambaBackend;
+use ramba_core::optim::{AdamWSettings, FusedAdamW};
 use ramba_core::precision::dtype_name;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -143,11 +145,14 @@ fn steps<B: RambaBackend>(
         case.model.init(device).with_compute_dtype(case.dtype);
     row.params = model.num_params();
     row.flops_per_token = model_flops_per_token(&case.model, row.params, case.seq);
-    let mut optim = AdamWConfig::new()
-        .with_beta_2(0.95)
-        .with_weight_decay(0.001)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init::<Autodiff<B>, LanguageModel<Autodiff<B>>>();
+    // The trainer's optimizer: one AdamW kernel a parameter on the GPU backends.
+    let mut optim = FusedAdamW::new(AdamWSettings {
+        beta_2: 0.95,
+        weight_decay: 0.001,
+        ..Default::default()
+    })
+    .init::<Autodiff<B>, LanguageModel<Autodiff<B>>>()
+    .with_grad_clipping(GradientClippingConfig::Norm(1.0).init());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let (batch, seq) = (case.batch, case.seq);
     let mut times = Vec::with_capacity(case.steps);
