@@ -860,12 +860,13 @@ fn cross_entropy_node_matches_log_softmax<B: RambaBackend>(device: &B::Device) {
     );
 }
 
-/// The RMSNorm, gated RMSNorm and SiLU nodes against the same functions composed of
+/// The RMSNorm, gated RMSNorm, SiLU and `softplus(dt + bias)` nodes against the same functions composed of
 /// differentiable ops: outputs and the gradients of every input (the norms' scale included)
 /// for a random output gradient. The nodes exist where the backend fuses them (wgpu here);
 /// on the CPU backend both sides are the reference, and this checks the op-level wrappers.
 fn norm_nodes_match_their_reference<B: RambaBackend>(device: &B::Device) {
     use burn::backend::Autodiff;
+    use ramba_core::ops::activation;
     use ramba_core::ops::norm::{self, reference};
     type Ad<B> = Autodiff<B>;
     // A row narrower than a kernel's cube and fewer rows than a backward cube walks; then
@@ -942,6 +943,26 @@ fn norm_nodes_match_their_reference<B: RambaBackend>(device: &B::Device) {
         let ((y, dz), (wy, wdz)) = (run(true), run(false));
         close("silu y", y, wy);
         close("silu dx", dz, wdz);
+
+        // Mamba-2's step size softplus(dt + bias): Δ, d_dt and the bias gradient.
+        let run = |node: bool| {
+            let (dt, bias) = (z.clone().require_grad(), gamma.clone().require_grad());
+            let y = if node {
+                activation::biased_softplus(dt.clone(), bias.clone(), burn::tensor::DType::F32)
+            } else {
+                activation::softplus(dt.clone() + bias.clone().unsqueeze())
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            (
+                y.inner(),
+                dt.grad(&grads).unwrap(),
+                bias.grad(&grads).unwrap(),
+            )
+        };
+        let ((y, ddt, db), (wy, wddt, wdb)) = (run(true), run(false));
+        close("softplus y", y, wy);
+        close("softplus d_dt", ddt, wddt);
+        close1("softplus d_bias", db, wdb);
     }
 }
 

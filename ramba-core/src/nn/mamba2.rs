@@ -14,7 +14,6 @@ use burn::tensor::Distribution;
 use super::norm::GatedRmsNorm;
 use super::{linear, rms_norm, Autocast};
 use crate::config::MambaConfig;
-use crate::ops::softplus;
 use crate::ops::{RambaBackend, ScanOptions};
 
 /// Recurrent state of one Mamba-2 block.
@@ -345,6 +344,97 @@ impl<B: RambaBackend> Mamba2Block<B> {
         (out, Mamba2State { conv, ssm })
     }
 
+    /// The block's inputs from the normed `h [B, L, d_model]`: `(z, x, B, C, dt, conv state
+    /// after)`, `x`, `B`, `C` after the convolution and SiLU, each `[B, L, width]`. One
+    /// `in_proj` product sliced into its parts, and one convolution over `x‖B‖C` sliced again
+    /// (the CPU's path).
+    #[allow(clippy::type_complexity)]
+    fn inputs_by_slicing(
+        &self,
+        h: Tensor<B, 3>,
+        conv_state: Option<Tensor<B, 3>>,
+    ) -> (
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+    ) {
+        let [batch, seq, _] = h.dims();
+        let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
+        let conv_dim = di + 2 * gn;
+        let proj = self.in_proj.forward_autocast(h);
+        let dtype = proj.dtype();
+        let z = proj.clone().slice([0..batch, 0..seq, 0..di]);
+        let xbc = proj.clone().slice([0..batch, 0..seq, di..di + conv_dim]);
+        let dt = proj.slice([
+            0..batch,
+            0..seq,
+            di + conv_dim..di + conv_dim + self.n_heads,
+        ]);
+        let (xbc, conv_state) = crate::ops::conv::causal_conv1d(
+            xbc,
+            self.conv_weight.val().cast(dtype),
+            Some(self.conv_bias.val().cast(dtype)),
+            conv_state,
+        );
+        let xbc = crate::ops::norm::silu(xbc);
+        let xs = xbc.clone().slice([0..batch, 0..seq, 0..di]);
+        let b = xbc.clone().slice([0..batch, 0..seq, di..di + gn]);
+        let c = xbc.slice([0..batch, 0..seq, di + gn..conv_dim]);
+        (z, xs, b, c, dt, conv_state)
+    }
+
+    /// [`Self::inputs_by_slicing`] with every part its own product of `in_proj`'s columns and
+    /// `x`, `B`, `C` their own convolutions (the conv is depthwise: the parts are independent),
+    /// so no activation is ever sliced: on the GPU, slicing costs a copy forward and, backward,
+    /// a zero-filled tensor of the whole width per slice and the adds that merge them.
+    #[allow(clippy::type_complexity)]
+    fn inputs_by_part(
+        &self,
+        h: Tensor<B, 3>,
+        conv_state: Option<Tensor<B, 3>>,
+    ) -> (
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+    ) {
+        let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
+        let dtype = h.dtype();
+        let weight = self.in_proj.weight.val();
+        let d_model = weight.dims()[0];
+        let product = |cols: std::ops::Range<usize>| {
+            crate::ops::linear::linear(h.clone(), weight.clone().slice([0..d_model, cols]), None)
+        };
+        let conv_weight = self.conv_weight.val().cast(dtype);
+        let conv_bias = self.conv_bias.val().cast(dtype);
+        let width = conv_weight.dims()[1];
+        let conv = |x: Tensor<B, 3>, channels: std::ops::Range<usize>| {
+            let state = conv_state.clone().map(|s| {
+                let batch = s.dims()[0];
+                s.slice([0..batch, channels.clone()])
+            });
+            let (y, last) = crate::ops::conv::causal_conv1d(
+                x,
+                conv_weight.clone().slice([channels.clone(), 0..width]),
+                Some(conv_bias.clone().slice([channels])),
+                state,
+            );
+            (crate::ops::norm::silu(y), last)
+        };
+        let z = product(0..di);
+        let (xs, state_x) = conv(product(di..2 * di), 0..di);
+        let (b, state_b) = conv(product(2 * di..2 * di + gn), di..di + gn);
+        let (c, state_c) = conv(product(2 * di + gn..2 * di + 2 * gn), di + gn..di + 2 * gn);
+        let dt = product(2 * di + 2 * gn..2 * di + 2 * gn + self.n_heads);
+        let conv_state = Tensor::cat(vec![state_x, state_b, state_c], 1);
+        (z, xs, b, c, dt, conv_state)
+    }
+
     /// `Δ = softplus(dt + dt_bias)` for `dt [.., heads]`, `A = −exp(A_log)` and `D`, in
     /// `dtype` for the kernels. `Δ` is computed in f32: it is a step size that the scan
     /// exponentiates and sums, and `dt_bias` holds values as small as `softplus⁻¹(1e-3)`.
@@ -353,10 +443,9 @@ impl<B: RambaBackend> Mamba2Block<B> {
         dt: Tensor<B, D>,
         dtype: burn::tensor::DType,
     ) -> (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) {
-        let f32 = burn::tensor::DType::F32;
-        let delta = softplus(dt.cast(f32) + self.dt_bias.val().unsqueeze::<D>());
+        let delta = crate::ops::activation::biased_softplus(dt, self.dt_bias.val(), dtype);
         (
-            delta.cast(dtype),
+            delta,
             self.a_log.val().exp().neg().cast(dtype),
             self.d.val().cast(dtype),
         )
@@ -369,52 +458,22 @@ impl<B: RambaBackend> Mamba2Block<B> {
         state: Option<Mamba2State<B>>,
     ) -> (Tensor<B, 3>, Mamba2State<B>) {
         let [batch, seq, _] = x.dims();
-        let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
-        let conv_dim = di + 2 * gn;
-        let proj = self
-            .in_proj
-            .forward_autocast(self.norm.forward_autocast(x.clone()));
+        let h = self.norm.forward_autocast(x.clone());
         // Mixed precision: the conv and scan kernels take every operand in the activations'
         // dtype (their sums and the scan's chunk states are f32 inside).
-        let dtype = proj.dtype();
+        let dtype = h.dtype();
         let (conv_state, ssm_state) = match state {
             Some(s) => (Some(s.conv.cast(dtype)), Some(s.ssm.cast(dtype))),
             None => (None, None),
         };
-
-        let z = proj.clone().slice([0..batch, 0..seq, 0..di]);
-        let xbc = proj.clone().slice([0..batch, 0..seq, di..di + conv_dim]);
-        let dt = proj.slice([
-            0..batch,
-            0..seq,
-            di + conv_dim..di + conv_dim + self.n_heads,
-        ]);
-
-        let (xbc, conv_state) = crate::ops::conv::causal_conv1d(
-            xbc,
-            self.conv_weight.val().cast(dtype),
-            Some(self.conv_bias.val().cast(dtype)),
-            conv_state,
-        );
-        let xbc = crate::ops::norm::silu(xbc);
-        let xs = xbc.clone().slice([0..batch, 0..seq, 0..di]).reshape([
-            batch,
-            seq,
-            self.n_heads,
-            self.head_dim,
-        ]);
-        let b = xbc.clone().slice([0..batch, 0..seq, di..di + gn]).reshape([
-            batch,
-            seq,
-            self.n_groups,
-            self.d_state,
-        ]);
-        let c = xbc.slice([0..batch, 0..seq, di + gn..conv_dim]).reshape([
-            batch,
-            seq,
-            self.n_groups,
-            self.d_state,
-        ]);
+        let (z, xs, b, c, dt, conv_state) = if B::fused_linear() {
+            self.inputs_by_part(h, conv_state)
+        } else {
+            self.inputs_by_slicing(h, conv_state)
+        };
+        let xs = xs.reshape([batch, seq, self.n_heads, self.head_dim]);
+        let b = b.reshape([batch, seq, self.n_groups, self.d_state]);
+        let c = c.reshape([batch, seq, self.n_groups, self.d_state]);
 
         let (delta, a, d) = self.decay_params(dt, dtype);
         let (y, ssm_state) = crate::ops::scan::selective_scan(
@@ -429,7 +488,9 @@ impl<B: RambaBackend> Mamba2Block<B> {
                 chunk_size: self.chunk_size,
             },
         );
-        let y = self.gate_norm.forward(y.reshape([batch, seq, di]), z);
+        let y = self
+            .gate_norm
+            .forward(y.reshape([batch, seq, self.d_inner]), z);
         (
             x + self.out_proj.forward_autocast(y),
             Mamba2State {

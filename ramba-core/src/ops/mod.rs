@@ -141,6 +141,20 @@ pub trait RambaBackend: Backend {
         }
     }
 
+    /// Mamba-2's step size `softplus(dt + bias)` of `dt [rows, n]`, `bias [n]`, in `out` (see
+    /// [`activation::biased_softplus`]; one node under `Autodiff`).
+    fn biased_softplus(
+        dt: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: burn::tensor::DType,
+    ) -> FloatTensor<Self> {
+        into_float(activation::biased_softplus_forward::<Self>(
+            from_float(dt),
+            from_float(bias),
+            out,
+        ))
+    }
+
     /// Whether [`adamw_step`](Self::adamw_step) is one kernel on this backend (the
     /// optimizer of [`crate::optim`] takes it then, and Burn's op-by-op `AdamW` otherwise).
     fn fused_adamw() -> bool {
@@ -623,11 +637,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         let gamma_dtype = gamma.dtype();
         let d = gamma.shape().num_elements();
         let grads = cubecl_kernels::norm::rms_norm_backward(x, z, gamma, rstd, dy);
-        // The per-cube partial sums of dγ, summed (a few hundred rows of `d`).
-        let d_gamma = Self::float_reshape(
-            Self::float_sum_dim(grads.gamma_partials, 0),
-            Shape::new([d]),
-        );
+        // The per-cube partial sums of dγ (`rows / 32` rows of `d`), summed over contiguous
+        // runs: along the strided axis, `d` units would each walk every partial row.
+        let d_gamma = into_float(norm::math::sum_rows::<Self>(from_float(
+            grads.gamma_partials,
+        )));
+        debug_assert_eq!(d_gamma.shape().num_elements(), d);
         let d_gamma = if gamma_dtype == burn::tensor::DType::F32 {
             d_gamma
         } else {
@@ -908,6 +923,15 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         weights: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights)
+    }
+
+    /// One node on every `B`; see [`Self::rms_norm`] for who takes it.
+    fn biased_softplus(
+        dt: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: burn::tensor::DType,
+    ) -> FloatTensor<Self> {
+        activation::autodiff::biased_softplus::<B, C>(dt, bias, out)
     }
 
     fn fused_linear() -> bool {

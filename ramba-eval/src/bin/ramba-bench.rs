@@ -72,7 +72,7 @@ struct MatmulArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        help = "kernels to compare (default: all), e.g. default,specialized_tma_mma"
+        help = "kernels to compare (default: all), e.g. default,specialized_mma"
     )]
     kernels: Vec<String>,
     #[arg(

@@ -16,7 +16,7 @@ use std::sync::RwLock;
 
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-pub use cubecl_kernels::matmul::MatmulKernel;
+pub use cubecl_kernels::matmul::{MatmulFamily, MatmulKernel};
 
 use super::{from_float, into_float, RambaBackend};
 
@@ -73,9 +73,18 @@ impl LinearKernels {
     /// What runs unless [`MATMUL_KERNEL_ENV`] or [`set_linear_kernels`] says otherwise
     /// (`docs/perf.md` has the measurements behind it).
     pub const DEFAULT: Self = Self {
-        forward: MatmulKernel::DEFAULT,
-        input_grad: MatmulKernel::DEFAULT,
-        weight_grad: MatmulKernel::DEFAULT,
+        forward: MatmulKernel {
+            family: MatmulFamily::SpecializedCyclic,
+            mma: true,
+        },
+        input_grad: MatmulKernel {
+            family: MatmulFamily::DoubleCyclic,
+            mma: true,
+        },
+        weight_grad: MatmulKernel {
+            family: MatmulFamily::DoubleCyclic,
+            mma: true,
+        },
     };
 
     /// The kernel of `pass`.
@@ -91,7 +100,7 @@ impl LinearKernels {
 impl std::str::FromStr for LinearKernels {
     type Err = String;
 
-    /// One kernel name for every pass (`specialized_tma_mma`), or `fwd=K,dgrad=K,wgrad=K` with
+    /// One kernel name for every pass (`specialized_mma`), or `fwd=K,dgrad=K,wgrad=K` with
     /// any of the three left out (those keep [`LinearKernels::DEFAULT`]'s).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if !s.contains('=') {
@@ -120,8 +129,8 @@ impl std::str::FromStr for LinearKernels {
 }
 
 /// The environment variable that names the linear layers' matmul kernels on CubeCL backends
-/// ([`LinearKernels`]' syntax, e.g. `specialized_tma_mma` or
-/// `fwd=specialized_tma_mma,wgrad=double_mma`), for measuring kernels against each other.
+/// ([`LinearKernels`]' syntax, e.g. `specialized_mma` or
+/// `fwd=specialized_mma,wgrad=double_mma`), for measuring kernels against each other.
 pub const MATMUL_KERNEL_ENV: &str = "RAMBA_MATMUL_KERNEL";
 
 static KERNELS: RwLock<Option<LinearKernels>> = RwLock::new(None);
@@ -207,12 +216,16 @@ mod tests {
 
     #[test]
     fn kernel_choices_parse() {
-        let all: LinearKernels = "specialized_tma_mma".parse().unwrap();
+        let all: LinearKernels = "specialized_mma".parse().unwrap();
         assert_eq!(all.forward, all.weight_grad);
-        assert_eq!(all.forward.to_string(), "specialized_tma_mma");
+        assert_eq!(all.forward.to_string(), "specialized_mma");
         let some: LinearKernels = "fwd=double_mma, wgrad=simple".parse().unwrap();
         assert_eq!(some.forward.to_string(), "double_mma");
         assert_eq!(some.input_grad, LinearKernels::DEFAULT.input_grad);
+        assert_eq!(
+            LinearKernels::DEFAULT.forward.to_string(),
+            "specialized_mma"
+        );
         assert_eq!(some.weight_grad.to_string(), "simple");
         assert!("bwd=simple".parse::<LinearKernels>().is_err());
         assert!("fwd=nope".parse::<LinearKernels>().is_err());
