@@ -99,21 +99,23 @@ pub fn backward_blockwise<B: Backend>(
     let n = logits.dims()[0];
     let dtype = logits.dtype();
     let coef = weights.cast(DType::F32) * (grad.cast(DType::F32) / total);
-    Tensor::cat(
-        (0..n)
-            .step_by(block)
-            .map(|start| {
-                let end = (start + block).min(n);
-                let rows = end - start;
-                let z = logits.clone().slice(start..end).cast(DType::F32);
-                let c = coef.clone().slice(start..end).reshape([rows, 1]);
-                let softmax = (z - lse.clone().slice(start..end).reshape([rows, 1])).exp();
-                let at_target = targets.clone().slice(start..end).reshape([rows, 1]);
-                (softmax * c.clone())
-                    .scatter(1, at_target, c.neg(), IndexingUpdateOp::Add)
-                    .cast(dtype)
-            })
-            .collect(),
-        0,
-    )
+    // Each block's gradient is written over the block's logits, which nothing reads again: the
+    // logits' buffer becomes the gradient's (in place when the graph held its last reference,
+    // else after one copy), instead of collecting every block and concatenating them, which held
+    // the logits, the blocks and the concatenation at once (3 × 3.3 GB at 8 × 4096 tokens of a
+    // 50,280-token vocabulary in bf16).
+    let mut out = logits;
+    for start in (0..n).step_by(block) {
+        let end = (start + block).min(n);
+        let rows = end - start;
+        let z = out.clone().slice(start..end).cast(DType::F32);
+        let c = coef.clone().slice(start..end).reshape([rows, 1]);
+        let softmax = (z - lse.clone().slice(start..end).reshape([rows, 1])).exp();
+        let at_target = targets.clone().slice(start..end).reshape([rows, 1]);
+        let d = (softmax * c.clone())
+            .scatter(1, at_target, c.neg(), IndexingUpdateOp::Add)
+            .cast(dtype);
+        out = out.slice_assign(start..end, d);
+    }
+    out
 }

@@ -74,7 +74,7 @@ impl LinearKernels {
     /// (`docs/perf.md` has the measurements behind it).
     pub const DEFAULT: Self = Self {
         forward: MatmulKernel {
-            family: MatmulFamily::SpecializedCyclic,
+            family: MatmulFamily::DoubleCyclic,
             mma: true,
         },
         input_grad: MatmulKernel {
@@ -82,7 +82,7 @@ impl LinearKernels {
             mma: true,
         },
         weight_grad: MatmulKernel {
-            family: MatmulFamily::DoubleCyclic,
+            family: MatmulFamily::SpecializedCyclic,
             mma: true,
         },
     };
