@@ -123,6 +123,18 @@ impl<B: AutodiffBackend> Mamba2State<B> {
 }
 
 /// See the module docs.
+/// What a block computes from its normed input before the scan, each `[B, L, width]`: the
+/// gate `z`, the scan's `x`, `B`, `C` (after the convolution and SiLU), the step-size input
+/// `dt`, and the convolution's state after the sequence.
+struct BlockInputs<B: Backend> {
+    z: Tensor<B, 3>,
+    x: Tensor<B, 3>,
+    b: Tensor<B, 3>,
+    c: Tensor<B, 3>,
+    dt: Tensor<B, 3>,
+    conv_state: Tensor<B, 3>,
+}
+
 #[derive(Module, Debug)]
 pub struct Mamba2Block<B: Backend> {
     norm: RmsNorm<B>,
@@ -344,23 +356,14 @@ impl<B: RambaBackend> Mamba2Block<B> {
         (out, Mamba2State { conv, ssm })
     }
 
-    /// The block's inputs from the normed `h [B, L, d_model]`: `(z, x, B, C, dt, conv state
-    /// after)`, `x`, `B`, `C` after the convolution and SiLU, each `[B, L, width]`. One
+    /// The block's inputs from the normed `h [B, L, d_model]` ([`BlockInputs`]). One
     /// `in_proj` product sliced into its parts, and one convolution over `x‖B‖C` sliced again
     /// (the CPU's path).
-    #[allow(clippy::type_complexity)]
     fn inputs_by_slicing(
         &self,
         h: Tensor<B, 3>,
         conv_state: Option<Tensor<B, 3>>,
-    ) -> (
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-    ) {
+    ) -> BlockInputs<B> {
         let [batch, seq, _] = h.dims();
         let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
         let conv_dim = di + 2 * gn;
@@ -383,26 +386,21 @@ impl<B: RambaBackend> Mamba2Block<B> {
         let xs = xbc.clone().slice([0..batch, 0..seq, 0..di]);
         let b = xbc.clone().slice([0..batch, 0..seq, di..di + gn]);
         let c = xbc.slice([0..batch, 0..seq, di + gn..conv_dim]);
-        (z, xs, b, c, dt, conv_state)
+        BlockInputs {
+            z,
+            x: xs,
+            b,
+            c,
+            dt,
+            conv_state,
+        }
     }
 
     /// [`Self::inputs_by_slicing`] with every part its own product of `in_proj`'s columns and
     /// `x`, `B`, `C` their own convolutions (the conv is depthwise: the parts are independent),
     /// so no activation is ever sliced: on the GPU, slicing costs a copy forward and, backward,
     /// a zero-filled tensor of the whole width per slice and the adds that merge them.
-    #[allow(clippy::type_complexity)]
-    fn inputs_by_part(
-        &self,
-        h: Tensor<B, 3>,
-        conv_state: Option<Tensor<B, 3>>,
-    ) -> (
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-        Tensor<B, 3>,
-    ) {
+    fn inputs_by_part(&self, h: Tensor<B, 3>, conv_state: Option<Tensor<B, 3>>) -> BlockInputs<B> {
         let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
         let dtype = h.dtype();
         let weight = self.in_proj.weight.val();
@@ -431,8 +429,14 @@ impl<B: RambaBackend> Mamba2Block<B> {
         let (b, state_b) = conv(product(2 * di..2 * di + gn), di..di + gn);
         let (c, state_c) = conv(product(2 * di + gn..2 * di + 2 * gn), di + gn..di + 2 * gn);
         let dt = product(2 * di + 2 * gn..2 * di + 2 * gn + self.n_heads);
-        let conv_state = Tensor::cat(vec![state_x, state_b, state_c], 1);
-        (z, xs, b, c, dt, conv_state)
+        BlockInputs {
+            z,
+            x: xs,
+            b,
+            c,
+            dt,
+            conv_state: Tensor::cat(vec![state_x, state_b, state_c], 1),
+        }
     }
 
     /// `Δ = softplus(dt + dt_bias)` for `dt [.., heads]`, `A = −exp(A_log)` and `D`, in
@@ -466,7 +470,14 @@ impl<B: RambaBackend> Mamba2Block<B> {
             Some(s) => (Some(s.conv.cast(dtype)), Some(s.ssm.cast(dtype))),
             None => (None, None),
         };
-        let (z, xs, b, c, dt, conv_state) = if B::fused_linear() {
+        let BlockInputs {
+            z,
+            x: xs,
+            b,
+            c,
+            dt,
+            conv_state,
+        } = if B::fused_linear() {
             self.inputs_by_part(h, conv_state)
         } else {
             self.inputs_by_slicing(h, conv_state)
