@@ -97,6 +97,8 @@ pub trait BackendTask {
 /// Opens the requested backend (resolving `auto`) and runs `task` on it.
 pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output> {
     configure_runtime();
+    // A misspelt kernel name is refused here, not in the first linear layer of a run.
+    crate::ops::linear::linear_kernels_from_env().map_err(anyhow::Error::msg)?;
     let mut info = open(kind)?;
     // Printed with the backend, so a missing override can never train silently on the
     // reference.

@@ -135,22 +135,38 @@ pub const MATMUL_KERNEL_ENV: &str = "RAMBA_MATMUL_KERNEL";
 
 static KERNELS: RwLock<Option<LinearKernels>> = RwLock::new(None);
 
+/// The kernels `RAMBA_MATMUL_KERNEL` names, `None` when it is unset; `Err` (naming the
+/// variable, its value and the known kernels) when it names none. [`crate::backend::dispatch`]
+/// checks it before any work starts.
+pub fn linear_kernels_from_env() -> Result<Option<LinearKernels>, String> {
+    kernels_from_setting(std::env::var(MATMUL_KERNEL_ENV).ok())
+}
+
+/// [`linear_kernels_from_env`] for a given value of the variable.
+fn kernels_from_setting(value: Option<String>) -> Result<Option<LinearKernels>, String> {
+    value
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|err| format!("{MATMUL_KERNEL_ENV}={value}: {err}"))
+        })
+        .transpose()
+}
+
 /// The kernels the linear layers' products run on CubeCL backends: those set by
 /// [`set_linear_kernels`], else those `RAMBA_MATMUL_KERNEL` names, else
 /// [`LinearKernels::DEFAULT`].
 ///
 /// # Panics
-/// When `RAMBA_MATMUL_KERNEL` is set but names no kernels (the message lists the known ones).
+/// When `RAMBA_MATMUL_KERNEL` names no kernels; the binaries refuse such a value at start-up
+/// ([`linear_kernels_from_env`]), before any work.
 pub fn linear_kernels() -> LinearKernels {
     if let Some(kernels) = *KERNELS.read().unwrap_or_else(|e| e.into_inner()) {
         return kernels;
     }
-    let kernels = match std::env::var(MATMUL_KERNEL_ENV) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|err| panic!("{MATMUL_KERNEL_ENV}={value}: {err}")),
-        Err(_) => LinearKernels::DEFAULT,
-    };
+    let kernels = linear_kernels_from_env()
+        .unwrap_or_else(|err| panic!("{err}"))
+        .unwrap_or(LinearKernels::DEFAULT);
     set_linear_kernels(kernels);
     kernels
 }
@@ -222,12 +238,19 @@ mod tests {
         let some: LinearKernels = "fwd=double_mma, wgrad=simple".parse().unwrap();
         assert_eq!(some.forward.to_string(), "double_mma");
         assert_eq!(some.input_grad, LinearKernels::DEFAULT.input_grad);
+        // The defaults measured in docs/perf.md (2026-12-07, call Q).
+        assert_eq!(LinearKernels::DEFAULT.forward.to_string(), "double_mma");
         assert_eq!(
-            LinearKernels::DEFAULT.forward.to_string(),
+            LinearKernels::DEFAULT.weight_grad.to_string(),
             "specialized_mma"
         );
         assert_eq!(some.weight_grad.to_string(), "simple");
         assert!("bwd=simple".parse::<LinearKernels>().is_err());
         assert!("fwd=nope".parse::<LinearKernels>().is_err());
+        // The start-up check names the variable, the value and the kernels it knows.
+        assert_eq!(kernels_from_setting(None), Ok(None));
+        let err = kernels_from_setting(Some("double_mmma".into())).unwrap_err();
+        assert!(err.starts_with("RAMBA_MATMUL_KERNEL=double_mmma: unknown matmul kernel"));
+        assert!(err.contains("double_mma"), "{err}");
     }
 }
