@@ -96,13 +96,6 @@ pub fn sum_rows<B: Backend>(t: Tensor<B, 2>) -> Tensor<B, 1> {
         .reshape([d])
 }
 
-/// `x · σ(x)` in f32, returned in `x`'s dtype.
-pub fn silu_forward<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
-    let dtype = x.dtype();
-    let xf = x.cast(F32);
-    (xf.clone() * sigmoid(xf)).cast(dtype)
-}
-
 /// `dx = dy · σ(x)·(1 + x·(1 − σ(x)))`.
 pub fn silu_backward<B: Backend>(x: Tensor<B, 1>, dy: Tensor<B, 1>) -> Tensor<B, 1> {
     let dtype = x.dtype();
