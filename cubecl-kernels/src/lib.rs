@@ -12,14 +12,22 @@
 //! - [`conv`]: causal depthwise conv1d with carried state, forward and backward.
 //! - [`matmul`]: matrix products through a named cubek kernel (the linear layers).
 //! - [`norm`]: RMSNorm, the gated RMSNorm and SiLU, forward and backward, one launch each.
+//! - [`cross_entropy`]: the loss's log-sum-exp over the vocabulary and the logits' gradient.
+//! - [`embedding`]: the embedding's weight gradient, tokens grouped by id.
+//! - [`sort`]: a stable radix sort into CSR groups (HSA's inverted index, the embedding).
+//! - [`reduce`]: sums over the leading axis (the parameters' gradients summed over tokens).
 
 pub mod adamw;
 pub mod attention;
 pub mod conv;
+pub mod cross_entropy;
+pub mod embedding;
 mod fragments;
 pub mod hsa;
 pub mod launch;
 pub mod matmul;
 pub mod norm;
+pub mod reduce;
 pub mod scan;
 pub mod selection;
+pub mod sort;

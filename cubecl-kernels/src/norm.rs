@@ -24,8 +24,10 @@ use crate::launch::{address_type_of, cube_count_for, empty_like_shape};
 
 /// Threads per cube ([`cube_sum`]'s tree has log₂ of it levels).
 const THREADS: usize = 128;
-/// Rows one backward cube walks.
-pub const ROWS_PER_CUBE: usize = 32;
+/// Rows one backward cube walks. Few, so that many cubes are in flight to hide each row's
+/// reduction latency (32 ran at ~1 TB/s on an H200); the `dγ` partials this leaves,
+/// `rows / ROWS_PER_CUBE` of them, are one more pass of `reduce::sum_rows`.
+pub const ROWS_PER_CUBE: usize = 8;
 
 /// One level of the shared-memory tree: the lower `half` slots add the upper ones.
 #[cube]

@@ -23,8 +23,12 @@ use ramba_core::testing::*;
 mod adamw_kernels;
 #[path = "kernels/attention.rs"]
 mod attention_kernels;
+#[path = "kernels/embedding.rs"]
+mod embedding_kernels;
 #[path = "kernels/linear.rs"]
 mod linear_kernels;
+#[path = "kernels/loss.rs"]
+mod loss_kernels;
 #[path = "kernels/precision.rs"]
 mod precision;
 

@@ -70,6 +70,37 @@ impl Batch {
         }
     }
 
+    /// The flat positions (`row · seq_len + i`) of every answer token: the only predictions
+    /// [`score_answers`](Self::score_answers) reads.
+    pub fn answer_positions(&self) -> Vec<usize> {
+        self.answer_spans
+            .iter()
+            .enumerate()
+            .flat_map(|(row, spans)| {
+                spans
+                    .iter()
+                    .flat_map(move |&(lo, hi)| (lo..hi).map(move |i| row * self.seq_len + i))
+            })
+            .collect()
+    }
+
+    /// [`score_answers`](Self::score_answers) from the predictions at
+    /// [`answer_positions`](Self::answer_positions) only, in that order.
+    pub fn score_answers_at(&self, predicted: &[u32]) -> AnswerScore {
+        let positions = self.answer_positions();
+        assert_eq!(
+            predicted.len(),
+            positions.len(),
+            "one prediction per answer position"
+        );
+        // Positions that are not answers are never read.
+        let mut full = vec![u32::MAX; self.targets.len()];
+        for (&p, &id) in positions.iter().zip(predicted) {
+            full[p] = id;
+        }
+        self.score_answers(&full)
+    }
+
     /// How many answers the teacher-forced predictions `predicted` (`[B * L]`, the argmax at
     /// each target position) get right. The synthetic tasks' loss hides their answers among
     /// hundreds of easy filler tokens; this is the number that shows whether retrieval is

@@ -17,7 +17,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use ramba_core::backend::{BackendInfo, BackendKind};
 use ramba_core::checkpoint::{first_usable, has_checkpoints, load_weights};
-use ramba_core::model::{lm_loss, LanguageModel, ModelState};
+use ramba_core::model::{LanguageModel, ModelState};
 use ramba_core::nn::block::BlockState;
 use ramba_core::nn::mamba2::Mamba2State;
 use ramba_core::ops::RambaBackend;
@@ -875,9 +875,12 @@ fn shard_step<B: RambaBackend>(
     device: &B::Device,
 ) -> MicroStep<B> {
     let (inputs, targets, mask) = batch_tensors::<Autodiff<B>>(b, settings.answer_weight, device);
-    let (logits, state) = model.forward_with_state(inputs, init.map(ModelState::from_inner));
-    let answers = b.score_answers(&predictions(logits.clone().inner()));
-    let loss = lm_loss(logits, targets, mask).mul_scalar(share);
+    let (h, state) = model.hidden_with_state(inputs, init.map(ModelState::from_inner));
+    // The head runs only at the answers' positions for the score; the loss forms the logits a
+    // block at a time where the backend fuses the head and the loss.
+    let answers =
+        b.score_answers_at(&model.predictions_at(h.clone().detach(), &b.answer_positions()));
+    let loss = model.head_loss(h, targets, mask).mul_scalar(share);
     let value = loss.clone().into_scalar().elem::<f64>();
     let grads = GradientsParams::from_grads(loss.backward(), model);
     MicroStep {
@@ -902,21 +905,14 @@ pub fn validate<B: RambaBackend>(
     for i in 0..n {
         let b = data.batch(Split::Val, i);
         let (inputs, targets, mask) = batch_tensors::<B>(&b, 1.0, device);
-        let logits = model.forward(inputs);
-        answers.add(b.score_answers(&predictions(logits.clone())));
-        total += lm_loss(logits, targets, mask).into_scalar().elem::<f64>();
+        let (h, _) = model.hidden_with_state(inputs, None);
+        answers.add(b.score_answers_at(&model.predictions_at(h.clone(), &b.answer_positions())));
+        total += model
+            .head_loss(h, targets, mask)
+            .into_scalar()
+            .elem::<f64>();
     }
     (total / n as f64, answers)
-}
-
-/// The argmax token at every position of `logits` `[batch, seq, vocab]`, row-major.
-fn predictions<B: Backend>(logits: Tensor<B, 3>) -> Vec<u32> {
-    logits
-        .argmax(2)
-        .into_data()
-        .iter::<i64>()
-        .map(|id| id as u32)
-        .collect()
 }
 
 /// Memory reset (spec §6): each row's initial state is zero, or, with `stale_state_prob`, the

@@ -44,14 +44,42 @@ impl<B: Backend> LmHead<B> {
     pub fn set_compute_dtype(&mut self, dtype: DType) {
         self.compute = dtype;
     }
-
-    /// `[batch, seq]` → `[batch, seq, d_model]`, in the compute dtype.
-    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.embedding.forward(tokens).cast(self.compute)
-    }
 }
 
 impl<B: crate::ops::RambaBackend> LmHead<B> {
+    /// `[batch, seq]` → `[batch, seq, d_model]`, in the compute dtype.
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        crate::ops::embedding::embedding(self.embedding.weight.val(), tokens).cast(self.compute)
+    }
+
+    /// The training loss of `x [batch, seq, d_model]` against `targets` weighted by `mask`
+    /// (`[batch, seq]`): [`crate::model::lm_loss`] of [`logits`](Self::logits), except where
+    /// the backend fuses the linear layers, where the head's product and the loss are one node
+    /// that never holds all the logits ([`crate::ops::cross_entropy::head`]).
+    pub fn loss(
+        &self,
+        x: Tensor<B, 3>,
+        targets: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+    ) -> Tensor<B, 1> {
+        let biased = self.head.as_ref().is_some_and(|h| h.bias.is_some());
+        if !B::fused_linear() || biased {
+            return crate::model::lm_loss(self.logits(x), targets, mask);
+        }
+        let x = self.norm.forward_autocast(x);
+        let [batch, seq, d] = x.dims();
+        let weight = match &self.head {
+            Some(head) => head.weight.val(),
+            None => self.embedding.weight.val().transpose(),
+        };
+        crate::ops::cross_entropy::linear_cross_entropy(
+            x.reshape([batch * seq, d]),
+            weight,
+            targets.reshape([batch * seq]),
+            mask.reshape([batch * seq]),
+        )
+    }
+
     /// `[batch, seq, d_model]` → logits `[batch, seq, vocab]`, in the compute dtype (the loss
     /// takes them as they are and works in f32 a block of rows at a time: an f32 copy of
     /// a batch's logits is 6.6 GB at 8 × 4096 tokens of a 50,280-token vocabulary).

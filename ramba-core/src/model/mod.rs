@@ -166,6 +166,60 @@ impl<B: RambaBackend> LanguageModel<B> {
         (logits, stream.block_states())
     }
 
+    /// Like [`forward_with_state`](Self::forward_with_state), stopping before the LM head: the
+    /// final hidden states `[batch, seq, d_model]`, for [`head_loss`](Self::head_loss) and
+    /// [`predictions_at`](Self::predictions_at), so a training step never needs every logit.
+    pub fn hidden_with_state(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: Option<ModelState<B>>,
+    ) -> (Tensor<B, 3>, ModelState<B>) {
+        let mut stream = self.stream_state(ChunkStoreKind::Device);
+        if let Some(s) = state {
+            stream.seed(s);
+        }
+        let h = self.run(tokens, &mut stream);
+        (h, stream.block_states())
+    }
+
+    /// The training loss of hidden states `h` from [`hidden_with_state`](Self::hidden_with_state)
+    /// (see [`LmHead::loss`]).
+    pub fn head_loss(
+        &self,
+        h: Tensor<B, 3>,
+        targets: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+    ) -> Tensor<B, 1> {
+        self.lm().loss(h, targets, mask)
+    }
+
+    /// The argmax token of the logits at `positions` (flat indices into `[batch · seq]`) of
+    /// hidden states `h`, computing the head only at those rows (the answers a batch scores,
+    /// not a vocabulary-wide row per token).
+    pub fn predictions_at(&self, h: Tensor<B, 3>, positions: &[usize]) -> Vec<u32> {
+        if positions.is_empty() {
+            return Vec::new();
+        }
+        let [batch, seq, d] = h.dims();
+        let device = h.device();
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(
+                positions.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+                [positions.len()],
+            )
+            .convert::<B::IntElem>(),
+            &device,
+        );
+        let rows = h.reshape([batch * seq, d]).select(0, index);
+        self.lm()
+            .logits(rows.unsqueeze_dim(0))
+            .argmax(2)
+            .into_data()
+            .iter::<i64>()
+            .map(|id| id as u32)
+            .collect()
+    }
+
     /// A fresh stream for this model; HSA models keep their chunk memory in a store of `kind`
     /// (the others ignore it).
     pub fn stream_state(&self, kind: ChunkStoreKind) -> StreamState<B> {
@@ -227,7 +281,8 @@ impl<B: RambaBackend> LanguageModel<B> {
         targets: Tensor<B, 2, Int>,
         mask: Tensor<B, 2>,
     ) -> Tensor<B, 1> {
-        lm_loss(self.forward(tokens), targets, mask)
+        let h = self.run(tokens, &mut self.stream_state(ChunkStoreKind::Device));
+        self.lm().loss(h, targets, mask)
     }
 }
 

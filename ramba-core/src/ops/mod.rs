@@ -17,6 +17,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod cross_entropy;
+pub mod embedding;
 pub mod hsa;
 pub mod linear;
 pub mod norm;
@@ -234,6 +235,71 @@ pub trait RambaBackend: Backend {
         kernel: linear::MatmulKernel,
     ) -> Result<FloatTensor<Self>, String> {
         Err(format!("this backend has no matmul kernel `{kernel}`"))
+    }
+
+    /// The rows of `weight [vocab, d]` at `tokens [batch, seq]`: `[batch, seq, d]` (see
+    /// [`embedding::embedding`]; one node under `Autodiff`).
+    fn embedding_lookup(weight: FloatTensor<Self>, tokens: IntTensor<Self>) -> FloatTensor<Self> {
+        Self::embedding(weight, tokens)
+    }
+
+    /// The lookup's weight gradient `[vocab, d]` for `dy [batch, seq, d]`: Burn's
+    /// `embedding_backward` here.
+    fn embedding_grad(
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        tokens: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::embedding_backward(weight, dy, tokens)
+    }
+
+    /// The loss of the head's logits `x [N, d] · weight [d, V]` (see
+    /// [`cross_entropy::linear_cross_entropy`]); the logits exist only a block of rows at a
+    /// time on the backends that fuse the linear layers.
+    fn linear_cross_entropy(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::cross_entropy(Self::linear_rows(x, weight), targets, weights)
+    }
+
+    /// Each row's `log Σ_v exp z_v` of `logits [N, V]` (any float dtype), f32 `[N]`: the loss
+    /// node's forward pass over the vocabulary.
+    fn row_logsumexp(logits: FloatTensor<Self>) -> FloatTensor<Self> {
+        let logits: Tensor<Self, 2> = from_float(logits);
+        let block = cross_entropy::reference::block_rows(logits.dims()[1]);
+        into_float(cross_entropy::reference::row_logsumexp_blockwise(
+            logits, block,
+        ))
+    }
+
+    /// The logits' gradient `(softmax(z) − onehot(t)) · coef` row by row, in the logits'
+    /// dtype, for `coef [N]` and the forward's `lse [N]` (f32); it may take over the logits'
+    /// buffer.
+    fn cross_entropy_logits_grad(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        coef: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let logits: Tensor<Self, 2> = from_float(logits);
+        let block = cross_entropy::reference::block_rows(logits.dims()[1]);
+        into_float(cross_entropy::reference::logits_grad_blockwise(
+            logits,
+            Tensor::from_primitive(targets),
+            from_float(coef),
+            from_float(lse),
+            block,
+        ))
+    }
+
+    /// `Σ_rows t[row, col]` of `t [rows, cols]` (any float dtype) as f32 `[cols]`: the
+    /// parameter gradients that are sums over tokens.
+    fn sum_rows(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        let t: Tensor<Self, 2> = from_float(t);
+        into_float(norm::math::sum_rows(t.cast(burn::tensor::DType::F32)))
     }
 
     /// The training loss: weighted mean cross-entropy of `targets [N]` under `logits [N, V]`
@@ -637,11 +703,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         let gamma_dtype = gamma.dtype();
         let d = gamma.shape().num_elements();
         let grads = cubecl_kernels::norm::rms_norm_backward(x, z, gamma, rstd, dy);
-        // The per-cube partial sums of dγ (`rows / 32` rows of `d`), summed over contiguous
-        // runs: along the strided axis, `d` units would each walk every partial row.
-        let d_gamma = into_float(norm::math::sum_rows::<Self>(from_float(
-            grads.gamma_partials,
-        )));
+        // The per-cube partial sums of dγ (`rows / 32` rows of `d`).
+        let d_gamma = Self::sum_rows(grads.gamma_partials);
         debug_assert_eq!(d_gamma.shape().num_elements(), d);
         let d_gamma = if gamma_dtype == burn::tensor::DType::F32 {
             d_gamma
@@ -674,15 +737,55 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         targets: IntTensor<Self>,
         weights: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let logits: Tensor<Self, 2> = from_float(logits);
-        let block = cross_entropy::reference::block_rows(logits.dims()[1]);
-        let fwd = cross_entropy::reference::forward_blockwise(
-            logits,
+        let lse = from_float(Self::row_logsumexp(logits.clone()));
+        let fwd = cross_entropy::reference::loss_from_lse::<Self>(
+            from_float(logits),
             Tensor::from_primitive(targets),
             from_float(weights),
-            block,
+            lse,
         );
         into_float(fwd.loss)
+    }
+
+    fn linear_cross_entropy(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cross_entropy::head::forward::<Self>(x, weight, targets, weights)
+    }
+
+    fn embedding_grad(
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        tokens: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let vocab = weight.shape().dims::<2>()[0];
+        let grad = cubecl_kernels::embedding::embedding_backward(tokens, dy, vocab);
+        let dtype = weight.dtype();
+        if grad.dtype() == dtype {
+            grad
+        } else {
+            Self::float_cast(grad, dtype.into())
+        }
+    }
+
+    fn row_logsumexp(logits: FloatTensor<Self>) -> FloatTensor<Self> {
+        cubecl_kernels::cross_entropy::row_logsumexp(logits)
+    }
+
+    fn cross_entropy_logits_grad(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        coef: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cubecl_kernels::cross_entropy::logits_grad(logits, targets, coef, lse)
+    }
+
+    fn sum_rows(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        cubecl_kernels::reduce::sum_rows(t)
     }
 
     fn fused_linear() -> bool {
@@ -923,6 +1026,26 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         weights: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::autodiff::cross_entropy::<B, C>(logits, targets, weights)
+    }
+
+    /// One node on every `B`, whose backward is `B`'s [`embedding_grad`](RambaBackend::embedding_grad).
+    fn embedding_lookup(weight: FloatTensor<Self>, tokens: IntTensor<Self>) -> FloatTensor<Self> {
+        embedding::autodiff::embedding::<B, C>(weight, tokens)
+    }
+
+    /// One node (the blockwise head and loss of [`cross_entropy::head`]) where `B` fuses the
+    /// linear layers; the product and the loss node elsewhere.
+    fn linear_cross_entropy(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if B::fused_linear() {
+            cross_entropy::head::linear_cross_entropy::<B, C>(x, weight, targets, weights)
+        } else {
+            Self::cross_entropy(Self::linear_rows(x, weight), targets, weights)
+        }
     }
 
     /// One node on every `B`; see [`Self::rms_norm`] for who takes it.

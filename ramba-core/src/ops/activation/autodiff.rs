@@ -14,7 +14,7 @@ use crate::ops::{from_float, into_float};
 #[derive(Debug)]
 struct BiasedSoftplusBackward;
 
-impl<B: burn::prelude::Backend> Backward<B, 2> for BiasedSoftplusBackward {
+impl<B: crate::ops::RambaBackend> Backward<B, 2> for BiasedSoftplusBackward {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -36,7 +36,7 @@ impl<B: burn::prelude::Backend> Backward<B, 2> for BiasedSoftplusBackward {
 }
 
 /// `Autodiff<B>::biased_softplus`: `dt [rows, n]`, `bias [n]`.
-pub(crate) fn biased_softplus<B: burn::prelude::Backend, C: CheckpointStrategy>(
+pub(crate) fn biased_softplus<B: crate::ops::RambaBackend, C: CheckpointStrategy>(
     dt: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
     out: DType,

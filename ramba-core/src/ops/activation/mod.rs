@@ -5,8 +5,8 @@
 //! Differentiated op by op, `softplus(dt + bias)` is a dozen launches each way, and Burn's
 //! broadcast backward sums the bias gradient along a strided axis with one unit per output:
 //! for ramba-small at 8 × 4096 tokens, 20 units each walking 32K rows, in every Mamba-2 layer.
-//! The node of [`autodiff`] keeps `dt` and sums the bias gradient over contiguous runs
-//! ([`crate::ops::norm::math::sum_rows`]).
+//! The node of [`autodiff`] keeps `dt` and sums the bias gradient with
+//! [`RambaBackend::sum_rows`] (a kernel that spreads the rows over the device).
 
 pub mod autodiff;
 
@@ -47,7 +47,7 @@ pub(crate) fn biased_softplus_forward<B: Backend>(
 }
 
 /// Backward: `(d_dt in dt's dtype, d_bias in bias's dtype)` for `d_delta`; `softplus′ = σ`.
-pub(crate) fn biased_softplus_backward<B: Backend>(
+pub(crate) fn biased_softplus_backward<B: RambaBackend>(
     dt: Tensor<B, 2>,
     bias: Tensor<B, 1>,
     d_delta: Tensor<B, 2>,
@@ -55,6 +55,6 @@ pub(crate) fn biased_softplus_backward<B: Backend>(
     let (dt_dtype, bias_dtype) = (dt.dtype(), bias.dtype());
     let pre = dt.cast(DType::F32) + bias.cast(DType::F32).unsqueeze::<2>();
     let d_pre = d_delta.cast(DType::F32) * burn::tensor::activation::sigmoid(pre);
-    let d_bias = super::norm::math::sum_rows(d_pre.clone()).cast(bias_dtype);
+    let d_bias = from_float::<B, 1>(B::sum_rows(into_float(d_pre.clone()))).cast(bias_dtype);
     (d_pre.cast(dt_dtype), d_bias)
 }

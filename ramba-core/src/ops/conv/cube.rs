@@ -66,8 +66,13 @@ where
     let (channels, width) = (w_shape[0], w_shape[1]);
     let g = kernels::causal_conv1d_backward(x, weight, Some(init_state), dy, Some(d_final_state));
     // Per-tile partials `[B·tiles, D, W + 1]` → the weight (`..W`) and bias (`W`) gradients.
-    let sums: Tensor<Cube<R, F, I, BT>, 3> = from_float(g.param_partials);
-    let sums = sums.sum_dim(0).reshape([channels, width + 1]).cast(dtype);
+    let tiles = g.param_partials.meta.shape()[0];
+    let partials = into_float::<Cube<R, F, I, BT>, 2>(
+        from_float::<Cube<R, F, I, BT>, 3>(g.param_partials)
+            .reshape([tiles, channels * (width + 1)]),
+    );
+    let sums: Tensor<Cube<R, F, I, BT>, 1> = from_float(cubecl_kernels::reduce::sum_rows(partials));
+    let sums = sums.reshape([channels, width + 1]).cast(dtype);
     ConvGrads {
         x: g.x,
         weight: into_float(sums.clone().slice([0..channels, 0..width])),

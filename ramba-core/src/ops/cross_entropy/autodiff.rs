@@ -1,5 +1,7 @@
 //! The cross-entropy under `Autodiff<B>` where `B` fuses it: one graph node whose forward and
-//! backward are the blockwise passes of [`super::reference`] on the inner backend. It keeps the
+//! backward are `B`'s two passes over the logits ([`RambaBackend::row_logsumexp`],
+//! [`RambaBackend::cross_entropy_logits_grad`]: kernels on the CubeCL backends, the blockwise
+//! reference elsewhere). It keeps the
 //! logits (in their dtype: bf16 under mixed precision), the targets, the weights and the rows'
 //! log-sum-exp; `log_softmax` through autodiff would keep f32 `[N, V]` tensors instead.
 
@@ -11,10 +13,9 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::TensorMetadata;
 
-use super::reference::{backward_blockwise, block_rows, forward_blockwise};
-use crate::ops::{from_float, into_float};
+use super::reference::{grad_coefficients, loss_from_lse};
+use crate::ops::{from_float, into_float, RambaBackend};
 
 #[derive(Debug)]
 struct CrossEntropyBackward;
@@ -29,7 +30,7 @@ struct CrossEntropyState<B: Backend> {
     total: FloatTensor<B>,
 }
 
-impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
+impl<B: RambaBackend> Backward<B, 1> for CrossEntropyBackward {
     type State = CrossEntropyState<B>;
 
     fn backward(
@@ -41,38 +42,30 @@ impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
         let [node] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        let logits: Tensor<B, 2> =
-            from_float(checkpointer.retrieve_node_output::<FloatTensor<B>>(s.logits));
-        let block = block_rows(logits.dims()[1]);
-        let d_logits = backward_blockwise::<B>(
-            logits,
-            Tensor::from_primitive(s.targets),
-            from_float(s.weights),
-            from_float(s.lse),
-            from_float(s.total),
-            from_float(grad),
-            block,
-        );
+        let logits = checkpointer.retrieve_node_output::<FloatTensor<B>>(s.logits);
+        let coef =
+            grad_coefficients::<B>(from_float(s.weights), from_float(s.total), from_float(grad));
+        let d_logits = B::cross_entropy_logits_grad(logits, s.targets, into_float(coef), s.lse);
         if let Some(node) = node {
-            grads.register::<B>(node.id, into_float(d_logits));
+            grads.register::<B>(node.id, d_logits);
         }
     }
 }
 
 /// `Autodiff<B>::cross_entropy`.
-pub(crate) fn cross_entropy<B: Backend, C: CheckpointStrategy>(
+pub(crate) fn cross_entropy<B: RambaBackend, C: CheckpointStrategy>(
     logits: FloatTensor<Autodiff<B, C>>,
     targets: IntTensor<Autodiff<B, C>>,
     weights: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
     // The weights are the loss mask: constants, not differentiated.
     let weights = weights.primitive;
-    let block = block_rows(logits.primitive.shape().dims::<2>()[1]);
-    let fwd = forward_blockwise::<B>(
+    let lse = B::row_logsumexp(logits.primitive.clone());
+    let fwd = loss_from_lse::<B>(
         from_float(logits.primitive.clone()),
         Tensor::from_primitive(targets.clone()),
         from_float(weights.clone()),
-        block,
+        from_float(lse),
     );
     match CrossEntropyBackward
         .prepare::<C>([logits.node.clone()])

@@ -11,6 +11,7 @@
 //! exists in either direction, whatever the compute dtype.
 
 pub mod autodiff;
+pub mod head;
 pub mod reference;
 
 use burn::prelude::*;
@@ -26,6 +27,24 @@ pub fn cross_entropy<B: RambaBackend>(
 ) -> Tensor<B, 1> {
     from_float(B::cross_entropy(
         into_float(logits),
+        targets.into_primitive(),
+        into_float(weights),
+    ))
+}
+
+/// The loss of the LM head's logits `x [N, d] · weight [d, V]` for `targets [N]` weighted by
+/// `weights [N]`, an f32 `[1]`, differentiable in `x` and `weight`. Where the backend fuses the
+/// linear layers the `[N, V]` logits are formed a block of rows at a time and never kept (see
+/// [`head`]); elsewhere it is [`cross_entropy`] of the product.
+pub fn linear_cross_entropy<B: RambaBackend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+) -> Tensor<B, 1> {
+    from_float(B::linear_cross_entropy(
+        into_float(x),
+        into_float(weight),
         targets.into_primitive(),
         into_float(weights),
     ))

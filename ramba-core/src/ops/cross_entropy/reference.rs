@@ -51,15 +51,10 @@ pub struct Forward<B: Backend> {
     pub total: Tensor<B, 1>,
 }
 
-/// The loss without a graph, `block` rows at a time in f32.
-pub fn forward_blockwise<B: Backend>(
-    logits: Tensor<B, 2>,
-    targets: Tensor<B, 1, Int>,
-    weights: Tensor<B, 1>,
-    block: usize,
-) -> Forward<B> {
+/// Each row's `log Σ_v exp z_v` of `logits [N, V]`, `block` rows at a time in f32: f32 `[N]`.
+pub fn row_logsumexp_blockwise<B: Backend>(logits: Tensor<B, 2>, block: usize) -> Tensor<B, 1> {
     let n = logits.dims()[0];
-    let lse = Tensor::cat(
+    Tensor::cat(
         (0..n)
             .step_by(block)
             .map(|start| {
@@ -70,18 +65,58 @@ pub fn forward_blockwise<B: Backend>(
             })
             .collect(),
         0,
-    );
+    )
+}
+
+/// `Σ_i w_i (lse_i − z_i[t_i])` (f32 `[1]`) from the rows' log-sum-exp `lse [N]` (f32).
+pub fn weighted_nll_sum<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+    lse: Tensor<B, 1>,
+) -> Tensor<B, 1> {
+    let n = logits.dims()[0];
     let picked = logits
         .gather(1, targets.unsqueeze_dim(1))
         .cast(DType::F32)
         .reshape([n]);
-    let weights = weights.cast(DType::F32);
-    let total = weights.clone().sum().clamp_min(1e-9);
+    ((lse - picked) * weights.cast(DType::F32)).sum()
+}
+
+/// The loss from the rows' log-sum-exp `lse [N]` (f32): `Σ w (lse − z[t]) / Σ w`.
+pub fn loss_from_lse<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+    lse: Tensor<B, 1>,
+) -> Forward<B> {
+    let total = weights.clone().cast(DType::F32).sum().clamp_min(1e-9);
     Forward {
-        loss: ((lse.clone() - picked) * weights).sum() / total.clone(),
+        loss: weighted_nll_sum(logits, targets, weights, lse.clone()) / total.clone(),
         lse,
         total,
     }
+}
+
+/// The loss without a graph, `block` rows at a time in f32.
+pub fn forward_blockwise<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+    block: usize,
+) -> Forward<B> {
+    let lse = row_logsumexp_blockwise(logits.clone(), block);
+    loss_from_lse(logits, targets, weights, lse)
+}
+
+/// Each row's factor of the logits' gradient, `w · g / Σw` (f32 `[N]`), for the loss gradient
+/// `grad [1]`.
+pub fn grad_coefficients<B: Backend>(
+    weights: Tensor<B, 1>,
+    total: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+) -> Tensor<B, 1> {
+    weights.cast(DType::F32) * (grad.cast(DType::F32) / total)
 }
 
 /// The logits' gradient for the loss gradient `grad [1]`: `(softmax(z) − onehot(t)) · w · g / Σw`,
@@ -96,9 +131,21 @@ pub fn backward_blockwise<B: Backend>(
     grad: Tensor<B, 1>,
     block: usize,
 ) -> Tensor<B, 2> {
+    let coef = grad_coefficients(weights, total, grad);
+    logits_grad_blockwise(logits, targets, coef, lse, block)
+}
+
+/// `(softmax(z) − onehot(t)) · coef` row by row for `coef [N]` and `lse [N]` (f32), `block`
+/// rows at a time in f32, returned in the logits' dtype.
+pub fn logits_grad_blockwise<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    coef: Tensor<B, 1>,
+    lse: Tensor<B, 1>,
+    block: usize,
+) -> Tensor<B, 2> {
     let n = logits.dims()[0];
     let dtype = logits.dtype();
-    let coef = weights.cast(DType::F32) * (grad.cast(DType::F32) / total);
     // Each block's gradient is written over the block's logits, which nothing reads again: the
     // logits' buffer becomes the gradient's (in place when the graph held its last reference,
     // else after one copy), instead of collecting every block and concatenating them, which held

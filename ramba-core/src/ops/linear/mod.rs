@@ -206,7 +206,11 @@ pub(crate) fn weight_grad<B: RambaBackend>(
     let xs = B::float_swap_dims(B::float_reshape(x, [splits, per, d_in].into()), 1, 2);
     let dys = B::float_reshape(dy, [splits, per, d_out].into());
     let partial = B::matmul_into(xs, dys, DType::F32, LinearPass::WeightGrad);
-    let sum = B::float_reshape(B::float_sum_dim(partial, 0), [d_in, d_out].into());
+    // The slices' products summed over the leading axis, one output element per thread
+    // (Burn's `sum_dim` here is cubek's unit routine too, but [`RambaBackend::sum_rows`] is the
+    // seam's one sum over tokens).
+    let partial = B::float_reshape(partial, [splits, d_in * d_out].into());
+    let sum = B::float_reshape(B::sum_rows(partial), [d_in, d_out].into());
     if out_dtype == DType::F32 {
         sum
     } else {
