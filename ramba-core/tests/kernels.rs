@@ -940,13 +940,15 @@ fn conv_forward_and_backward_match_reference() {
         "the wgpu backend must run the conv kernels"
     );
     let device = Default::default();
-    // (batch, seq, channels, width, with bias, with state); seq > the 256-token tile once,
-    // and seq < width − 1 (the final state reaches into the initial one).
-    for (i, (bs, l, ch, w, with_bias, with_state)) in [
-        (2, 37, 24, 4, true, true),
-        (1, 300, 10, 4, true, false),
-        (2, 2, 6, 4, false, true),
-        (1, 19, 5, 2, true, true),
+    // (batch, seq, channels, width, with bias, with state, SiLU after); seq > the 256-token
+    // tile once, and seq < width − 1 (the final state reaches into the initial one).
+    for (i, (bs, l, ch, w, with_bias, with_state, silu)) in [
+        (2, 37, 24, 4, true, true, false),
+        (1, 300, 10, 4, true, false, false),
+        (2, 2, 6, 4, false, true, false),
+        (1, 19, 5, 2, true, true, false),
+        (2, 37, 24, 4, true, true, true),
+        (1, 300, 10, 4, false, false, true),
     ]
     .into_iter()
     .enumerate()
@@ -966,13 +968,14 @@ fn conv_forward_and_backward_match_reference() {
         } else {
             zero_state
         };
-        let name = format!("conv b={bs} l={l} d={ch} w={w}");
+        let name = format!("conv b={bs} l={l} d={ch} w={w} silu={silu}");
 
-        let (want_y, want_state) = conv::reference::causal_conv1d(
+        let (want_y, want_state) = conv::reference::causal_conv1d_act(
             cpu(&x),
             cpu(&weight),
             Some(cpu(&bias_in)),
             Some(cpu(&state_in)),
+            silu,
         );
         poison::<Gpu>(&[[1, bs, l, ch], [1, bs, ch, w - 1]], &device);
         let (y, last) = Gpu::causal_conv1d(
@@ -980,6 +983,7 @@ fn conv_forward_and_backward_match_reference() {
             prim_nd(weight.clone()),
             with_bias.then(|| prim_nd(bias.clone())),
             with_state.then(|| prim_nd(state.clone())),
+            silu,
         );
         assert_close_nd(&format!("{name} y"), float::<Gpu, 3>(y), want_y);
         assert_close_nd(&format!("{name} state"), float::<Gpu, 3>(last), want_state);
@@ -991,6 +995,7 @@ fn conv_forward_and_backward_match_reference() {
             cpu(&state_in),
             cpu(&dy),
             cpu(&d_final),
+            silu,
         );
         let got = Gpu::causal_conv1d_backward(
             prim_nd(x),
@@ -999,6 +1004,7 @@ fn conv_forward_and_backward_match_reference() {
             prim_nd(state_in),
             prim_nd(dy),
             prim_nd(d_final),
+            silu,
         );
         assert_close_nd::<3>(&format!("{name} dx"), float(got.x), float(want.x));
         assert_close_nd::<2>(&format!("{name} dw"), float(got.weight), float(want.weight));

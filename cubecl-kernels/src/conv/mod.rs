@@ -7,6 +7,11 @@
 //! into `dx` and the initial state's gradient; `dw_i = Σ_{b,t} dy_t x̃_{t+i}` and
 //! `dbias = Σ_{b,t} dy_t` as per-tile partial sums the caller reduces.
 //!
+//! With `silu`, the output is `SiLU(y)` (Mamba-2 applies it right after the conv): the forward
+//! writes it in the same pass and the backward recomputes the conv output `y` from `x` (four
+//! taps) to turn `d SiLU(y)` into `dy` in one more launch, so the pre-activation is neither
+//! written nor kept between the passes.
+//!
 //! Shapes: `x`, `y`, `dy`, `dx`: `[B, L, D]`; `weight [D, W]`; `bias [D]`; states
 //! `[B, D, W − 1]`; partials f32 `[B · n_tiles, D, W + 1]` (the `W` weight sums, then the bias
 //! sum), `n_tiles = ⌈L / TILE⌉`.
@@ -62,6 +67,7 @@ fn conv_forward_kernel<F: Float>(
     n_y: usize,
     n_state: usize,
     #[comptime] width: usize,
+    #[comptime] silu: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let i = CUBE_POS * comptime!(THREADS as usize) + UNIT_POS as usize;
@@ -76,6 +82,9 @@ fn conv_forward_kernel<F: Float>(
         for k in 0..width {
             let xv = padded_input::<F>(x, state, b, d, t + k, seq, channels, width);
             acc += f32::cast_from(weight[d * width + k]) * xv;
+        }
+        if silu {
+            acc /= 1.0 + f32::exp(-acc);
         }
         y[i] = F::cast_from(acc);
     } else if i < n_y + n_state {
@@ -95,6 +104,40 @@ fn conv_forward_kernel<F: Float>(
             width,
         ));
     }
+}
+
+/// `dy = d SiLU(y) · σ(y) · (1 + y · (1 − σ(y)))` with the conv output `y` recomputed from `x`.
+#[cube(launch_unchecked, address_type = "dynamic")]
+#[allow(clippy::too_many_arguments)]
+fn conv_silu_grad_kernel<F: Float>(
+    x: &Tensor<F>,
+    weight: &Tensor<F>,
+    bias: &Tensor<F>,
+    state: &Tensor<F>,
+    d_act: &Tensor<F>,
+    dy: &mut Tensor<F>,
+    seq: usize,
+    channels: usize,
+    n_y: usize,
+    #[comptime] width: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let i = CUBE_POS * comptime!(THREADS as usize) + UNIT_POS as usize;
+    if i >= n_y {
+        terminate!();
+    }
+    let d = i % channels;
+    let bt = i / channels;
+    let t = bt % seq;
+    let b = bt / seq;
+    let mut acc = f32::cast_from(bias[d]);
+    #[unroll]
+    for k in 0..width {
+        let xv = padded_input::<F>(x, state, b, d, t + k, seq, channels, width);
+        acc += f32::cast_from(weight[d * width + k]) * xv;
+    }
+    let s = 1.0 / (1.0 + f32::exp(-acc));
+    dy[i] = F::cast_from(f32::cast_from(d_act[i]) * s * (1.0 + acc * (1.0 - s)));
 }
 
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -188,13 +231,14 @@ fn conv_backward_params_kernel<F: Float>(
     }
 }
 
-/// Forward: `(y [B, L, D], state after x [B, D, W − 1])` in `x`'s dtype. A missing bias or
-/// state is zeros.
+/// Forward: `(y [B, L, D], state after x [B, D, W − 1])` in `x`'s dtype, `y` through SiLU
+/// when `silu`. A missing bias or state is zeros.
 pub fn causal_conv1d_forward<R: CubeRuntime>(
     x: CubeTensor<R>,
     weight: CubeTensor<R>,
     bias: Option<CubeTensor<R>>,
     state: Option<CubeTensor<R>>,
+    silu: bool,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let [batch, seq, channels] = dims3(x.meta.shape());
     let width = weight.meta.shape()[1];
@@ -233,6 +277,7 @@ pub fn causal_conv1d_forward<R: CubeRuntime>(
             n_y,
             n_state,
             width,
+            silu,
             dtype,
         )
     };
@@ -250,14 +295,18 @@ pub struct ConvGradients<R: CubeRuntime> {
     pub param_partials: CubeTensor<R>,
 }
 
-/// Backward: the input and initial state gradients, and the parameter gradients' partial sums.
-/// A missing `d_last` (final state unused) is zeros.
+/// Backward: the input and initial state gradients, and the parameter gradients' partial sums,
+/// for `dy` the gradient of the output (of `SiLU(y)` when `silu`; the bias is then needed to
+/// recompute `y`). A missing bias, state or `d_last` (final state unused) is zeros.
+#[allow(clippy::too_many_arguments)]
 pub fn causal_conv1d_backward<R: CubeRuntime>(
     x: CubeTensor<R>,
     weight: CubeTensor<R>,
+    bias: Option<CubeTensor<R>>,
     state: Option<CubeTensor<R>>,
     dy: CubeTensor<R>,
     d_last: Option<CubeTensor<R>>,
+    silu: bool,
 ) -> ConvGradients<R> {
     let [batch, seq, channels] = dims3(x.meta.shape());
     let width = weight.meta.shape()[1];
@@ -266,6 +315,36 @@ pub fn causal_conv1d_backward<R: CubeRuntime>(
     let zeros = |x: &CubeTensor<R>| zeros_like_shape(x, state_shape.clone(), x.dtype);
     let state = state.map(into_contiguous).unwrap_or_else(|| zeros(&x));
     let d_last = d_last.map(into_contiguous).unwrap_or_else(|| zeros(&x));
+    let n_y = batch * seq * channels;
+    let dy = if silu && n_y > 0 {
+        let bias = bias
+            .map(into_contiguous)
+            .unwrap_or_else(|| zeros_like_shape(&x, Shape::new([channels]), x.dtype));
+        let d_pre = empty_like_shape(&x, x.meta.shape().clone(), x.dtype);
+        let client = x.client.clone();
+        unsafe {
+            conv_silu_grad_kernel::launch_unchecked::<R>(
+                &client,
+                cube_count_for(&client, n_y.div_ceil(THREADS as usize)),
+                CubeDim::new_1d(THREADS),
+                address_type_of(&[&x, &dy]),
+                x.clone().into_tensor_arg(),
+                weight.clone().into_tensor_arg(),
+                bias.into_tensor_arg(),
+                state.clone().into_tensor_arg(),
+                dy.into_tensor_arg(),
+                d_pre.clone().into_tensor_arg(),
+                seq,
+                channels,
+                n_y,
+                width,
+                x.dtype.into(),
+            )
+        };
+        d_pre
+    } else {
+        dy
+    };
     let dx = empty_like_shape(&x, x.meta.shape().clone(), x.dtype);
     let d_state = empty_like_shape(&x, state_shape.clone(), x.dtype);
     let n_tiles = seq.div_ceil(TILE);

@@ -416,13 +416,13 @@ impl<B: RambaBackend> Mamba2Block<B> {
                 let batch = s.dims()[0];
                 s.slice([0..batch, channels.clone()])
             });
-            let (y, last) = crate::ops::conv::causal_conv1d(
+            // SiLU inside the conv's own pass: the pre-activation is never stored.
+            crate::ops::conv::causal_conv1d_silu(
                 x,
                 conv_weight.clone().slice([channels.clone(), 0..width]),
                 Some(conv_bias.clone().slice([channels])),
                 state,
-            );
-            (crate::ops::norm::silu(y), last)
+            )
         };
         let z = product(0..di);
         let (xs, state_x) = conv(product(di..2 * di), 0..di);

@@ -546,20 +546,22 @@ pub trait RambaBackend: Backend {
         false
     }
 
-    /// Causal depthwise conv1d with state (see [`conv::causal_conv1d`]); returns
-    /// `(y, state after x)`.
+    /// Causal depthwise conv1d with state (see [`conv::causal_conv1d`]), its output through
+    /// SiLU when `silu`; returns `(y, state after x)`.
     fn causal_conv1d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         init_state: Option<FloatTensor<Self>>,
+        silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        conv::reference::causal_conv1d_primitive::<Self>(x, weight, bias, init_state)
+        conv::reference::causal_conv1d_primitive::<Self>(x, weight, bias, init_state, silu)
     }
 
     /// Gradients of the convolution's inputs given `dy` and the final state's gradient.
     /// Called by the `Autodiff` node when [`fused_conv`](Self::fused_conv); the default
     /// differentiates the reference.
+    #[allow(clippy::too_many_arguments)]
     fn causal_conv1d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -567,6 +569,7 @@ pub trait RambaBackend: Backend {
         init_state: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         d_final_state: FloatTensor<Self>,
+        silu: bool,
     ) -> ConvGrads<Self> {
         conv::reference::backward::<Self>(
             from_float(x),
@@ -575,6 +578,7 @@ pub trait RambaBackend: Backend {
             from_float(init_state),
             from_float(dy),
             from_float(d_final_state),
+            silu,
         )
     }
 
@@ -968,8 +972,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         weight: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         init_state: Option<FloatTensor<Self>>,
+        silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        conv::cube::forward::<R, F, I, BT>(x, weight, bias, init_state)
+        conv::cube::forward::<R, F, I, BT>(x, weight, bias, init_state, silu)
     }
 
     fn causal_conv1d_backward(
@@ -979,8 +984,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         init_state: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         d_final_state: FloatTensor<Self>,
+        silu: bool,
     ) -> ConvGrads<Self> {
-        conv::cube::backward::<R, F, I, BT>(x, weight, bias, init_state, dy, d_final_state)
+        conv::cube::backward::<R, F, I, BT>(x, weight, bias, init_state, dy, d_final_state, silu)
     }
 
     fn memory_usage(device: &Self::Device) -> Option<DeviceMemory> {
@@ -1145,11 +1151,12 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         init_state: Option<FloatTensor<Self>>,
+        silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if B::fused_conv() {
-            return conv::autodiff::causal_conv1d::<B, C>(x, weight, bias, init_state);
+            return conv::autodiff::causal_conv1d::<B, C>(x, weight, bias, init_state, silu);
         }
-        conv::reference::causal_conv1d_primitive::<Self>(x, weight, bias, init_state)
+        conv::reference::causal_conv1d_primitive::<Self>(x, weight, bias, init_state, silu)
     }
 
     fn memory_usage(device: &Self::Device) -> Option<DeviceMemory> {

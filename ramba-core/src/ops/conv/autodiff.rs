@@ -25,6 +25,8 @@ struct ConvState {
     inputs: [NodeId; 4],
     y_shape: Shape,
     state_shape: Shape,
+    /// The output went through SiLU.
+    silu: bool,
 }
 
 impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
@@ -42,7 +44,7 @@ impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
         let [x, weight, bias, init] = state
             .inputs
             .map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
-        let g = B::causal_conv1d_backward(x, weight, bias, init, dy, d_final);
+        let g = B::causal_conv1d_backward(x, weight, bias, init, dy, d_final, state.silu);
         let [nx, nw, nb, ns] = ops.parents;
         for (node, grad) in [(nx, g.x), (nw, g.weight), (nb, g.bias), (ns, g.init_state)] {
             if let Some(node) = node {
@@ -58,6 +60,7 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
     weight: FloatTensor<Autodiff<B, C>>,
     bias: Option<FloatTensor<Autodiff<B, C>>>,
     init_state: Option<FloatTensor<Autodiff<B, C>>>,
+    silu: bool,
 ) -> OutputAndState<Autodiff<B, C>> {
     let y_shape = x.shape();
     let w_shape = weight.shape();
@@ -85,11 +88,13 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
                 weight.primitive,
                 Some(bias.primitive),
                 Some(init_state.primitive),
+                silu,
             );
             let state = ConvState {
                 inputs: ids,
                 y_shape: y_shape.clone(),
                 state_shape: state_shape.clone(),
+                silu,
             };
             prep.finish(state, pack::<B, 3>(y, last))
         }
@@ -99,6 +104,7 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
                 weight.primitive,
                 Some(bias.primitive),
                 Some(init_state.primitive),
+                silu,
             );
             prep.finish(pack::<B, 3>(y, last))
         }

@@ -22,6 +22,7 @@ pub(crate) fn forward<R, F, I, BT>(
     weight: FloatTensor<Cube<R, F, I, BT>>,
     bias: Option<FloatTensor<Cube<R, F, I, BT>>>,
     init_state: Option<FloatTensor<Cube<R, F, I, BT>>>,
+    silu: bool,
 ) -> OutputAndState<Cube<R, F, I, BT>>
 where
     R: CubeRuntime,
@@ -31,10 +32,10 @@ where
 {
     if !fits(&weight.shape()) {
         return reference::causal_conv1d_primitive::<Cube<R, F, I, BT>>(
-            x, weight, bias, init_state,
+            x, weight, bias, init_state, silu,
         );
     }
-    kernels::causal_conv1d_forward(x, weight, bias, init_state)
+    kernels::causal_conv1d_forward(x, weight, bias, init_state, silu)
 }
 
 pub(crate) fn backward<R, F, I, BT>(
@@ -44,6 +45,7 @@ pub(crate) fn backward<R, F, I, BT>(
     init_state: FloatTensor<Cube<R, F, I, BT>>,
     dy: FloatTensor<Cube<R, F, I, BT>>,
     d_final_state: FloatTensor<Cube<R, F, I, BT>>,
+    silu: bool,
 ) -> ConvGrads<Cube<R, F, I, BT>>
 where
     R: CubeRuntime,
@@ -60,11 +62,20 @@ where
             from_float(init_state),
             from_float(dy),
             from_float(d_final_state),
+            silu,
         );
     }
     let dtype = x.dtype();
     let (channels, width) = (w_shape[0], w_shape[1]);
-    let g = kernels::causal_conv1d_backward(x, weight, Some(init_state), dy, Some(d_final_state));
+    let g = kernels::causal_conv1d_backward(
+        x,
+        weight,
+        Some(bias),
+        Some(init_state),
+        dy,
+        Some(d_final_state),
+        silu,
+    );
     // Per-tile partials `[B·tiles, D, W + 1]` → the weight (`..W`) and bias (`W`) gradients.
     let tiles = g.param_partials.meta.shape()[0];
     let partials = into_float::<Cube<R, F, I, BT>, 2>(

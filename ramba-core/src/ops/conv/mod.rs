@@ -39,6 +39,25 @@ pub fn causal_conv1d<B: RambaBackend>(
         into_float(weight),
         bias.map(into_float),
         init_state.map(into_float),
+        false,
+    );
+    (from_float(y), from_float(state))
+}
+
+/// [`causal_conv1d`] followed by SiLU, as Mamba-2 runs it: one op, so that backends with the
+/// kernels apply SiLU in the convolution's own pass and never keep the pre-activation.
+pub fn causal_conv1d_silu<B: RambaBackend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    init_state: Option<Tensor<B, 3>>,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let (y, state) = B::causal_conv1d(
+        into_float(x),
+        into_float(weight),
+        bias.map(into_float),
+        init_state.map(into_float),
+        true,
     );
     (from_float(y), from_float(state))
 }

@@ -59,6 +59,22 @@ pub fn step<B: Backend>(
     (y, window.slice([0..batch, 0..channels, 1..width]))
 }
 
+/// [`causal_conv1d`] with its output through SiLU when `silu`.
+pub fn causal_conv1d_act<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    init_state: Option<Tensor<B, 3>>,
+    silu: bool,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let (y, state) = causal_conv1d(x, weight, bias, init_state);
+    if silu {
+        (burn::tensor::activation::silu(y), state)
+    } else {
+        (y, state)
+    }
+}
+
 /// The reference on primitives (the trait's default, and `Autodiff`'s path for backends without
 /// the kernels).
 pub fn causal_conv1d_primitive<B: Backend>(
@@ -66,18 +82,21 @@ pub fn causal_conv1d_primitive<B: Backend>(
     weight: FloatTensor<B>,
     bias: Option<FloatTensor<B>>,
     init_state: Option<FloatTensor<B>>,
+    silu: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let (y, state) = causal_conv1d::<B>(
+    let (y, state) = causal_conv1d_act::<B>(
         from_float(x),
         from_float(weight),
         bias.map(from_float),
         init_state.map(from_float),
+        silu,
     );
     (into_float(y), into_float(state))
 }
 
-/// Gradients of every input given `dy` and the final state's gradient, by differentiating
-/// [`causal_conv1d`] under `Autodiff<B>` (the oracle of the backward kernels).
+/// Gradients of every input given `dy` (of the output, after SiLU when `silu`) and the final
+/// state's gradient, by differentiating [`causal_conv1d_act`] under `Autodiff<B>` (the oracle
+/// of the backward kernels).
 pub fn backward<B: Backend>(
     x: Tensor<B, 3>,
     weight: Tensor<B, 2>,
@@ -85,9 +104,16 @@ pub fn backward<B: Backend>(
     init_state: Tensor<B, 3>,
     dy: Tensor<B, 3>,
     d_final_state: Tensor<B, 3>,
+    silu: bool,
 ) -> ConvGrads<B> {
     let (tx, tw, tb, ts) = (track(&x), track(&weight), track(&bias), track(&init_state));
-    let (y, state) = causal_conv1d(tx.clone(), tw.clone(), Some(tb.clone()), Some(ts.clone()));
+    let (y, state) = causal_conv1d_act(
+        tx.clone(),
+        tw.clone(),
+        Some(tb.clone()),
+        Some(ts.clone()),
+        silu,
+    );
     let loss =
         (y * Tensor::from_inner(dy)).sum() + (state * Tensor::from_inner(d_final_state)).sum();
     let grads = loss.backward();
