@@ -53,6 +53,32 @@ fn padded_input<F: Float>(
     }
 }
 
+/// The conv output `y` at flat output index `i` of `[B, L, D]`, before any activation.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn conv_output<F: Float>(
+    x: &Tensor<F>,
+    weight: &Tensor<F>,
+    bias: &Tensor<F>,
+    state: &Tensor<F>,
+    i: usize,
+    seq: usize,
+    channels: usize,
+    #[comptime] width: usize,
+) -> f32 {
+    let d = i % channels;
+    let bt = i / channels;
+    let t = bt % seq;
+    let b = bt / seq;
+    let mut acc = f32::cast_from(bias[d]);
+    #[unroll]
+    for k in 0..width {
+        let xv = padded_input::<F>(x, state, b, d, t + k, seq, channels, width);
+        acc += f32::cast_from(weight[d * width + k]) * xv;
+    }
+    acc
+}
+
 #[cube(launch_unchecked, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
 fn conv_forward_kernel<F: Float>(
@@ -73,16 +99,7 @@ fn conv_forward_kernel<F: Float>(
     let i = CUBE_POS * comptime!(THREADS as usize) + UNIT_POS as usize;
     let carried = comptime!(width - 1);
     if i < n_y {
-        let d = i % channels;
-        let bt = i / channels;
-        let t = bt % seq;
-        let b = bt / seq;
-        let mut acc = f32::cast_from(bias[d]);
-        #[unroll]
-        for k in 0..width {
-            let xv = padded_input::<F>(x, state, b, d, t + k, seq, channels, width);
-            acc += f32::cast_from(weight[d * width + k]) * xv;
-        }
+        let mut acc = conv_output::<F>(x, weight, bias, state, i, seq, channels, width);
         if silu {
             acc /= 1.0 + f32::exp(-acc);
         }
@@ -126,16 +143,7 @@ fn conv_silu_grad_kernel<F: Float>(
     if i >= n_y {
         terminate!();
     }
-    let d = i % channels;
-    let bt = i / channels;
-    let t = bt % seq;
-    let b = bt / seq;
-    let mut acc = f32::cast_from(bias[d]);
-    #[unroll]
-    for k in 0..width {
-        let xv = padded_input::<F>(x, state, b, d, t + k, seq, channels, width);
-        acc += f32::cast_from(weight[d * width + k]) * xv;
-    }
+    let acc = conv_output::<F>(x, weight, bias, state, i, seq, channels, width);
     let s = 1.0 / (1.0 + f32::exp(-acc));
     dy[i] = F::cast_from(f32::cast_from(d_act[i]) * s * (1.0 + acc * (1.0 - s)));
 }

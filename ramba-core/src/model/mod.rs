@@ -158,12 +158,8 @@ impl<B: RambaBackend> LanguageModel<B> {
         tokens: Tensor<B, 2, Int>,
         state: Option<ModelState<B>>,
     ) -> (Tensor<B, 3>, ModelState<B>) {
-        let mut stream = self.stream_state(ChunkStoreKind::Device);
-        if let Some(s) = state {
-            stream.seed(s);
-        }
-        let logits = self.prefill(tokens, &mut stream);
-        (logits, stream.block_states())
+        let (h, state) = self.hidden_with_state(tokens, state);
+        (self.lm().logits(h), state)
     }
 
     /// Like [`forward_with_state`](Self::forward_with_state), stopping before the LM head: the

@@ -34,14 +34,7 @@ pub fn causal_conv1d<B: RambaBackend>(
     bias: Option<Tensor<B, 1>>,
     init_state: Option<Tensor<B, 3>>,
 ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-    let (y, state) = B::causal_conv1d(
-        into_float(x),
-        into_float(weight),
-        bias.map(into_float),
-        init_state.map(into_float),
-        false,
-    );
-    (from_float(y), from_float(state))
+    conv_with::<B>(x, weight, bias, init_state, false)
 }
 
 /// [`causal_conv1d`] followed by SiLU, as Mamba-2 runs it: one op, so that backends with the
@@ -52,12 +45,22 @@ pub fn causal_conv1d_silu<B: RambaBackend>(
     bias: Option<Tensor<B, 1>>,
     init_state: Option<Tensor<B, 3>>,
 ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    conv_with::<B>(x, weight, bias, init_state, true)
+}
+
+fn conv_with<B: RambaBackend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    init_state: Option<Tensor<B, 3>>,
+    silu: bool,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
     let (y, state) = B::causal_conv1d(
         into_float(x),
         into_float(weight),
         bias.map(into_float),
         init_state.map(into_float),
-        true,
+        silu,
     );
     (from_float(y), from_float(state))
 }
