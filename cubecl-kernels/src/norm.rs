@@ -59,13 +59,26 @@ fn cube_sum(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
     total
 }
 
+/// `σ(v)`.
+#[cube]
+pub(crate) fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + f32::exp(-v))
+}
+
+/// `SiLU′(v) = σ(v) · (1 + v · (1 − σ(v)))`.
+#[cube]
+pub(crate) fn silu_grad(v: f32) -> f32 {
+    let s = sigmoid(v);
+    s * (1.0 + v * (1.0 - s))
+}
+
 /// The normalised input at `i`: `x`, or `x · SiLU(z)` when gated.
 #[cube]
 fn norm_input<F: Float>(x: &Tensor<F>, z: &Tensor<F>, i: usize, #[comptime] gated: bool) -> f32 {
     let xv = f32::cast_from(x[i]);
     if gated {
         let zv = f32::cast_from(z[i]);
-        xv * zv / (1.0 + f32::exp(-zv))
+        xv * zv * sigmoid(zv)
     } else {
         xv
     }
@@ -174,10 +187,8 @@ fn rms_norm_backward_kernel<F: Float>(
                     if gated {
                         let i = base + j;
                         let zv = f32::cast_from(z[i]);
-                        let s = 1.0 / (1.0 + f32::exp(-zv));
-                        dx[i] = F::cast_from(du * zv * s);
-                        dz[i] =
-                            F::cast_from(du * f32::cast_from(x[i]) * s * (1.0 + zv * (1.0 - s)));
+                        dx[i] = F::cast_from(du * zv * sigmoid(zv));
+                        dz[i] = F::cast_from(du * f32::cast_from(x[i]) * silu_grad(zv));
                     } else {
                         dx[base + j] = F::cast_from(du);
                     }
@@ -204,7 +215,7 @@ fn silu_forward_kernel<F: Float>(
     let i = CUBE_POS * comptime!(THREADS) + UNIT_POS as usize;
     if i < n {
         let v = f32::cast_from(x[i]);
-        y[i] = F::cast_from(v / (1.0 + f32::exp(-v)));
+        y[i] = F::cast_from(v * sigmoid(v));
     }
 }
 
@@ -219,8 +230,7 @@ fn silu_backward_kernel<F: Float>(
     let i = CUBE_POS * comptime!(THREADS) + UNIT_POS as usize;
     if i < n {
         let v = f32::cast_from(x[i]);
-        let s = 1.0 / (1.0 + f32::exp(-v));
-        dx[i] = F::cast_from(f32::cast_from(dy[i]) * s * (1.0 + v * (1.0 - s)));
+        dx[i] = F::cast_from(f32::cast_from(dy[i]) * silu_grad(v));
     }
 }
 

@@ -44,6 +44,20 @@ fn block_exclusive_scan(sums: &mut SharedMemory<u32>, value: u32, tid: usize) ->
     sums[tid] - value
 }
 
+/// How many of the [`PER_THREAD`] keys from `base` (those before `n_entries`) have `bit` clear.
+#[cube]
+fn zeros_from(keys: &Array<u32>, base: usize, n_entries: usize, bit: u32) -> u32 {
+    let mut count = 0u32;
+    #[unroll]
+    for m in 0..PER_THREAD {
+        let e = base + m;
+        if e < n_entries && ((keys[e] >> bit) & 1) == 0 {
+            count += 1;
+        }
+    }
+    count
+}
+
 #[cube(launch_unchecked)]
 fn count_zeros_kernel(
     keys: &Array<u32>,
@@ -57,14 +71,8 @@ fn count_zeros_kernel(
         terminate!();
     }
     let tid = UNIT_POS as usize;
-    let mut local = 0u32;
-    #[unroll]
-    for m in 0..PER_THREAD {
-        let e = tile * comptime!(TILE) + tid * comptime!(PER_THREAD) + m;
-        if e < n_entries && ((keys[e] >> bit) & 1) == 0 {
-            local += 1;
-        }
-    }
+    let base = tile * comptime!(TILE) + tid * comptime!(PER_THREAD);
+    let local = zeros_from(keys, base, n_entries, bit);
     let mut sums = SharedMemory::<u32>::new(comptime!(THREADS as usize));
     let _prefix = block_exclusive_scan(&mut sums, local, tid);
     if tid == 0 {
@@ -117,14 +125,7 @@ fn scatter_kernel(
     }
     let tid = UNIT_POS as usize;
     let base = tile * comptime!(TILE) + tid * comptime!(PER_THREAD);
-    let mut local = 0u32;
-    #[unroll]
-    for m in 0..PER_THREAD {
-        let e = base + m;
-        if e < n_entries && ((keys[e] >> bit) & 1) == 0 {
-            local += 1;
-        }
-    }
+    let local = zeros_from(keys, base, n_entries, bit);
     let mut sums = SharedMemory::<u32>::new(comptime!(THREADS as usize));
     let mut zero_rank = block_exclusive_scan(&mut sums, local, tid);
     let total_zeros = before[n_tiles];

@@ -26,6 +26,7 @@ use cubecl::prelude::*;
 use crate::launch::{
     address_type_of, cube_count_for, empty_like_shape, into_owned_contiguous, zeros_like_shape,
 };
+use crate::norm::{sigmoid, silu_grad};
 
 /// Threads per cube.
 const THREADS: u32 = 256;
@@ -101,7 +102,7 @@ fn conv_forward_kernel<F: Float>(
     if i < n_y {
         let mut acc = conv_output::<F>(x, weight, bias, state, i, seq, channels, width);
         if silu {
-            acc /= 1.0 + f32::exp(-acc);
+            acc *= sigmoid(acc);
         }
         y[i] = F::cast_from(acc);
     } else if i < n_y + n_state {
@@ -144,8 +145,7 @@ fn conv_silu_grad_kernel<F: Float>(
         terminate!();
     }
     let acc = conv_output::<F>(x, weight, bias, state, i, seq, channels, width);
-    let s = 1.0 / (1.0 + f32::exp(-acc));
-    dy[i] = F::cast_from(f32::cast_from(d_act[i]) * s * (1.0 + acc * (1.0 - s)));
+    dy[i] = F::cast_from(f32::cast_from(d_act[i]) * silu_grad(acc));
 }
 
 #[cube(launch_unchecked, address_type = "dynamic")]
