@@ -933,6 +933,161 @@ fn scan_kernel_gradients_are_causal() {
     check("C", to_vec(c.grad(&grads).unwrap()), 8);
 }
 
+/// Which of a two-output node's outputs a loss uses.
+const OUTPUT_USES: [(&str, bool, bool); 3] = [
+    ("y and state", true, true),
+    ("y only", true, false),
+    ("state only", false, true),
+];
+
+/// A leaf of `Autodiff<Gpu>` that records its gradient.
+fn leaf<const D: usize>(x: &Tensor<Gpu, D>) -> Tensor<Autodiff<Gpu>, D> {
+    Tensor::from_inner(x.clone()).require_grad()
+}
+
+/// `Σ y·dy` over whichever outputs `(use_y, use_state)` names, and the output gradients that
+/// loss sends back (zeros for an unused output).
+fn two_output_loss<const D: usize, const S: usize>(
+    (y, state): (Tensor<Autodiff<Gpu>, D>, Tensor<Autodiff<Gpu>, S>),
+    (dy, d_state): (&Tensor<Gpu, D>, &Tensor<Gpu, S>),
+    (use_y, use_state): (bool, bool),
+) -> (Tensor<Autodiff<Gpu>, 1>, Tensor<Gpu, D>, Tensor<Gpu, S>) {
+    let on_y = (y * Tensor::from_inner(dy.clone())).sum();
+    let on_state = (state * Tensor::from_inner(d_state.clone())).sum();
+    let loss = match (use_y, use_state) {
+        (true, true) => on_y + on_state,
+        (true, false) => on_y,
+        _ => on_state,
+    };
+    let pick = |used: bool, g: &Tensor<Gpu, D>| if used { g.clone() } else { g.zeros_like() };
+    let d_state = if use_state {
+        d_state.clone()
+    } else {
+        d_state.zeros_like()
+    };
+    (loss, pick(use_y, dy), d_state)
+}
+
+/// `got` against `want` at [`TOL`]; where no path leads from the loss to an input (`C` and `D`
+/// do not reach the scan's final state), both must be exactly zero.
+fn assert_same_gpu<const D: usize>(name: &str, got: Option<Tensor<Gpu, D>>, want: Tensor<Gpu, D>) {
+    let got = to_vec(got.unwrap_or_else(|| panic!("{name}: no gradient")));
+    let want = to_vec(want);
+    if want.iter().all(|&v| v == 0.0) {
+        assert!(
+            got.iter().all(|&v| v == 0.0),
+            "{name}: expected exactly zero"
+        );
+        return;
+    }
+    let err = rel_err_vec(&got, &want);
+    assert!(err < TOL, "{name}: relative error {err:.3e}");
+}
+
+/// The scan's and the conv's final states are graph nodes of their own under `Autodiff`: a loss
+/// on `y`, on the final state or on both sends every input the gradient the backward kernels
+/// give for that pair of output gradients (zeros for the unused output).
+#[test]
+fn final_state_gradients_reach_the_scan_and_conv_nodes() {
+    let device = Default::default();
+    let x = scan_inputs::<Gpu>((2, 150, 4, 16, 2, 8), 1200, &device);
+    for (name, use_y, use_state) in OUTPUT_USES {
+        let (xs, delta, a, b, c, d, init) = (
+            leaf(&x.x),
+            leaf(&x.delta),
+            leaf(&x.a),
+            leaf(&x.b),
+            leaf(&x.c),
+            leaf(&x.d),
+            leaf(&x.init),
+        );
+        let outputs = scan::selective_scan(
+            xs.clone(),
+            delta.clone(),
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            d.clone(),
+            Some(init.clone()),
+            SCAN_OPTIONS,
+        );
+        let (loss, dy, d_final) = two_output_loss(outputs, (&x.dy, &x.d_final), (use_y, use_state));
+        let grads = loss.backward();
+        let want = Gpu::selective_scan_backward(
+            prim_nd(x.x.clone()),
+            prim_nd(x.delta.clone()),
+            prim_nd(x.a.clone()),
+            prim_nd(x.b.clone()),
+            prim_nd(x.c.clone()),
+            prim_nd(x.d.clone()),
+            prim_nd(x.init.clone()),
+            prim_nd(dy),
+            prim_nd(d_final),
+            SCAN_OPTIONS,
+        );
+        assert_same_gpu::<4>(&format!("scan, {name}: dx"), xs.grad(&grads), float(want.x));
+        assert_same_gpu::<3>(
+            &format!("scan, {name}: dΔ"),
+            delta.grad(&grads),
+            float(want.delta),
+        );
+        assert_same_gpu::<1>(&format!("scan, {name}: dA"), a.grad(&grads), float(want.a));
+        assert_same_gpu::<4>(&format!("scan, {name}: dB"), b.grad(&grads), float(want.b));
+        assert_same_gpu::<4>(&format!("scan, {name}: dC"), c.grad(&grads), float(want.c));
+        assert_same_gpu::<1>(&format!("scan, {name}: dD"), d.grad(&grads), float(want.d));
+        assert_same_gpu::<4>(
+            &format!("scan, {name}: d init"),
+            init.grad(&grads),
+            float(want.init_state),
+        );
+    }
+
+    let (bs, l, ch, w) = (2, 37, 24, 4);
+    let mut r = rng(1201);
+    let cx = random::<Gpu, 3>(&mut r, [bs, l, ch], 1.0, &device);
+    let cw = random::<Gpu, 2>(&mut r, [ch, w], 0.5, &device);
+    let cb = random::<Gpu, 1>(&mut r, [ch], 0.5, &device);
+    let cs = random::<Gpu, 3>(&mut r, [bs, ch, w - 1], 1.0, &device);
+    let cdy = random::<Gpu, 3>(&mut r, [bs, l, ch], 1.0, &device);
+    let cds = random::<Gpu, 3>(&mut r, [bs, ch, w - 1], 1.0, &device);
+    for (name, use_y, use_state) in OUTPUT_USES {
+        let (xs, weight, bias, init) = (leaf(&cx), leaf(&cw), leaf(&cb), leaf(&cs));
+        let outputs = conv::causal_conv1d_silu(
+            xs.clone(),
+            weight.clone(),
+            Some(bias.clone()),
+            Some(init.clone()),
+        );
+        let (loss, dy, d_final) = two_output_loss(outputs, (&cdy, &cds), (use_y, use_state));
+        let grads = loss.backward();
+        let want = Gpu::causal_conv1d_backward(
+            prim_nd(cx.clone()),
+            prim_nd(cw.clone()),
+            prim_nd(cb.clone()),
+            prim_nd(cs.clone()),
+            prim_nd(dy),
+            prim_nd(d_final),
+            true,
+        );
+        assert_same_gpu::<3>(&format!("conv, {name}: dx"), xs.grad(&grads), float(want.x));
+        assert_same_gpu::<2>(
+            &format!("conv, {name}: dw"),
+            weight.grad(&grads),
+            float(want.weight),
+        );
+        assert_same_gpu::<1>(
+            &format!("conv, {name}: dbias"),
+            bias.grad(&grads),
+            float(want.bias),
+        );
+        assert_same_gpu::<3>(
+            &format!("conv, {name}: d init"),
+            init.grad(&grads),
+            float(want.init_state),
+        );
+    }
+}
+
 #[test]
 fn conv_forward_and_backward_match_reference() {
     assert!(

@@ -21,8 +21,8 @@ pub mod embedding;
 pub mod hsa;
 pub mod linear;
 pub mod norm;
-mod packed;
 pub mod scan;
+mod second_output;
 pub mod selection;
 mod vjp;
 

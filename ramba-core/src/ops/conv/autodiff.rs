@@ -1,7 +1,7 @@
 //! The causal conv1d under `Autodiff<B>` when `B` has the kernels: one graph node whose
 //! backward calls `B::causal_conv1d_backward`. Like the scan's node (see
-//! `ops/scan/autodiff.rs`), its one output packs `[y ‖ final state]`, and a missing bias or
-//! initial state is a zero constant input.
+//! `ops/scan/autodiff.rs`), it outputs `y` and the final state is a node of its own
+//! (`ops/second_output.rs`); a missing bias or initial state is a zero constant input.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -11,26 +11,28 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::TensorMetadata;
+use burn::tensor::{DType, TensorMetadata};
 
-use crate::ops::packed::{pack, unpack};
+use crate::ops::second_output::{second_output, Slot};
 use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
 struct ConvBackward;
 
 #[derive(Clone, Debug)]
-struct ConvState {
+struct ConvState<B: RambaBackend> {
     /// x, weight, bias, init_state.
     inputs: [NodeId; 4],
-    y_shape: Shape,
+    /// The final state's gradient, when a loss used the state.
+    d_final: Slot<B>,
     state_shape: Shape,
+    state_dtype: DType,
     /// The output went through SiLU.
     silu: bool,
 }
 
 impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
-    type State = ConvState;
+    type State = ConvState<B>;
 
     fn backward(
         self,
@@ -38,9 +40,13 @@ impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let d_packed = grads.consume::<B>(&ops.node);
+        let dy = grads.consume::<B>(&ops.node);
         let state = ops.state;
-        let [dy, d_final] = unpack::<B, 3>(d_packed, &state.y_shape, &state.state_shape);
+        let d_final = state.d_final.take_or_zeros(
+            state.state_shape,
+            state.state_dtype,
+            &B::float_device(&dy),
+        );
         let [x, weight, bias, init] = state
             .inputs
             .map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
@@ -76,7 +82,8 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
         ))
     });
     let inputs = [&x, &weight, &bias, &init_state];
-    let packed = match ConvBackward
+    let d_final = Slot::new();
+    let (y, last) = match ConvBackward
         .prepare::<C>(inputs.map(|t| t.node.clone()))
         .compute_bound()
         .stateful()
@@ -92,11 +99,12 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
             );
             let state = ConvState {
                 inputs: ids,
-                y_shape: y_shape.clone(),
-                state_shape: state_shape.clone(),
+                d_final: d_final.clone(),
+                state_shape: last.shape(),
+                state_dtype: last.dtype(),
                 silu,
             };
-            prep.finish(state, pack::<B, 3>(y, last))
+            (prep.finish(state, y), last)
         }
         OpsKind::UnTracked(prep) => {
             let (y, last) = B::causal_conv1d(
@@ -106,9 +114,9 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
                 Some(init_state.primitive),
                 silu,
             );
-            prep.finish(pack::<B, 3>(y, last))
+            (prep.finish(y), last)
         }
     };
-    let [y, last] = unpack::<Autodiff<B, C>, 3>(packed, &y_shape, &state_shape);
+    let last = second_output::<B, C>(&y, last, d_final);
     (y, last)
 }

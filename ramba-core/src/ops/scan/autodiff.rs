@@ -2,11 +2,10 @@
 //! backward calls `B::selective_scan_backward`, instead of differentiating the reference's
 //! graph (whose intermediates grow with `L·chunk` and `n_chunks²`).
 //!
-//! Burn's backward nodes have one output, and the scan has two (`y` and the final state). The
-//! node's output packs them, flattened, into one tensor `[y ‖ final state]`; the two are then
-//! views of it (slice + reshape), so a loss on either or both sends its gradient back through
-//! the one node, and an unused final state simply contributes a zero gradient. The node
-//! checkpoints its seven inputs and recomputes everything else in the backward.
+//! Burn's backward nodes have one output, and the scan has two: the node outputs `y`, and the
+//! final state is a node of its own whose gradient, when a loss uses it, reaches this node's
+//! backward through a [`Slot`] (see `ops/second_output.rs`). The node checkpoints its seven
+//! inputs and recomputes everything else in the backward.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -16,26 +15,28 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::TensorMetadata;
+use burn::tensor::{DType, TensorMetadata};
 
 use super::ScanOptions;
-use crate::ops::packed::{pack, unpack};
+use crate::ops::second_output::{second_output, Slot};
 use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
 struct ScanBackward;
 
 #[derive(Clone, Debug)]
-struct ScanState {
+struct ScanState<B: RambaBackend> {
     /// x, delta, a, b, c, d, init_state.
     inputs: [NodeId; 7],
-    y_shape: Shape,
+    /// The final state's gradient, when a loss used the state.
+    d_final: Slot<B>,
     state_shape: Shape,
+    state_dtype: DType,
     options: ScanOptions,
 }
 
 impl<B: RambaBackend> Backward<B, 7> for ScanBackward {
-    type State = ScanState;
+    type State = ScanState<B>;
 
     fn backward(
         self,
@@ -43,9 +44,13 @@ impl<B: RambaBackend> Backward<B, 7> for ScanBackward {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let d_packed = grads.consume::<B>(&ops.node);
+        let dy = grads.consume::<B>(&ops.node);
         let state = ops.state;
-        let [dy, d_final] = unpack::<B, 4>(d_packed, &state.y_shape, &state.state_shape);
+        let d_final = state.d_final.take_or_zeros(
+            state.state_shape,
+            state.state_dtype,
+            &B::float_device(&dy),
+        );
         let [x, delta, a, b, c, d, init] = state
             .inputs
             .map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
@@ -91,7 +96,8 @@ pub(crate) fn selective_scan<B: RambaBackend, C: CheckpointStrategy>(
         ))
     });
     let inputs = [&x, &delta, &a, &b, &c, &d, &init_state];
-    let packed = match ScanBackward
+    let d_final = Slot::new();
+    let (y, last) = match ScanBackward
         .prepare::<C>(inputs.map(|t| t.node.clone()))
         .compute_bound()
         .stateful()
@@ -110,11 +116,12 @@ pub(crate) fn selective_scan<B: RambaBackend, C: CheckpointStrategy>(
             );
             let state = ScanState {
                 inputs: ids,
-                y_shape: y_shape.clone(),
-                state_shape: state_shape.clone(),
+                d_final: d_final.clone(),
+                state_shape: last.shape(),
+                state_dtype: last.dtype(),
                 options,
             };
-            prep.finish(state, pack::<B, 4>(y, last))
+            (prep.finish(state, y), last)
         }
         OpsKind::UnTracked(prep) => {
             let (y, last) = B::selective_scan(
@@ -127,9 +134,9 @@ pub(crate) fn selective_scan<B: RambaBackend, C: CheckpointStrategy>(
                 Some(init_state.primitive),
                 options,
             );
-            prep.finish(pack::<B, 4>(y, last))
+            (prep.finish(y), last)
         }
     };
-    let [y, last] = unpack::<Autodiff<B, C>, 4>(packed, &y_shape, &state_shape);
+    let last = second_output::<B, C>(&y, last, d_final);
     (y, last)
 }
