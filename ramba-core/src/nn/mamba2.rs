@@ -396,18 +396,22 @@ impl<B: RambaBackend> Mamba2Block<B> {
         }
     }
 
-    /// [`Self::inputs_by_slicing`] with every part its own product of `in_proj`'s columns and
-    /// `x`, `B`, `C` their own convolutions (the conv is depthwise: the parts are independent),
-    /// so no activation is ever sliced: on the GPU, slicing costs a copy forward and, backward,
-    /// a zero-filled tensor of the whole width per slice and the adds that merge them.
+    /// [`Self::inputs_by_slicing`] with every part its own product of `in_proj`'s columns (the
+    /// five one graph node, [`crate::ops::linear::linear_parts`]) and `x`, `B`, `C` their own
+    /// convolutions (the conv is depthwise: the parts are independent), so no activation is
+    /// ever sliced: on the GPU, slicing costs a copy forward and, backward, a zero-filled tensor
+    /// of the whole width per slice and the adds that merge them.
     fn inputs_by_part(&self, h: Tensor<B, 3>, conv_state: Option<Tensor<B, 3>>) -> BlockInputs<B> {
         let (di, gn) = (self.d_inner, self.n_groups * self.d_state);
         let dtype = h.dtype();
-        let weight = self.in_proj.weight.val();
-        let d_model = weight.dims()[0];
-        let product = |cols: std::ops::Range<usize>| {
-            crate::ops::linear::linear(h.clone(), weight.clone().slice([0..d_model, cols]), None)
-        };
+        // One node for the five products (one input- and one weight-gradient product backward).
+        let [z, x, b, c, dt]: [Tensor<B, 3>; 5] = crate::ops::linear::linear_parts(
+            h,
+            self.in_proj.weight.val(),
+            &[di, di, gn, gn, self.n_heads],
+        )
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("linear_parts returns one tensor per width"));
         let conv_weight = self.conv_weight.val().cast(dtype);
         let conv_bias = self.conv_bias.val().cast(dtype);
         let width = conv_weight.dims()[1];
@@ -424,11 +428,9 @@ impl<B: RambaBackend> Mamba2Block<B> {
                 state,
             )
         };
-        let z = product(0..di);
-        let (xs, state_x) = conv(product(di..2 * di), 0..di);
-        let (b, state_b) = conv(product(2 * di..2 * di + gn), di..di + gn);
-        let (c, state_c) = conv(product(2 * di + gn..2 * di + 2 * gn), di + gn..di + 2 * gn);
-        let dt = product(2 * di + 2 * gn..2 * di + 2 * gn + self.n_heads);
+        let (xs, state_x) = conv(x, 0..di);
+        let (b, state_b) = conv(b, di..di + gn);
+        let (c, state_c) = conv(c, di + gn..di + 2 * gn);
         BlockInputs {
             z,
             x: xs,

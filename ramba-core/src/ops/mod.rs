@@ -20,6 +20,7 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod hsa;
 pub mod linear;
+mod multi_output;
 pub mod norm;
 pub mod scan;
 mod second_output;
@@ -207,6 +208,16 @@ pub trait RambaBackend: Backend {
             from_float(weight),
             None,
         ))
+    }
+
+    /// `x [rows, d_in] · weight[:, part]` for consecutive column parts of `widths` (see
+    /// [`linear::linear_parts`]): one [`linear_rows`](Self::linear_rows) product per part.
+    fn linear_row_parts(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        widths: &[usize],
+    ) -> Vec<FloatTensor<Self>> {
+        linear::parts::forward::<Self>(x, weight, widths)
     }
 
     /// `lhs [batch.., m, k] · rhs [batch.., k, n]` written in `out_dtype` (f32 accumulation),
@@ -1071,6 +1082,20 @@ impl<B: RambaBackend, C: CheckpointStrategy> RambaBackend for Autodiff<B, C> {
     /// [`Self::rms_norm`] for who takes it.
     fn linear_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         linear::autodiff::linear::<B, C>(x, weight)
+    }
+
+    /// One node for all the parts where `B` fuses the linear layers; a node per part (and the
+    /// weight's slices differentiated) elsewhere.
+    fn linear_row_parts(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        widths: &[usize],
+    ) -> Vec<FloatTensor<Self>> {
+        if B::fused_linear() {
+            linear::parts::linear_parts::<B, C>(x, weight, widths)
+        } else {
+            linear::parts::forward::<Self>(x, weight, widths)
+        }
     }
 
     fn fused_attention() -> bool {

@@ -156,3 +156,92 @@ fn linear_node_in_half_precision_matches_reference() {
         );
     }
 }
+
+/// `(parts, dx, dw)` of `Σ_k sum(part_k · r_k)` over the parts `used` names, for
+/// `linear_parts(x, w, widths)` on backend `B`, as f32 host vectors.
+fn run_parts<B: burn::tensor::backend::AutodiffBackend + RambaBackend>(
+    (rows, d_in, d_out): (usize, usize, usize),
+    widths: &[usize],
+    used: &[bool],
+    dtype: DType,
+    device: &B::Device,
+) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
+    let mut r = rng(12);
+    let x = random::<B, 3>(&mut r, [2, rows, d_in], 1.0, device)
+        .cast(dtype)
+        .require_grad();
+    let w = random::<B, 2>(&mut r, [d_in, d_out], 0.2, device).require_grad();
+    let parts = linear::linear_parts(x.clone(), w.clone(), widths);
+    assert_eq!(parts.len(), widths.len());
+    let mut loss = None;
+    for ((part, &width), &use_it) in parts.iter().zip(widths).zip(used) {
+        let probe = random::<B, 3>(&mut r, [2, rows, width], 1.0, device);
+        if use_it {
+            let term = (part.clone().cast(DType::F32) * probe).sum();
+            loss = Some(match loss {
+                Some(l) => l + term,
+                None => term,
+            });
+        }
+    }
+    let grads = loss.expect("at least one part used").backward();
+    let dx = x.grad(&grads).expect("dx");
+    let dw = w.grad(&grads).expect("dw");
+    assert_eq!(dw.dtype(), DType::F32, "the weight gradient is f32");
+    (
+        parts
+            .into_iter()
+            .map(|p| to_vec(p.inner().cast(DType::F32)))
+            .collect(),
+        to_vec(dx.cast(DType::F32)),
+        to_vec(dw),
+    )
+}
+
+/// The column-part products (Mamba-2's `in_proj`) as one node: every part and the gradients of
+/// the input and the weight against the CPU's per-part reference, with every part in the loss,
+/// with parts left out (their columns' weight gradient is zero), with columns no part takes,
+/// and in half precision.
+#[test]
+fn linear_parts_node_matches_reference() {
+    let cases: [(&[usize], &[bool], usize); 4] = [
+        (&[13, 13, 5, 5, 3], &[true; 5], 39),
+        (&[13, 13, 5, 5, 3], &[true, false, true, false, true], 39),
+        (&[16, 7], &[false, true], 30),
+        (&[24], &[true], 24),
+    ];
+    for (dtype, tol) in [(DType::F32, TOL), (HALF, 1e-2)] {
+        for (widths, used, d_out) in cases {
+            let shape = (300, 20, d_out);
+            let got = run_parts::<AdGpu>(shape, widths, used, dtype, &Default::default());
+            let want = run_parts::<AdCpu>(shape, widths, used, DType::F32, &Default::default());
+            let case = format!("widths {widths:?}, used {used:?}, {dtype:?}");
+            let mut pairs: Vec<(String, &Vec<f64>, &Vec<f64>)> = got
+                .0
+                .iter()
+                .zip(&want.0)
+                .enumerate()
+                .map(|(k, (g, w))| (format!("part {k}"), g, w))
+                .collect();
+            pairs.push(("dx".into(), &got.1, &want.1));
+            pairs.push(("dw".into(), &got.2, &want.2));
+            for (name, g, w) in pairs {
+                assert!(g.iter().all(|v| v.is_finite()), "{case}: {name} non-finite");
+                let err = rel_err_vec(g, w);
+                assert!(err < tol, "{case}: {name}: relative error {err:.3e}");
+            }
+            // Columns of unused parts and columns no part takes get exactly zero gradient.
+            let mut start = 0;
+            for (&width, &use_it) in widths.iter().zip(used) {
+                if !use_it {
+                    let zero = (0..shape.1)
+                        .all(|i| (start..start + width).all(|j| got.2[i * d_out + j] == 0.0));
+                    assert!(zero, "{case}: dw of an unused part is not zero");
+                }
+                start += width;
+            }
+            let rest = (0..shape.1).all(|i| (start..d_out).all(|j| got.2[i * d_out + j] == 0.0));
+            assert!(rest, "{case}: dw of columns no part takes is not zero");
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! output tiles to fill the device (a split-K product, slices summed in f32).
 
 pub mod autodiff;
+pub mod parts;
 pub mod reference;
 
 use std::sync::RwLock;
@@ -46,6 +47,44 @@ pub fn linear<B: RambaBackend, const D: usize>(
         Some(b) => y + b.cast(dtype).unsqueeze(),
         None => y,
     }
+}
+
+/// [`linear`] (no bias) for an output consumed in consecutive column parts of `widths` (which sum
+/// to at most `weight`'s `d_out`): `x · weight[:, part]` for each part, so no activation is ever
+/// sliced. Under `Autodiff` where the backend fuses the linear layers it is one node whose
+/// backward runs one input-gradient and one weight-gradient product for all the parts (see
+/// [`parts`]).
+pub fn linear_parts<B: RambaBackend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    widths: &[usize],
+) -> Vec<Tensor<B, D>> {
+    let [d_in, d_out] = weight.dims();
+    assert!(
+        widths.iter().sum::<usize>() <= d_out,
+        "linear_parts: widths {widths:?} exceed the weight's {d_out} columns"
+    );
+    if !B::fused_linear() {
+        return parts::column_ranges(widths)
+            .into_iter()
+            .map(|cols| reference::linear(x.clone(), weight.clone().slice([0..d_in, cols]), None))
+            .collect();
+    }
+    let shape = x.dims();
+    let rows = x.shape().num_elements() / d_in;
+    B::linear_row_parts(
+        into_float(x.reshape([rows, d_in])),
+        into_float(weight),
+        widths,
+    )
+    .into_iter()
+    .zip(widths)
+    .map(|(part, &w)| {
+        let mut out = shape;
+        out[D - 1] = w;
+        from_float::<B, 2>(part).reshape(out)
+    })
+    .collect()
 }
 
 /// Which of a linear layer's three products a matmul is; each may run its own kernel (their
