@@ -29,6 +29,8 @@ mod embedding_kernels;
 mod linear_kernels;
 #[path = "kernels/loss.rs"]
 mod loss_kernels;
+#[path = "kernels/norm.rs"]
+mod norm_kernels;
 #[path = "kernels/precision.rs"]
 mod precision;
 
