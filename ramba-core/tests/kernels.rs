@@ -41,6 +41,15 @@ type Gpu = TestWgpu;
 #[cfg(feature = "cuda-tests")]
 type Gpu = burn::backend::Cuda;
 const TOL: f64 = 1e-4;
+/// The half type of the backend under test: bf16 on CUDA, f16 on wgpu (lavapipe has no bf16).
+const HALF: burn::tensor::DType = if cfg!(feature = "cuda-tests") {
+    burn::tensor::DType::BF16
+} else {
+    burn::tensor::DType::F16
+};
+/// The backend under test and the CPU oracle, differentiated.
+type AdGpu = Autodiff<Gpu>;
+type AdCpu = Autodiff<TestCpu>;
 /// A whole model step also runs Burn's own matmuls, which use TF32 tensor cores for f32 on
 /// CUDA (~3e-4 relative); on wgpu they are exact f32.
 const STEP_TOL: f64 = if cfg!(feature = "cuda-tests") {

@@ -20,10 +20,9 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod hsa;
 pub mod linear;
-mod multi_output;
 pub mod norm;
+mod outputs;
 pub mod scan;
-mod second_output;
 pub mod selection;
 mod vjp;
 

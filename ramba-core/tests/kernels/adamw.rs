@@ -9,9 +9,6 @@ use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use ramba_core::optim::{AdamWSettings, FusedAdamW};
 
-type AdGpu = Autodiff<Gpu>;
-type AdCpu = Autodiff<TestCpu>;
-
 const STEPS: usize = 4;
 const LR: f64 = 3e-2;
 

@@ -5,9 +5,6 @@
 use super::*;
 use ramba_core::ops::embedding::embedding;
 
-type AdGpu = Autodiff<Gpu>;
-type AdCpu = Autodiff<TestCpu>;
-
 /// `(lookup, dE)` of `sum(embedding(E, tokens) · probe)` on `B`, as host vectors.
 fn run<B: burn::tensor::backend::AutodiffBackend + RambaBackend>(
     vocab: usize,

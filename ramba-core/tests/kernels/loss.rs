@@ -8,16 +8,6 @@ use super::*;
 use burn::tensor::DType;
 use ramba_core::ops::cross_entropy::{self, head, reference};
 
-type AdGpu = Autodiff<Gpu>;
-type AdCpu = Autodiff<TestCpu>;
-
-/// The half type of the backend under test (bf16 on CUDA, f16 on wgpu).
-const HALF: DType = if cfg!(feature = "cuda-tests") {
-    DType::BF16
-} else {
-    DType::F16
-};
-
 fn targets<B: Backend>(
     rows: usize,
     vocab: usize,

@@ -7,16 +7,6 @@ use super::*;
 use burn::tensor::DType;
 use ramba_core::ops::norm;
 
-type AdGpu = Autodiff<Gpu>;
-type AdCpu = Autodiff<TestCpu>;
-
-/// The half type of the backend under test (bf16 on CUDA, f16 on wgpu).
-const HALF: DType = if cfg!(feature = "cuda-tests") {
-    DType::BF16
-} else {
-    DType::F16
-};
-
 #[derive(Clone, Copy, Debug)]
 enum NormKind {
     Rms,

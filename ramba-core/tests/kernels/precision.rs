@@ -9,12 +9,6 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::DType;
 use ramba_core::model::LanguageModel;
 
-/// The half type of the backend under test.
-const HALF: DType = if cfg!(feature = "cuda-tests") {
-    DType::BF16
-} else {
-    DType::F16
-};
 const STEPS: usize = 30;
 const BATCH: usize = 2;
 const SEQ: usize = 48;

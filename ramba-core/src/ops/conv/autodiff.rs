@@ -1,7 +1,7 @@
 //! The causal conv1d under `Autodiff<B>` when `B` has the kernels: one graph node whose
 //! backward calls `B::causal_conv1d_backward`. Like the scan's node (see
 //! `ops/scan/autodiff.rs`), it outputs `y` and the final state is a node of its own
-//! (`ops/second_output.rs`); a missing bias or initial state is a zero constant input.
+//! (`ops/outputs.rs`); a missing bias or initial state is a zero constant input.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata};
 
-use crate::ops::second_output::{second_output, Slot};
+use crate::ops::outputs::{second_output, OutputGrads};
 use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
@@ -24,7 +24,7 @@ struct ConvState<B: RambaBackend> {
     /// x, weight, bias, init_state.
     inputs: [NodeId; 4],
     /// The final state's gradient, when a loss used the state.
-    d_final: Slot<B>,
+    d_final: std::sync::Arc<OutputGrads<B>>,
     state_shape: Shape,
     state_dtype: DType,
     /// The output went through SiLU.
@@ -43,6 +43,7 @@ impl<B: RambaBackend> Backward<B, 4> for ConvBackward {
         let dy = grads.consume::<B>(&ops.node);
         let state = ops.state;
         let d_final = state.d_final.take_or_zeros(
+            0,
             state.state_shape,
             state.state_dtype,
             &B::float_device(&dy),
@@ -82,7 +83,7 @@ pub(crate) fn causal_conv1d<B: RambaBackend, C: CheckpointStrategy>(
         ))
     });
     let inputs = [&x, &weight, &bias, &init_state];
-    let d_final = Slot::new();
+    let d_final = OutputGrads::new(1);
     let (y, last) = match ConvBackward
         .prepare::<C>(inputs.map(|t| t.node.clone()))
         .compute_bound()

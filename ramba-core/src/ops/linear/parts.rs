@@ -7,7 +7,7 @@
 //! them, and the input gradient is one product per part plus the adds that sum them. Here the
 //! parts' gradients are laid side by side into one `dY [rows, d_out]` (a concatenation), then
 //! `dx = dY · cast(W)ᵀ` and `dW = xᵀ · dY` are one product each. The parts are outputs of their
-//! own (`ops/multi_output.rs`); a part no loss reaches contributes zeros.
+//! own (`ops/outputs.rs`); a part no loss reaches contributes zeros.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,7 +18,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, Slice, TensorMetadata};
 
 use super::LinearPass;
-use crate::ops::multi_output::{outputs, token, OutputGrads};
+use crate::ops::outputs::{outputs, token, OpGrad, OutputGrads};
 use crate::ops::RambaBackend;
 
 /// The column ranges of consecutive parts of the given widths.
@@ -123,7 +123,7 @@ pub(crate) fn linear_parts<B: RambaBackend, C: CheckpointStrategy>(
     let values = forward::<B>(x.primitive.clone(), weight.primitive.clone(), widths);
     let device = B::float_device(&x.primitive);
     let grads = OutputGrads::new(widths.len());
-    let op = match LinearPartsBackward
+    let op: FloatTensor<Autodiff<B, C>> = match LinearPartsBackward
         .prepare::<C>([x.node, weight.node])
         .compute_bound()
         .stateful()
@@ -139,5 +139,6 @@ pub(crate) fn linear_parts<B: RambaBackend, C: CheckpointStrategy>(
         ),
         OpsKind::UnTracked(prep) => prep.finish(token::<B>(&device)),
     };
-    outputs::<B, C>(&op, values, grads)
+    let op_grad = OpGrad::Token(op.primitive.clone());
+    outputs::<B, C>(&op, values, grads, op_grad)
 }

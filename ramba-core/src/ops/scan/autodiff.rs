@@ -4,7 +4,7 @@
 //!
 //! Burn's backward nodes have one output, and the scan has two: the node outputs `y`, and the
 //! final state is a node of its own whose gradient, when a loss uses it, reaches this node's
-//! backward through a [`Slot`] (see `ops/second_output.rs`). The node checkpoints its seven
+//! backward through a shared slot (see `ops/outputs.rs`). The node checkpoints its seven
 //! inputs and recomputes everything else in the backward.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -18,7 +18,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata};
 
 use super::ScanOptions;
-use crate::ops::second_output::{second_output, Slot};
+use crate::ops::outputs::{second_output, OutputGrads};
 use crate::ops::{from_float, into_float, OutputAndState, RambaBackend};
 
 #[derive(Debug)]
@@ -29,7 +29,7 @@ struct ScanState<B: RambaBackend> {
     /// x, delta, a, b, c, d, init_state.
     inputs: [NodeId; 7],
     /// The final state's gradient, when a loss used the state.
-    d_final: Slot<B>,
+    d_final: std::sync::Arc<OutputGrads<B>>,
     state_shape: Shape,
     state_dtype: DType,
     options: ScanOptions,
@@ -47,6 +47,7 @@ impl<B: RambaBackend> Backward<B, 7> for ScanBackward {
         let dy = grads.consume::<B>(&ops.node);
         let state = ops.state;
         let d_final = state.d_final.take_or_zeros(
+            0,
             state.state_shape,
             state.state_dtype,
             &B::float_device(&dy),
@@ -96,7 +97,7 @@ pub(crate) fn selective_scan<B: RambaBackend, C: CheckpointStrategy>(
         ))
     });
     let inputs = [&x, &delta, &a, &b, &c, &d, &init_state];
-    let d_final = Slot::new();
+    let d_final = OutputGrads::new(1);
     let (y, last) = match ScanBackward
         .prepare::<C>(inputs.map(|t| t.node.clone()))
         .compute_bound()
