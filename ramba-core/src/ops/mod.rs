@@ -777,12 +777,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
     ) -> FloatTensor<Self> {
         let vocab = weight.shape().dims::<2>()[0];
         let grad = cubecl_kernels::embedding::embedding_backward(tokens, dy, vocab);
-        let dtype = weight.dtype();
-        if grad.dtype() == dtype {
-            grad
-        } else {
-            Self::float_cast(grad, dtype.into())
-        }
+        linear::cast_to::<Self>(grad, weight.dtype())
     }
 
     fn row_logsumexp(logits: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -808,11 +803,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
 
     fn linear_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         let dtype = x.dtype();
-        let weight = if weight.dtype() == dtype {
-            weight
-        } else {
-            Self::float_cast(weight, dtype.into())
-        };
+        let weight = linear::cast_to::<Self>(weight, dtype);
         Self::matmul_into(x, weight, dtype, linear::LinearPass::Forward)
     }
 

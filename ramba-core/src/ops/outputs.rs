@@ -35,10 +35,14 @@ impl<B: Backend> OutputGrads<B> {
         })
     }
 
+    /// The slots (a panic elsewhere while one was held leaves them usable).
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Option<FloatTensor<B>>>> {
+        self.grads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Each output's gradient, `None` where no loss reached the output.
     pub(crate) fn take(&self) -> Vec<Option<FloatTensor<B>>> {
-        let mut grads = self.grads.lock().unwrap_or_else(|e| e.into_inner());
-        grads.iter_mut().map(Option::take).collect()
+        self.slots().iter_mut().map(Option::take).collect()
     }
 
     /// Output `index`'s gradient, or zeros of `shape` when no loss reached it.
@@ -49,13 +53,13 @@ impl<B: Backend> OutputGrads<B> {
         dtype: DType,
         device: &B::Device,
     ) -> FloatTensor<B> {
-        self.grads.lock().unwrap_or_else(|e| e.into_inner())[index]
+        self.slots()[index]
             .take()
             .unwrap_or_else(|| B::float_zeros(shape, device, dtype.into()))
     }
 
     fn put(&self, index: usize, grad: FloatTensor<B>) {
-        self.grads.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(grad);
+        self.slots()[index] = Some(grad);
     }
 }
 

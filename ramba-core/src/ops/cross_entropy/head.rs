@@ -22,7 +22,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, TensorMetadata};
 
 use super::reference::weighted_nll_sum;
-use crate::ops::linear::{weight_grad, LinearPass};
+use crate::ops::linear::{cast_to, weight_grad, LinearPass};
 use crate::ops::{from_float, into_float, RambaBackend};
 
 /// Bytes of one block's logits: a few hundred MiB keeps the products large while the block is
@@ -124,15 +124,6 @@ pub fn blocks<B: RambaBackend>(
     Blocks {
         loss: into_float(loss),
         grads,
-    }
-}
-
-/// `weight` in `dtype` (the product's operand).
-fn cast_to<B: Backend>(weight: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
-    if weight.dtype() == dtype {
-        weight
-    } else {
-        B::float_cast(weight, dtype.into())
     }
 }
 

@@ -7,6 +7,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata};
@@ -30,23 +31,42 @@ impl<B: RambaBackend> Backward<B, 2> for LinearBackward {
     type State = LinearState<B>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        if let Some(node) = node_weight {
-            let dw = super::weight_grad::<B>(s.x.clone(), dy.clone(), s.weight_dtype);
-            grads.register::<B>(node.id, dw);
-        }
-        if let Some(node) = node_x {
-            let dtype = s.x.dtype();
-            let dx = B::matmul_into(
-                dy,
-                B::float_transpose(s.weight),
-                dtype,
-                LinearPass::InputGrad,
-            );
-            grads.register::<B>(node.id, dx);
-        }
+        register_grads::<B>(
+            grads,
+            ops.parents.map(|p| p.map(|n| n.id)),
+            s.x,
+            dy,
+            || s.weight,
+            s.weight_dtype,
+        );
+    }
+}
+
+/// The linear node's backward for `dy [rows, d_out]`, shared with the column-parts node: the
+/// weight gradient `xᵀ · dy` in `weight_dtype`, the input gradient `dy · Wᵀ` in `x`'s dtype with
+/// `weight` (in `x`'s dtype) asked for only when the input needs it.
+pub(super) fn register_grads<B: RambaBackend>(
+    grads: &mut Gradients,
+    [node_x, node_weight]: [Option<NodeId>; 2],
+    x: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    weight: impl FnOnce() -> FloatTensor<B>,
+    weight_dtype: DType,
+) {
+    if let Some(node) = node_weight {
+        let dw = super::weight_grad::<B>(x.clone(), dy.clone(), weight_dtype);
+        grads.register::<B>(node, dw);
+    }
+    if let Some(node) = node_x {
+        let dx = B::matmul_into(
+            dy,
+            B::float_transpose(weight()),
+            x.dtype(),
+            LinearPass::InputGrad,
+        );
+        grads.register::<B>(node, dx);
     }
 }
 
@@ -58,11 +78,7 @@ pub(crate) fn linear<B: RambaBackend, C: CheckpointStrategy>(
 ) -> FloatTensor<Autodiff<B, C>> {
     let dtype = x.primitive.dtype();
     let weight_dtype = weight.primitive.dtype();
-    let cast = if weight_dtype == dtype {
-        weight.primitive.clone()
-    } else {
-        B::float_cast(weight.primitive.clone(), dtype.into())
-    };
+    let cast = super::cast_to::<B>(weight.primitive.clone(), dtype);
     let y = B::matmul_into(
         x.primitive.clone(),
         cast.clone(),

@@ -87,6 +87,17 @@ pub fn linear_parts<B: RambaBackend, const D: usize>(
     .collect()
 }
 
+/// `t` in `dtype` (a product's operand, or a gradient back in its parameter's dtype); itself when
+/// it already is.
+pub(crate) fn cast_to<B: Backend>(t: FloatTensor<B>, dtype: burn::tensor::DType) -> FloatTensor<B> {
+    use burn::tensor::TensorMetadata;
+    if t.dtype() == dtype {
+        t
+    } else {
+        B::float_cast(t, dtype.into())
+    }
+}
+
 /// Which of a linear layer's three products a matmul is; each may run its own kernel (their
 /// layouts differ: the input gradient reads the weight transposed, the weight gradient reads
 /// the activations transposed and sums over the rows).

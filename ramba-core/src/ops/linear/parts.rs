@@ -17,7 +17,6 @@ use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, Slice, TensorMetadata};
 
-use super::LinearPass;
 use crate::ops::outputs::{outputs, token, OpGrad, OutputGrads};
 use crate::ops::RambaBackend;
 
@@ -97,19 +96,16 @@ impl<B: RambaBackend> Backward<B, 2> for LinearPartsBackward {
         } else {
             B::float_cat(parts, 1)
         };
-        if let Some(node) = node_weight {
-            let dw = super::weight_grad::<B>(s.x.clone(), dy.clone(), s.weight.dtype());
-            grads.register::<B>(node.id, dw);
-        }
-        if let Some(node) = node_x {
-            let weight = if s.weight.dtype() == dtype {
-                s.weight
-            } else {
-                B::float_cast(s.weight, dtype.into())
-            };
-            let dx = B::matmul_into(dy, B::float_transpose(weight), dtype, LinearPass::InputGrad);
-            grads.register::<B>(node.id, dx);
-        }
+        let weight_dtype = s.weight.dtype();
+        let weight = s.weight;
+        super::autodiff::register_grads::<B>(
+            grads,
+            [node_x, node_weight].map(|p| p.map(|n| n.id)),
+            s.x,
+            dy,
+            || super::cast_to::<B>(weight, dtype),
+            weight_dtype,
+        );
     }
 }
 
