@@ -47,6 +47,20 @@ pub enum MatmulFamily {
     OrderedDouble8,
     /// Warp-specialised pipeline with cyclic loads.
     SpecializedCyclic,
+    /// One unit (thread) per output tile, plain f32 FMAs: no tensor cores, so f32 operands
+    /// keep their 24-bit mantissas (the tensor-core kernels read f32 as TF32, 10 bits).
+    Unit,
+}
+// cubek's double-buffered unit kernel (`DoubleUnit`) is left out: on lavapipe (2026-12-08) it
+// accepted `[70, 24] · [24, 301]` and `[74, 29] · [29, 48]` and returned products 4% and 56%
+// off, where the single-buffered one is exact.
+
+impl MatmulFamily {
+    /// Whether the family has a PTX `mma.sync` variant beside its WMMA-style one (the unit
+    /// kernels and cubek's default have neither choice).
+    pub fn has_mma_variant(self) -> bool {
+        !matches!(self, Self::Default | Self::Unit)
+    }
 }
 // cubek's TMA kernels are left out: on an H100 (2026-12-07) `SimpleTmaCmma` passed cubek's
 // setup checks for `[32768, 640] · [640, 2836]` and then failed at launch ("Tile shape must be
@@ -72,8 +86,9 @@ impl MatmulKernel {
     pub fn all() -> Vec<Self> {
         let mut kernels = vec![Self::DEFAULT];
         for &(family, _) in &NAMES[1..] {
-            for mma in [false, true] {
-                kernels.push(Self { family, mma });
+            kernels.push(Self { family, mma: false });
+            if family.has_mma_variant() {
+                kernels.push(Self { family, mma: true });
             }
         }
         kernels
@@ -134,12 +149,13 @@ impl MatmulKernel {
             (OrderedDouble8, true) => Strategy::OrderedDoubleMma(ordered!(8)),
             (SpecializedCyclic, false) => Strategy::SpecializedCyclicCmma(specialized!()),
             (SpecializedCyclic, true) => Strategy::SpecializedCyclicMma(specialized!()),
+            (Unit, _) => Strategy::SimpleUnit(BlueprintStrategy::default()),
         }
     }
 }
 
 /// Each family's name in [`MatmulKernel`]'s `Display` and `FromStr`; `Default` first.
-const NAMES: [(MatmulFamily, &str); 8] = [
+const NAMES: [(MatmulFamily, &str); 9] = [
     (MatmulFamily::Default, "default"),
     (MatmulFamily::SimpleCyclic, "simple"),
     (MatmulFamily::SimpleCyclicMultiRows, "simple_multirow"),
@@ -148,6 +164,7 @@ const NAMES: [(MatmulFamily, &str); 8] = [
     (MatmulFamily::OrderedDouble4, "ordered4"),
     (MatmulFamily::OrderedDouble8, "ordered8"),
     (MatmulFamily::SpecializedCyclic, "specialized"),
+    (MatmulFamily::Unit, "unit"),
 ];
 
 impl fmt::Display for MatmulKernel {
@@ -158,9 +175,10 @@ impl fmt::Display for MatmulKernel {
             .find(|(family, _)| *family == self.family)
             .map(|(_, name)| *name)
             .unwrap_or("default");
-        match (self.family, self.mma) {
-            (MatmulFamily::Default, _) | (_, false) => f.write_str(name),
-            (_, true) => write!(f, "{name}_mma"),
+        if self.mma && self.family.has_mma_variant() {
+            write!(f, "{name}_mma")
+        } else {
+            f.write_str(name)
         }
     }
 }
@@ -178,7 +196,7 @@ impl FromStr for MatmulKernel {
             .find(|(_, name)| *name == base)
             .map(|(family, _)| Self {
                 family: *family,
-                mma: mma && *family != MatmulFamily::Default,
+                mma: mma && family.has_mma_variant(),
             })
             .ok_or_else(|| {
                 let known: Vec<String> = Self::all().iter().map(|k| k.to_string()).collect();

@@ -813,7 +813,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RambaBacke
         out_dtype: burn::tensor::DType,
         pass: linear::LinearPass,
     ) -> FloatTensor<Self> {
-        let kernel = linear::linear_kernels().of(pass);
+        let kernel = linear::linear_kernel(pass, lhs.dtype());
         cubecl_kernels::matmul::matmul(lhs, rhs, out_dtype, kernel)
     }
 

@@ -235,3 +235,105 @@ fn linear_parts_node_matches_reference() {
         }
     }
 }
+
+/// Every matmul kernel the linear layers can name computes every product it accepts: the tiny
+/// models' layer shapes (where a kernel may take a problem that the shapes above leave to the
+/// fallback), forward, input-gradient and weight-gradient layouts, transposed views, in f32
+/// and half precision, against the CPU's f32 product. A kernel that cannot run a problem says
+/// so (`matmul_with_kernel` errs) and is not timed or used for it; cubek's default must run
+/// them all.
+#[test]
+fn every_matmul_kernel_computes_what_it_accepts() {
+    let device = Default::default();
+    // (m, k, n, lhs read transposed, rhs read transposed)
+    let cases = [
+        (96, 32, 37, false, true),
+        (96, 37, 32, false, false),
+        (32, 96, 37, true, false),
+        (96, 32, 16, false, false),
+        (96, 32, 48, false, false),
+        (96, 48, 32, false, false),
+        (32, 96, 48, true, false),
+        (66, 32, 67, false, true),
+        // Inner dimensions that are no multiple of 8 (cubek's double-buffered unit kernel got
+        // these wrong on lavapipe).
+        (70, 24, 301, false, true),
+        (74, 29, 48, false, true),
+        (48, 74, 29, true, false),
+        (600, 64, 48, false, false),
+        (300, 256, 200, false, false),
+    ];
+    // f32 operands run on TF32 tensor cores on CUDA (10-bit mantissas: ~3e-4 relative).
+    let f32_tol = if cfg!(feature = "cuda-tests") {
+        2e-3
+    } else {
+        TOL
+    };
+    let mut failures = vec![];
+    let mut default_ran = 0;
+    for (m, k, n, lhs_t, rhs_t) in cases {
+        let mut r = rng(3);
+        let stored = |r: &mut _, rows, cols, t: bool| {
+            let shape = if t { [cols, rows] } else { [rows, cols] };
+            let x = random::<TestCpu, 2>(r, shape, 1.0, &Default::default());
+            if t {
+                x.transpose()
+            } else {
+                x
+            }
+        };
+        let (a, b) = (stored(&mut r, m, k, lhs_t), stored(&mut r, k, n, rhs_t));
+        let want = to_vec(a.clone().matmul(b.clone()));
+        let on_gpu = |x: &Tensor<TestCpu, 2>, t: bool, dtype: DType| -> Tensor<Gpu, 2> {
+            // The same storage order as on the CPU, so a transposed view stays a view.
+            let stored = if t { x.clone().transpose() } else { x.clone() };
+            let dims = stored.dims();
+            let g = from_vec::<Gpu, 2>(to_vec(stored), dims, &device).cast(dtype);
+            if t {
+                g.transpose()
+            } else {
+                g
+            }
+        };
+        for (dtype, tol) in [(DType::F32, f32_tol), (HALF, 1e-2)] {
+            for kernel in linear::MatmulKernel::all() {
+                let (lhs, rhs) = (on_gpu(&a, lhs_t, dtype), on_gpu(&b, rhs_t, dtype));
+                // A kernel that leaves part of its output unwritten must not inherit the last
+                // kernel's product from the allocator.
+                poison_as::<Gpu>(&[[1, 1, m, n]], dtype, &device);
+                let got = Gpu::matmul_with_kernel(
+                    lhs.into_primitive().tensor(),
+                    rhs.into_primitive().tensor(),
+                    dtype,
+                    kernel,
+                );
+                let case = format!(
+                    "{kernel} {dtype:?} [{m}, {k}]·[{k}, {n}] (lhsᵀ {lhs_t}, rhsᵀ {rhs_t})"
+                );
+                match got {
+                    Ok(y) => {
+                        let y = Tensor::<Gpu, 2>::from_primitive(TensorPrimitive::Float(y));
+                        let err = rel_err_vec(&to_vec(y.cast(DType::F32)), &want);
+                        eprintln!("{case}: {err:.2e}");
+                        if kernel.family == linear::MatmulFamily::Default {
+                            default_ran += 1;
+                        }
+                        if err.is_nan() || err > tol {
+                            failures.push(format!("{case}: relative error {err:.3e}"));
+                        }
+                    }
+                    Err(why) if kernel.family == linear::MatmulFamily::Default => {
+                        failures.push(format!("{case}: the default kernel cannot run it: {why}"))
+                    }
+                    Err(_) => eprintln!("{case}: not accepted"),
+                }
+            }
+        }
+    }
+    assert_eq!(
+        default_ran,
+        cases.len() * 2,
+        "the default kernel ran every case"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -191,3 +191,104 @@ fn half_precision_training_follows_f32() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The logits of a tiny model trained in f32 on the GPU, computed again in f32 and in half
+/// precision by the GPU's inference forward, match the CPU backend's f32 logits of the same
+/// weights, and each fused loss matches the cross-entropy of its own logits. Trained weights
+/// (not the initial ones) make the logits far from uniform, so a wrong row, a misread target
+/// or a leak from later positions moves the loss by far more than rounding. On failure the
+/// message names the worst position of each batch row.
+#[test]
+fn forward_in_each_precision_matches_the_cpu() {
+    let device = Default::default();
+    let cpu_device = Default::default();
+    let mut failures = vec![];
+    for arch in [Arch::Transformer, Arch::Mamba2, Arch::Ramba, Arch::SwaHsa] {
+        let cfg = tiny_config(arch);
+        let batches = motif_batches(cfg.vocab_size);
+        <Gpu as Backend>::seed(&device, 3);
+        let (_, trained) = train(cfg.init::<Autodiff<Gpu>>(&device), &batches);
+        let dir =
+            std::env::temp_dir().join(format!("ramba-forward-{}-{arch:?}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trained.safetensors");
+        ramba_core::checkpoint::save_weights(&trained, &path).unwrap();
+        let cpu_model =
+            ramba_core::checkpoint::load_weights(cfg.init::<TestCpu>(&cpu_device), &path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+
+        let probe = &batches[1];
+        let vocab = cfg.vocab_size;
+        let want_logits = logits_of(&cpu_model, probe, &cpu_device);
+        let want_loss: f64 = loss_of(&cpu_model, probe, &cpu_device).into_scalar().elem();
+        let targets: Vec<usize> = (0..BATCH)
+            .flat_map(|b| (1..=SEQ).map(move |t| probe[b * (SEQ + 1) + t] as usize))
+            .collect();
+        for (dtype, tol) in [(DType::F32, 2e-3), (HALF, 3e-2)] {
+            let model = trained.valid().with_compute_dtype(dtype);
+            let logits = logits_of(&model, probe, &device);
+            let loss: f64 = loss_of(&model, probe, &device).into_scalar().elem();
+            let of_logits = host_cross_entropy(&logits, &targets, vocab);
+            let err = rel_err_vec(&logits, &want_logits);
+            eprintln!(
+                "{arch:?} {dtype:?}: logits error {err:.2e}; loss {loss:.5}, of its logits \
+                 {of_logits:.5}, CPU f32 {want_loss:.5}"
+            );
+            if err > tol || (loss - want_loss).abs() > tol * want_loss {
+                let worst: Vec<String> = (0..BATCH)
+                    .map(|b| {
+                        let (t, e) = (0..SEQ)
+                            .map(|t| {
+                                let at = (b * SEQ + t) * vocab..(b * SEQ + t + 1) * vocab;
+                                (t, rel_err_vec(&logits[at.clone()], &want_logits[at]))
+                            })
+                            .fold((0, 0.0), |a, x| if x.1 > a.1 { x } else { a });
+                        format!("row {b}: position {t} off by {e:.2e}")
+                    })
+                    .collect();
+                failures.push(format!(
+                    "{arch:?} {dtype:?}: logits off by {err:.2e} ({}), loss {loss} against \
+                     the CPU's {want_loss}",
+                    worst.join(", ")
+                ));
+            }
+            if (loss - of_logits).abs() > 1e-3 * of_logits {
+                failures.push(format!(
+                    "{arch:?} {dtype:?}: the fused loss {loss} is not the loss of the \
+                     logits, {of_logits}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The inference forward's logits of the probe's inputs, f32, as a host vector.
+fn logits_of<B: RambaBackend>(
+    model: &LanguageModel<B>,
+    toks: &[i64],
+    device: &B::Device,
+) -> Vec<f64> {
+    let all = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(toks.to_vec(), [BATCH, SEQ + 1]).convert::<B::IntElem>(),
+        device,
+    );
+    to_vec(
+        model
+            .forward(all.slice([0..BATCH, 0..SEQ]))
+            .cast(DType::F32),
+    )
+}
+
+/// The mean cross-entropy of `logits [rows, vocab]` against `targets`, in f64.
+fn host_cross_entropy(logits: &[f64], targets: &[usize], vocab: usize) -> f64 {
+    let total: f64 = logits
+        .chunks(vocab)
+        .zip(targets)
+        .map(|(row, &t)| {
+            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            m + row.iter().map(|z| (z - m).exp()).sum::<f64>().ln() - row[t]
+        })
+        .sum();
+    total / targets.len() as f64
+}

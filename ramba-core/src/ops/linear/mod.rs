@@ -120,8 +120,8 @@ pub struct LinearKernels {
 }
 
 impl LinearKernels {
-    /// What runs unless [`MATMUL_KERNEL_ENV`] or [`set_linear_kernels`] says otherwise
-    /// (`docs/perf.md` has the measurements behind it).
+    /// What half-precision operands run unless [`MATMUL_KERNEL_ENV`] or [`set_linear_kernels`]
+    /// says otherwise (`docs/perf.md` has the measurements behind it).
     pub const DEFAULT: Self = Self {
         forward: MatmulKernel {
             family: MatmulFamily::DoubleCyclic,
@@ -134,6 +134,26 @@ impl LinearKernels {
         weight_grad: MatmulKernel {
             family: MatmulFamily::SpecializedCyclic,
             mma: true,
+        },
+    };
+
+    /// What f32 operands run unless told otherwise: the unit kernel, which keeps f32's
+    /// precision. The tensor-core kernels read f32 as TF32 (10-bit mantissas, ~3e-4 relative
+    /// error per product); a researcher who asks for `precision = "f32"` asks for f32
+    /// arithmetic, as PyTorch's default (`allow_tf32 = False` for matmuls) gives. Half
+    /// precision is the fast path.
+    pub const F32: Self = Self {
+        forward: MatmulKernel {
+            family: MatmulFamily::Unit,
+            mma: false,
+        },
+        input_grad: MatmulKernel {
+            family: MatmulFamily::Unit,
+            mma: false,
+        },
+        weight_grad: MatmulKernel {
+            family: MatmulFamily::Unit,
+            mma: false,
         },
     };
 
@@ -183,8 +203,6 @@ impl std::str::FromStr for LinearKernels {
 /// `fwd=specialized_mma,wgrad=double_mma`), for measuring kernels against each other.
 pub const MATMUL_KERNEL_ENV: &str = "RAMBA_MATMUL_KERNEL";
 
-static KERNELS: RwLock<Option<LinearKernels>> = RwLock::new(None);
-
 /// The kernels `RAMBA_MATMUL_KERNEL` names, `None` when it is unset; `Err` (naming the
 /// variable, its value and the known kernels) when it names none. [`crate::backend::dispatch`]
 /// checks it before any work starts.
@@ -203,27 +221,36 @@ fn kernels_from_setting(value: Option<String>) -> Result<Option<LinearKernels>, 
         .transpose()
 }
 
-/// The kernels the linear layers' products run on CubeCL backends: those set by
-/// [`set_linear_kernels`], else those `RAMBA_MATMUL_KERNEL` names, else
-/// [`LinearKernels::DEFAULT`].
+/// The kernels named by [`set_linear_kernels`] or, at first use, by `RAMBA_MATMUL_KERNEL`;
+/// `None` inside when neither named any.
+static NAMED: RwLock<Option<Option<LinearKernels>>> = RwLock::new(None);
+
+/// The kernel the linear layers' product `pass` runs on CubeCL backends for operands of
+/// `dtype`: the one [`set_linear_kernels`] or `RAMBA_MATMUL_KERNEL` named (for every dtype),
+/// else [`LinearKernels::F32`]'s for f32 operands and [`LinearKernels::DEFAULT`]'s for half
+/// precision.
 ///
 /// # Panics
 /// When `RAMBA_MATMUL_KERNEL` names no kernels; the binaries refuse such a value at start-up
 /// ([`linear_kernels_from_env`]), before any work.
-pub fn linear_kernels() -> LinearKernels {
-    if let Some(kernels) = *KERNELS.read().unwrap_or_else(|e| e.into_inner()) {
-        return kernels;
-    }
-    let kernels = linear_kernels_from_env()
-        .unwrap_or_else(|err| panic!("{err}"))
-        .unwrap_or(LinearKernels::DEFAULT);
-    set_linear_kernels(kernels);
-    kernels
+pub fn linear_kernel(pass: LinearPass, dtype: burn::tensor::DType) -> MatmulKernel {
+    let named = *NAMED.read().unwrap_or_else(|e| e.into_inner());
+    let named = named.unwrap_or_else(|| {
+        let from_env = linear_kernels_from_env().unwrap_or_else(|err| panic!("{err}"));
+        *NAMED.write().unwrap_or_else(|e| e.into_inner()) = Some(from_env);
+        from_env
+    });
+    let kernels = match named {
+        Some(kernels) => kernels,
+        None if dtype == burn::tensor::DType::F32 => LinearKernels::F32,
+        None => LinearKernels::DEFAULT,
+    };
+    kernels.of(pass)
 }
 
-/// Sets the linear layers' matmul kernels for the rest of the process.
+/// Names the linear layers' matmul kernels, for every dtype, for the rest of the process.
 pub fn set_linear_kernels(kernels: LinearKernels) {
-    *KERNELS.write().unwrap_or_else(|e| e.into_inner()) = Some(kernels);
+    *NAMED.write().unwrap_or_else(|e| e.into_inner()) = Some(Some(kernels));
 }
 
 /// How many slices of rows the weight gradient `x [rows, d_in]ᵀ · dy [rows, d_out]` is split
@@ -299,6 +326,18 @@ mod tests {
             "specialized_mma"
         );
         assert_eq!(some.weight_grad.to_string(), "simple");
+        // f32 operands keep f32 arithmetic: no tensor-core (TF32) kernel by default.
+        for pass in [
+            LinearPass::Forward,
+            LinearPass::InputGrad,
+            LinearPass::WeightGrad,
+        ] {
+            assert_eq!(LinearKernels::F32.of(pass).family, MatmulFamily::Unit);
+        }
+        assert_eq!(
+            "unit".parse::<MatmulKernel>().unwrap(),
+            LinearKernels::F32.forward
+        );
         assert!("bwd=simple".parse::<LinearKernels>().is_err());
         assert!("fwd=nope".parse::<LinearKernels>().is_err());
         // The start-up check names the variable, the value and the kernels it knows.
