@@ -271,6 +271,12 @@ fn every_matmul_kernel_computes_what_it_accepts() {
     };
     let mut failures = vec![];
     let mut default_ran = 0;
+    // Half operands into a half product, and into an f32 one (the weight gradient's).
+    let dtypes = [
+        (DType::F32, DType::F32, f32_tol),
+        (HALF, HALF, 1e-2),
+        (HALF, DType::F32, 1e-2),
+    ];
     for (m, k, n, lhs_t, rhs_t) in cases {
         let mut r = rng(3);
         let stored = |r: &mut _, rows, cols, t: bool| {
@@ -295,20 +301,21 @@ fn every_matmul_kernel_computes_what_it_accepts() {
                 g
             }
         };
-        for (dtype, tol) in [(DType::F32, f32_tol), (HALF, 1e-2)] {
+        for &(dtype, out_dtype, tol) in &dtypes {
             for kernel in linear::MatmulKernel::all() {
                 let (lhs, rhs) = (on_gpu(&a, lhs_t, dtype), on_gpu(&b, rhs_t, dtype));
                 // A kernel that leaves part of its output unwritten must not inherit the last
                 // kernel's product from the allocator.
-                poison_as::<Gpu>(&[[1, 1, m, n]], dtype, &device);
+                poison_as::<Gpu>(&[[1, 1, m, n]], out_dtype, &device);
                 let got = Gpu::matmul_with_kernel(
                     lhs.into_primitive().tensor(),
                     rhs.into_primitive().tensor(),
-                    dtype,
+                    out_dtype,
                     kernel,
                 );
                 let case = format!(
-                    "{kernel} {dtype:?} [{m}, {k}]·[{k}, {n}] (lhsᵀ {lhs_t}, rhsᵀ {rhs_t})"
+                    "{kernel} {dtype:?} → {out_dtype:?} [{m}, {k}]·[{k}, {n}] (lhsᵀ {lhs_t}, \
+                     rhsᵀ {rhs_t})"
                 );
                 match got {
                     Ok(y) => {
@@ -332,7 +339,7 @@ fn every_matmul_kernel_computes_what_it_accepts() {
     }
     assert_eq!(
         default_ran,
-        cases.len() * 2,
+        cases.len() * dtypes.len(),
         "the default kernel ran every case"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
