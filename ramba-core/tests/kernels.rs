@@ -483,6 +483,21 @@ fn half_precision_training_step_follows_the_reference() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `got` (any float dtype) finite and within 1e-2 relative of `want`: the bound of the kernels
+/// with half-precision inputs against the f32 reference given the same rounded inputs.
+/// Returns the error.
+fn assert_half_close<const D: usize>(
+    what: &str,
+    got: Tensor<Gpu, D>,
+    want: Tensor<TestCpu, D>,
+) -> f64 {
+    let (got, want) = (to_vec(got.cast(burn::tensor::DType::F32)), to_vec(want));
+    assert!(got.iter().all(|x| x.is_finite()), "{what}: non-finite");
+    let err = rel_err_vec(&got, &want);
+    assert!(err < 1e-2, "{what}: relative error {err:.3e}");
+    err
+}
+
 /// `a · b / (‖a‖ ‖b‖)`.
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -779,16 +794,7 @@ fn assert_hsa_in_half_matches(cs: Case, dtype: burn::tensor::DType) {
         options(cs),
     );
     let loose = |name: &str, got: Tensor<Gpu, 4>, want: Tensor<TestCpu, 4>| {
-        let (got, want) = (to_vec(got.cast(DType::F32)), to_vec(want));
-        assert!(
-            got.iter().all(|x| x.is_finite()),
-            "{cs:?} {name}: non-finite"
-        );
-        let err = rel_err_vec(&got, &want);
-        assert!(
-            err < 1e-2,
-            "{cs:?} {dtype:?} {name}: relative error {err:.3e}"
-        );
+        assert_half_close(&format!("{cs:?} {dtype:?} {name}"), got, want);
     };
     loose("out", tensor(fwd.out), want_out);
     loose("lse", tensor(fwd.lse.clone()), want_lse);

@@ -263,7 +263,8 @@ fn every_matmul_kernel_computes_what_it_accepts() {
         (600, 64, 48, false, false),
         (300, 256, 200, false, false),
     ];
-    // f32 operands run on TF32 tensor cores on CUDA (10-bit mantissas: ~3e-4 relative).
+    // The tensor-core kernels read f32 operands as TF32 on CUDA (10-bit mantissas: ~3e-4
+    // relative).
     let f32_tol = if cfg!(feature = "cuda-tests") {
         2e-3
     } else {
