@@ -142,20 +142,19 @@ impl LinearKernels {
     /// error per product); a researcher who asks for `precision = "f32"` asks for f32
     /// arithmetic, as PyTorch's default (`allow_tf32 = False` for matmuls) gives. Half
     /// precision is the fast path.
-    pub const F32: Self = Self {
-        forward: MatmulKernel {
-            family: MatmulFamily::Unit,
-            mma: false,
-        },
-        input_grad: MatmulKernel {
-            family: MatmulFamily::Unit,
-            mma: false,
-        },
-        weight_grad: MatmulKernel {
-            family: MatmulFamily::Unit,
-            mma: false,
-        },
-    };
+    pub const F32: Self = Self::every_pass(MatmulKernel {
+        family: MatmulFamily::Unit,
+        mma: false,
+    });
+
+    /// `kernel` for all three passes.
+    pub const fn every_pass(kernel: MatmulKernel) -> Self {
+        Self {
+            forward: kernel,
+            input_grad: kernel,
+            weight_grad: kernel,
+        }
+    }
 
     /// The kernel of `pass`.
     pub fn of(&self, pass: LinearPass) -> MatmulKernel {
@@ -174,12 +173,7 @@ impl std::str::FromStr for LinearKernels {
     /// any of the three left out (those keep [`LinearKernels::DEFAULT`]'s).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if !s.contains('=') {
-            let kernel: MatmulKernel = s.trim().parse()?;
-            return Ok(Self {
-                forward: kernel,
-                input_grad: kernel,
-                weight_grad: kernel,
-            });
+            return Ok(Self::every_pass(s.trim().parse()?));
         }
         let mut kernels = Self::DEFAULT;
         for part in s.split(',') {
