@@ -598,6 +598,7 @@ fn training_step_failures(
             if !g.iter().all(|x| x.is_finite())
                 || cos.is_nan()
                 || cos < HALF_STEP_MIN_COSINE
+                || rerun.is_nan()
                 || rerun > 1e-2
             {
                 failures.push(format!(
@@ -613,7 +614,7 @@ fn training_step_failures(
         } else {
             STEP_GRAD_TOL
         };
-        if err >= tol || rerun >= 1e-5 {
+        if err.is_nan() || err >= tol || rerun.is_nan() || rerun >= 1e-5 {
             failures.push(format!(
                 "parameter {i} ({name}, {} values): relative error {err:.3e} against the \
                  reference, {rerun:.3e} between two identical GPU steps",

@@ -279,38 +279,26 @@ fn every_matmul_kernel_computes_what_it_accepts() {
         (HALF, DType::F32, 1e-2),
     ];
     for (m, k, n, lhs_t, rhs_t) in cases {
+        // Each operand as stored (`[cols, rows]` when read transposed), on both devices.
         let mut r = rng(3);
-        let stored = |r: &mut _, rows, cols, t: bool| {
+        let mut stored = |rows, cols, t: bool| {
             let shape = if t { [cols, rows] } else { [rows, cols] };
-            let x = random::<TestCpu, 2>(r, shape, 1.0, &Default::default());
-            if t {
-                x.transpose()
-            } else {
-                x
-            }
+            let x = random::<TestCpu, 2>(&mut r, shape, 1.0, &Default::default());
+            let on_gpu = from_vec::<Gpu, 2>(to_vec(x.clone()), shape, &device);
+            (x, on_gpu)
         };
-        let (a, b) = (stored(&mut r, m, k, lhs_t), stored(&mut r, k, n, rhs_t));
-        let want = to_vec(a.clone().matmul(b.clone()));
-        let on_gpu = |x: &Tensor<TestCpu, 2>, t: bool, dtype: DType| -> Tensor<Gpu, 2> {
-            // The same storage order as on the CPU, so a transposed view stays a view.
-            let stored = if t { x.clone().transpose() } else { x.clone() };
-            let dims = stored.dims();
-            let g = from_vec::<Gpu, 2>(to_vec(stored), dims, &device).cast(dtype);
-            if t {
-                g.transpose()
-            } else {
-                g
-            }
-        };
+        let ((a, a_gpu), (b, b_gpu)) = (stored(m, k, lhs_t), stored(k, n, rhs_t));
+        let want = to_vec(read(a, lhs_t).matmul(read(b, rhs_t)));
         for &(dtype, out_dtype, tol) in &dtypes {
+            let lhs = read(a_gpu.clone().cast(dtype), lhs_t);
+            let rhs = read(b_gpu.clone().cast(dtype), rhs_t);
             for kernel in linear::MatmulKernel::all() {
-                let (lhs, rhs) = (on_gpu(&a, lhs_t, dtype), on_gpu(&b, rhs_t, dtype));
                 // A kernel that leaves part of its output unwritten must not inherit the last
                 // kernel's product from the allocator.
                 poison_as::<Gpu>(&[[1, 1, m, n]], out_dtype, &device);
                 let got = Gpu::matmul_with_kernel(
-                    lhs.into_primitive().tensor(),
-                    rhs.into_primitive().tensor(),
+                    lhs.clone().into_primitive().tensor(),
+                    rhs.clone().into_primitive().tensor(),
                     out_dtype,
                     kernel,
                 );
@@ -344,4 +332,13 @@ fn every_matmul_kernel_computes_what_it_accepts() {
         "the default kernel ran every case"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `x`, read transposed when `transposed` (a view: the storage order stays).
+fn read<B: Backend>(x: Tensor<B, 2>, transposed: bool) -> Tensor<B, 2> {
+    if transposed {
+        x.transpose()
+    } else {
+        x
+    }
 }
